@@ -1,0 +1,86 @@
+"""The one small interface every backend implements.
+
+Data flows one way: the task builds a `Request` (images + prompt text), the engine streams text pieces back, the
+task parses the joined text. Engines know nothing of tasks' output formats; tasks know nothing of backends.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to generate. temperature 0 means greedy, which is what OCR and tables want."""
+
+    max_tokens: int = 1024
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Request:
+    """One question about one or more images.
+
+    `task` lets engines that are not language models (the classic OCR engine) pick what to do; language-model
+    engines ignore it and use `prompt`, which holds only the user's words - each engine adds its own chat
+    template and image markers.
+    """
+
+    task: str
+    images: tuple[Image.Image, ...]
+    prompt: str
+    system: str | None = None
+    sampling: Sampling = field(default_factory=Sampling)
+
+
+@dataclass
+class Stats:
+    """Timings of the last request, filled in by engines that can measure them (zeros otherwise)."""
+
+    image_encode_ms: float = 0.0
+    prompt_tokens: int = 0
+    prefill_ms: float = 0.0
+    generated_tokens: int = 0
+    decode_ms: float = 0.0
+
+    @property
+    def prefill_tokens_per_s(self) -> float:
+        return 1000.0 * self.prompt_tokens / self.prefill_ms if self.prefill_ms else 0.0
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        return 1000.0 * self.generated_tokens / self.decode_ms if self.decode_ms else 0.0
+
+
+class Engine(abc.ABC):
+    """A loaded model that answers requests. Use it as a context manager, or call `close()`."""
+
+    #: prompt family the tasks tune their wording for ("qwen2vl", "minicpmv", or "classic" for non-LLM engines)
+    family: str = "classic"
+    #: tasks this engine can do; language-model engines can do them all
+    tasks: frozenset[str] = frozenset({"ocr", "table", "caption", "ask"})
+    #: a short human description ("llama.cpp qwen2-vl-2b q4_k_m, CPU")
+    description: str = ""
+
+    def __init__(self) -> None:
+        self.last_stats = Stats()
+
+    @abc.abstractmethod
+    def stream(self, request: Request) -> Iterator[str]:
+        """Yield the answer piece by piece as it is produced."""
+
+    def close(self) -> None:
+        """Release the model and everything it holds (memory, GPU buffers). Safe to call twice."""
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

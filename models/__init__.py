@@ -1,0 +1,81 @@
+"""Model cards: one TOML file per supported model, plus `families.toml` with what a family shares.
+
+This folder is installed as the package `edgevl.model_cards`. Code asks it for facts (image budgets, chat
+template, recommended quant) instead of hard-coding them.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    id: str
+    name: str
+    family: str
+    hub_id: str = ""
+    architecture: str = ""
+    match: dict[str, Any] = field(default_factory=dict)
+    parameters_b: float = 0.0
+    recommended_quant: str = "q4_k_m"
+    license: str = ""
+    supported: bool = True
+    scores: dict[str, float] = field(default_factory=dict)
+    sizes_mb: dict[str, int] = field(default_factory=dict)
+    #: family defaults merged with the card's own overrides (chat_template, image budgets, ...)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def image_max_tokens(self, task: str) -> int:
+        """Image-token budget for a task (OCR wants more detail than captioning)."""
+        budget = self.settings["image_max_tokens"]
+        return int(budget.get(task, budget["default"])) if isinstance(budget, dict) else int(budget)
+
+    def matches(self, config: dict[str, Any]) -> bool:
+        """Whether an HF `config.json` (flattened with its text_config) is this model."""
+        return bool(self.match) and all(config.get(key) == value for key, value in self.match.items())
+
+
+def _read_toml(name: str) -> dict[str, Any]:
+    return tomllib.loads(importlib.resources.files(__name__).joinpath(name).read_text(encoding="utf-8"))
+
+
+@functools.cache
+def families() -> dict[str, dict[str, Any]]:
+    return _read_toml("families.toml")
+
+
+@functools.cache
+def all_cards() -> tuple[ModelCard, ...]:
+    cards = []
+    card_fields = set(ModelCard.__dataclass_fields__) - {"settings"}
+    for entry in sorted(importlib.resources.files(__name__).iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".toml") or entry.name == "families.toml":
+            continue
+        data = _read_toml(entry.name)
+        own = {key: value for key, value in data.items() if key in card_fields}
+        overrides = {key: value for key, value in data.items() if key not in card_fields}
+        settings = {**families()[data["family"]], **overrides}
+        cards.append(ModelCard(**own, settings=settings))
+    return tuple(cards)
+
+
+def card_by_id(card_id: str) -> ModelCard:
+    for card in all_cards():
+        if card.id == card_id:
+            return card
+    raise KeyError(f"no model card {card_id!r}; known: {', '.join(c.id for c in all_cards())}")
+
+
+def card_for_config(family: str, config: dict[str, Any]) -> ModelCard | None:
+    """The released model a checkpoint is, or None for sizes we have no card for (fine-tunes of new sizes)."""
+    return next((card for card in all_cards() if card.family == family and card.matches(config)), None)
+
+
+def family_card(family: str) -> ModelCard:
+    """A card holding only a family's defaults, for checkpoints that match no released model (e.g. test fixtures)."""
+    return ModelCard(id=f"{family}-custom", name=f"custom {family} model", family=family, settings=families()[family])
