@@ -1,0 +1,123 @@
+"""Hugging Face checkpoint folder -> edgevl model folder.
+
+One converter class per model family (text + vision parts) describes the files; this module picks the class
+for a checkpoint, writes the files into a staging folder, runs llama.cpp's quantizer where needed, adds the
+manifest and renames the folder into place.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Protocol
+
+import edgevl
+from edgevl.converters.base import Converter, GGUFPlan
+from edgevl.converters.checkpoint import Checkpoint
+from edgevl.converters.gguf_files import (
+    INTERMEDIATE_FOR_DTYPE, QUANTS, VISION_QUANTS, Quant, parse_quant, quantize_with_llama_cpp, write_gguf,
+)
+from edgevl.converters.output import staged_folder
+from edgevl.converters.qwen2vl import Qwen2VLConverter
+from edgevl.errors import CheckpointError, EdgevlError
+from edgevl.manifest import Manifest, file_entry, write_manifest
+
+CONVERTERS: tuple[type[Converter], ...] = (Qwen2VLConverter,)
+#: recognised, but their conversion has not landed yet
+PLANNED = {"MiniCPMV": "MiniCPM-V 2.5 / 2.6", "Qwen2_5_VLForConditionalGeneration": "Qwen2.5-VL"}
+FORMATS = ("gguf",)
+
+
+class Progress(Protocol):
+    """What a converter reports; the CLI shows it as a progress bar, the GUI as a progress dialog."""
+
+    def step(self, description: str, total: int | None) -> None:
+        """A new step begins; `total` units (tensors), or None when it cannot be counted."""
+
+    def advance(self, amount: int = 1) -> None:
+        """`amount` more units of the current step are done. May raise to cancel the conversion."""
+
+
+class SilentProgress:
+    def step(self, description: str, total: int | None) -> None:
+        pass
+
+    def advance(self, amount: int = 1) -> None:
+        pass
+
+
+def open_converter(checkpoint_dir: str | Path) -> Converter:
+    checkpoint = Checkpoint(checkpoint_dir)
+    for converter in CONVERTERS:
+        if checkpoint.architecture in converter.architectures:
+            return converter(checkpoint)
+    supported = ", ".join(arch for converter in CONVERTERS for arch in converter.architectures)
+    if checkpoint.architecture in PLANNED:
+        raise CheckpointError(f"{PLANNED[checkpoint.architecture]} conversion is not available yet; "
+                              f"this version converts: {supported}")
+    raise CheckpointError(f"{checkpoint.folder}: architecture {checkpoint.architecture!r} is not supported; "
+                          f"edgevl converts: {supported}")
+
+
+def convert(
+    checkpoint_dir: str | Path,
+    output: str | Path,
+    *,
+    to: str = "gguf",
+    quant: str | None = None,
+    vision_quant: str = "f16",
+    overwrite: bool = False,
+    threads: int = 0,
+    progress: Progress = SilentProgress(),
+) -> Manifest:
+    """Convert a checkpoint folder; returns the manifest of the finished model folder at `output`."""
+    if to not in FORMATS:
+        raise EdgevlError(f"unknown output format {to!r}; choose one of: {', '.join(FORMATS)}")
+    converter = open_converter(checkpoint_dir)
+    text_quant = parse_quant(quant or converter.settings_card.recommended_quant)
+    vision = parse_quant(vision_quant, VISION_QUANTS)
+    slug = converter.card.id if converter.card else _slug(converter.checkpoint.folder.name)
+
+    with staged_folder(Path(output), overwrite) as staging:
+        mmproj = staging / f"mmproj-{slug}-{vision.label}.gguf"
+        _write(converter.vision_plan(vision), mmproj, "vision projector", progress)
+        text = staging / f"{slug}-{text_quant.label}.gguf"
+        _write_text_model(converter, text_quant, text, threads, progress)
+        manifest = Manifest(
+            format="gguf",
+            family=converter.family,
+            quant=text_quant.name,
+            vision_quant=vision.name,
+            card=converter.card.id if converter.card else None,
+            files={"text": file_entry(text), "mmproj": file_entry(mmproj)},
+            source={
+                "path": str(converter.checkpoint.folder.absolute()),
+                "architecture": converter.checkpoint.architecture,
+                "dtype": converter.source_dtype(),
+            },
+            edgevl_version=edgevl.__version__,
+        )
+        write_manifest(staging, manifest)
+    return manifest
+
+
+def _write_text_model(converter: Converter, quant: Quant, path: Path, threads: int, progress: Progress) -> None:
+    if quant.direct is not None:
+        _write(converter.text_plan(quant), path, "language model", progress)
+        return
+    # K-quants: a lossless intermediate in the checkpoint's own precision, then llama.cpp's quantizer
+    intermediate = QUANTS[INTERMEDIATE_FOR_DTYPE.get(converter.source_dtype(), "f32")]
+    staging_file = path.with_name(f"intermediate-{intermediate.label}.gguf")
+    _write(converter.text_plan(intermediate), staging_file, "language model", progress)
+    progress.step(f"quantizing to {quant.label} with llama.cpp", None)
+    quantize_with_llama_cpp(staging_file, path, quant, threads)
+    staging_file.unlink()
+
+
+def _write(plan: GGUFPlan, path: Path, what: str, progress: Progress) -> None:
+    progress.step(f"writing {what} ({path.name})", len(plan.tensors))
+    write_gguf(path, plan.arch, plan.add_metadata, plan.tensors, on_tensor=lambda tensor: progress.advance())
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-") or "model"

@@ -1,0 +1,171 @@
+"""GGUF output: quant levels, streaming tensor writes, the BPE vocabulary, and llama.cpp's own quantizer.
+
+f32 / f16 / bf16 / q8_0 are written directly with the `gguf` package. The K-quants (q4_k_m, q5_k_m, q6_k) are
+made from a lossless intermediate GGUF by `llama_model_quantize` from llama-cpp-python - the same code as the
+`llama-quantize` tool, so the files are bit-identical to what llama.cpp users get.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import gguf
+import numpy as np
+from gguf import GGMLQuantizationType as QType
+from gguf import LlamaFileType
+
+from edgevl.errors import CheckpointError, EdgevlError
+from edgevl.llamacpp_lib import load_llama_cpp
+
+
+@dataclass(frozen=True)
+class Quant:
+    """A quant level a user can ask for."""
+
+    name: str
+    file_type: LlamaFileType
+    direct: QType | None = None  # tensor type when we write it ourselves
+    llama_ftype: int | None = None  # llama_ftype for llama.cpp's quantizer
+
+    @property
+    def label(self) -> str:
+        return self.name.upper()
+
+
+QUANTS = {
+    quant.name: quant
+    for quant in (
+        Quant("f32", LlamaFileType.ALL_F32, direct=QType.F32),
+        Quant("f16", LlamaFileType.MOSTLY_F16, direct=QType.F16),
+        Quant("bf16", LlamaFileType.MOSTLY_BF16, direct=QType.BF16),
+        Quant("q8_0", LlamaFileType.MOSTLY_Q8_0, direct=QType.Q8_0),
+        Quant("q6_k", LlamaFileType.MOSTLY_Q6_K, llama_ftype=18),
+        Quant("q5_k_m", LlamaFileType.MOSTLY_Q5_K_M, llama_ftype=17),
+        Quant("q4_k_m", LlamaFileType.MOSTLY_Q4_K_M, llama_ftype=15),
+    )
+}
+#: The vision projector: quantizing it is the most reported cause of OCR loss, so f16 by default.
+VISION_QUANTS = ("f16", "f32", "q8_0")
+
+#: What a K-quant is made from: the checkpoint's own precision, so the intermediate loses nothing.
+INTERMEDIATE_FOR_DTYPE = {"F32": "f32", "F16": "f16", "BF16": "bf16"}
+
+
+def parse_quant(name: str, allowed: Sequence[str] = tuple(QUANTS)) -> Quant:
+    key = name.lower().replace("-", "_")
+    if key not in allowed:
+        raise EdgevlError(f"unknown quant {name!r}; choose one of: {', '.join(allowed)}")
+    return QUANTS[key]
+
+
+@dataclass(frozen=True)
+class PlannedTensor:
+    """One tensor of the output file: its GGUF name, shape (numpy order), storage type and how to compute it."""
+
+    name: str
+    shape: tuple[int, ...]
+    qtype: QType
+    compute: Callable[[], np.ndarray]
+
+    def byte_shape(self) -> tuple[int, ...]:
+        if self.qtype in (QType.F32, QType.F16):
+            return self.shape
+        return tuple(gguf.quant_shape_to_byte_shape(self.shape, self.qtype))
+
+    def nbytes(self) -> int:
+        item = {QType.F32: 4, QType.F16: 2}.get(self.qtype, 1)
+        return int(np.prod(self.byte_shape(), dtype=np.int64)) * item
+
+    def encode(self) -> np.ndarray:
+        data = np.asarray(self.compute(), dtype=np.float32)
+        if data.shape != self.shape:
+            raise CheckpointError(f"tensor {self.name}: shape {data.shape}, expected {self.shape}")
+        if self.qtype == QType.F32:
+            return data
+        if self.qtype == QType.F16:
+            return data.astype(np.float16)
+        return gguf.quants.quantize(data, self.qtype)
+
+
+def storage_type(shape: tuple[int, ...], wanted: QType) -> QType:
+    """Type a tensor is stored as when `wanted` is asked for: 1-D tensors (norms, biases) stay F32 as llama.cpp
+    expects; block quants need rows that are a multiple of their block size, else F16."""
+    if len(shape) <= 1:
+        return QType.F32
+    if wanted not in (QType.F32, QType.F16, QType.BF16):
+        block_size, _ = gguf.GGML_QUANT_SIZES[wanted]
+        if shape[-1] % block_size:
+            return QType.F16
+    return wanted
+
+
+def write_gguf(
+    path: Path,
+    arch: str,
+    add_metadata: Callable[[gguf.GGUFWriter], None],
+    tensors: Sequence[PlannedTensor],
+    on_tensor: Callable[[PlannedTensor], None] = lambda tensor: None,
+) -> None:
+    """Write a GGUF file, computing and writing one tensor at a time (peak memory: the largest tensor)."""
+    writer = gguf.GGUFWriter(path=None, arch=arch)
+    add_metadata(writer)
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    for tensor in tensors:
+        raw_dtype = None if tensor.qtype in (QType.F32, QType.F16) else tensor.qtype
+        numpy_dtype = {QType.F32: np.float32, QType.F16: np.float16}.get(tensor.qtype, np.uint8)
+        writer.add_tensor_info(tensor.name, tensor.byte_shape(), numpy_dtype, tensor.nbytes(), raw_dtype=raw_dtype)
+    writer.write_header_to_file(path)
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for tensor in tensors:
+        writer.write_tensor_data(tensor.encode())
+        on_tensor(tensor)
+    writer.close()
+
+
+def add_bpe_vocab(writer: gguf.GGUFWriter, folder: Path, vocab_size: int, pre_tokenizer: str) -> None:
+    """A GPT-2 style byte-level BPE vocabulary from tokenizer.json, padded to the embedding rows.
+
+    Added tokens marked special become CONTROL tokens (never produced by splitting text); padding rows that no
+    token uses become UNUSED. Merges, special ids and the chat template come from gguf's SpecialVocab.
+    """
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        raise CheckpointError(f"{folder}: tokenizer.json is missing; copy the whole checkpoint folder")
+    tokenizer = json.loads(path.read_text(encoding="utf-8"))
+    if tokenizer.get("model", {}).get("type") != "BPE":
+        raise CheckpointError(f"{path}: expected a BPE tokenizer")
+    id_to_token = {token_id: token for token, token_id in tokenizer["model"]["vocab"].items()}
+    special = {entry["id"] for entry in tokenizer.get("added_tokens", []) if entry.get("special")}
+    id_to_token.update({entry["id"]: entry["content"] for entry in tokenizer.get("added_tokens", [])})
+    if max(id_to_token) >= vocab_size:
+        raise CheckpointError(f"{path}: token id {max(id_to_token)} does not fit the {vocab_size} embedding rows")
+
+    tokens, types = [], []
+    for token_id in range(vocab_size):
+        if token_id not in id_to_token:
+            tokens.append(f"[PAD{token_id}]")
+            types.append(gguf.TokenType.UNUSED)
+        else:
+            tokens.append(id_to_token[token_id])
+            types.append(gguf.TokenType.CONTROL if token_id in special else gguf.TokenType.NORMAL)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(pre_tokenizer)
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    gguf.SpecialVocab(folder, load_merges=True, n_vocab=vocab_size).add_to_gguf(writer, quiet=True)
+
+
+def quantize_with_llama_cpp(source: Path, destination: Path, quant: Quant, threads: int = 0) -> None:
+    """Run llama.cpp's quantizer (the code behind `llama-quantize`) on a GGUF file."""
+    llama_cpp = load_llama_cpp(f"Writing {quant.label}")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = quant.llama_ftype
+    params.nthread = threads
+    status = llama_cpp.llama_model_quantize(str(source).encode(), str(destination).encode(), ctypes.byref(params))
+    if status != 0:
+        raise EdgevlError(f"llama.cpp could not quantize {source.name} to {quant.label} (status {status})")

@@ -1,0 +1,54 @@
+"""Writing a model folder all-or-nothing.
+
+Everything is written into a hidden staging folder next to the destination and renamed into place at the
+end, so a full disk, a crash or Ctrl+C never leaves a half-written model where edgevl would find it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from edgevl.errors import EdgevlError
+
+
+@contextlib.contextmanager
+def staged_folder(destination: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty staging folder; on success it becomes `destination`, on any error it is removed."""
+    destination = destination.expanduser().absolute()
+    if destination.exists() and not overwrite:
+        raise EdgevlError(f"{destination} already exists; choose another output folder or pass --force")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.partial-", dir=destination.parent))
+    staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; a model folder is an ordinary folder
+    try:
+        yield staging
+        _replace(staging, destination)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _replace(staging: Path, destination: Path) -> None:
+    """Rename staging to destination; an existing destination is moved aside first and removed after."""
+    if not destination.exists():
+        staging.rename(destination)
+        return
+    old = destination.with_name(f".{destination.name}.old-{staging.name.rsplit('-', 1)[-1]}")
+    destination.rename(old)
+    try:
+        staging.rename(destination)
+    except BaseException:
+        old.rename(destination)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current

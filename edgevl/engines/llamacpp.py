@@ -1,0 +1,283 @@
+"""The llama.cpp backend: a converted GGUF model folder (language model + mmproj) driven through
+llama-cpp-python's low-level bindings and libmtmd.
+
+One request: preprocess the images (edgevl.preprocess), format the chat prompt with one media marker per
+image, let mtmd split it into text and image chunks, encode the images, decode the prompt, then sample token by
+token and stream the text. Everything C-side (model, context, mtmd context, batch) is owned here and freed in
+`close()`; per-request objects (bitmaps, chunks, sampler) are freed at the end of each request, so memory does
+not grow over repeated calls.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import logging
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image
+
+from edgevl import model_cards
+from edgevl.chat import format_prompt
+from edgevl.engines.base import Engine, Request, Sampling
+from edgevl.errors import EdgevlError, ModelError
+from edgevl.llamacpp_lib import INSTALL_HINT, load_llama_cpp
+from edgevl.manifest import check_files, read_manifest
+from edgevl.preprocess import resize_for_qwen2vl
+from edgevl.system import default_threads
+
+log = logging.getLogger(__name__)
+ALL_LAYERS = 999  # n_gpu_layers meaning "everything"
+
+
+class LlamaCppEngine(Engine):
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        threads: int | None = None,
+        gpu: bool = True,
+        context_size: int = 8192,
+        batch_size: int = 512,
+        image_max_tokens: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.folder = Path(folder).expanduser()
+        self.manifest = read_manifest(self.folder)
+        if self.manifest.format != "gguf":
+            raise ModelError(f"{self.folder}: holds a {self.manifest.format} model, not GGUF")
+        check_files(self.folder, self.manifest)
+        self.card = (model_cards.card_by_id(self.manifest.card) if self.manifest.card
+                     else model_cards.family_card(self.manifest.family))
+        self.family = self.manifest.family
+        self.threads = threads or default_threads()
+        self.batch_size = batch_size
+        self.image_max_tokens = image_max_tokens
+        self._llama = load_llama_cpp("Running GGUF models")
+        self._mtmd = __import__("llama_cpp.mtmd_cpp", fromlist=["mtmd_cpp"])
+        self._resources = ExitStack()  # C objects, freed in reverse order by close()
+        try:
+            self._load(gpu, context_size)
+        except BaseException:
+            self.close()
+            raise
+
+    # ---- loading ------------------------------------------------------------------------------------------------
+
+    def _load(self, gpu: bool, context_size: int) -> None:
+        llama, mtmd = self._llama, self._mtmd
+        llama.llama_backend_init()
+        self.gpu_offload, reason = _gpu_decision(llama, gpu)
+        log.info("llama.cpp: %s", reason)
+        self.offload_reason = reason
+
+        model_params = llama.llama_model_default_params()
+        model_params.n_gpu_layers = ALL_LAYERS if self.gpu_offload else 0
+        text_path = self.manifest.path(self.folder, "text")
+        self._model = llama.llama_model_load_from_file(str(text_path).encode(), model_params)
+        if not self._model:
+            raise ModelError(f"{text_path}: llama.cpp could not load it (damaged file or unsupported model)")
+        self._resources.callback(llama.llama_model_free, self._model)
+
+        context_params = llama.llama_context_default_params()
+        context_params.n_ctx = context_size
+        context_params.n_batch = context_params.n_ubatch = self.batch_size
+        context_params.n_threads = context_params.n_threads_batch = self.threads
+        if self.manifest.quant == "f32":
+            # a full-precision model keeps a full-precision KV cache (f16 would cost it its exactness)
+            context_params.type_k = context_params.type_v = llama.GGML_TYPE_F32
+            context_params.flash_attn_type = llama.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        self._ctx = llama.llama_init_from_model(self._model, context_params)
+        if not self._ctx:
+            raise ModelError(f"llama.cpp could not create a context of {context_size} tokens (out of memory?)")
+        self._resources.callback(llama.llama_free, self._ctx)
+        self.context_size = llama.llama_n_ctx(self._ctx)
+
+        mtmd_params = mtmd.mtmd_context_params_default()
+        mtmd_params.use_gpu = self.gpu_offload
+        mtmd_params.n_threads = self.threads
+        mtmd_params.print_timings = False
+        mtmd_params.warmup = False
+        # accept any grid our own preprocessing produces, so mtmd never resizes again
+        mtmd_params.image_min_tokens = int(self.card.settings.get("image_min_tokens", 1))
+        mtmd_params.image_max_tokens = 16384
+        mmproj_path = self.manifest.path(self.folder, "mmproj")
+        self._mctx = mtmd.mtmd_init_from_file(str(mmproj_path).encode(), self._model, mtmd_params)
+        if not self._mctx:
+            raise ModelError(f"{mmproj_path}: libmtmd could not load the vision projector")
+        self._resources.callback(mtmd.mtmd_free, self._mctx)
+        self._marker = mtmd.mtmd_default_marker().decode()
+
+        self._batch = llama.llama_batch_init(1, 0, 1)
+        self._resources.callback(llama.llama_batch_free, self._batch)
+        self._vocab = llama.llama_model_get_vocab(self._model)
+        self.vocab_size = llama.llama_vocab_n_tokens(self._vocab)
+        device = "GPU" if self.gpu_offload else "CPU"
+        self.description = f"llama.cpp {self.card.name} {self.manifest.quant.upper()} ({device}, {self.threads} threads)"
+
+    def close(self) -> None:
+        self._resources.close()
+
+    # ---- requests -----------------------------------------------------------------------------------------------
+
+    def stream(self, request: Request) -> Iterator[str]:
+        n_past = self._prefill(request)
+        yield from self._generate(n_past, request.sampling)
+
+    def first_token_logits(self, request: Request) -> np.ndarray:
+        """Logits of the first answer token (for parity checks against the reference model)."""
+        self._prefill(request)
+        logits = self._llama.llama_get_logits_ith(self._ctx, -1)
+        return np.ctypeslib.as_array(logits, shape=(self.vocab_size,)).copy()
+
+    def prepare_images(self, images: tuple[Image.Image, ...], task: str) -> list[Image.Image]:
+        """Resize as the reference does, within the model card's image-token budget for the task."""
+        if self.family != "qwen2vl":
+            return list(images)
+        max_tokens = self.image_max_tokens or self.card.image_max_tokens(task)
+        min_tokens = min(int(self.card.settings["image_min_tokens"]), max_tokens)
+        return [resize_for_qwen2vl(image, min_tokens, max_tokens) for image in images]
+
+    def _prefill(self, request: Request) -> int:
+        """Clear the cache, evaluate prompt and images; returns the next position."""
+        llama, mtmd = self._llama, self._mtmd
+        llama.llama_memory_clear(llama.llama_get_memory(self._ctx), True)
+        self.last_stats = stats = type(self.last_stats)()
+        images = self.prepare_images(request.images, request.task)
+        system = request.system if request.system is not None else self.card.settings.get("system_prompt")
+        prompt = format_prompt(self.card.settings["chat_template"], system, request.prompt, len(images), self._marker)
+
+        with ExitStack() as request_resources:
+            bitmaps = (mtmd.mtmd_bitmap_p_ctypes * max(1, len(images)))()
+            for index, image in enumerate(images):
+                rgb = np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
+                bitmaps[index] = mtmd.mtmd_bitmap_init(image.width, image.height,
+                                                       rgb.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)))
+                request_resources.callback(mtmd.mtmd_bitmap_free, bitmaps[index])
+            chunks = mtmd.mtmd_input_chunks_init()
+            request_resources.callback(mtmd.mtmd_input_chunks_free, chunks)
+            text = mtmd.mtmd_input_text(prompt.encode(), len(prompt.encode()), True, True)
+            status = mtmd.mtmd_tokenize(self._mctx, chunks, ctypes.byref(text), bitmaps, len(images))
+            if status != 0:
+                raise EdgevlError(f"libmtmd could not tokenize the prompt with {len(images)} image(s) (status {status})")
+            return self._eval_chunks(chunks, stats)
+
+    def _eval_chunks(self, chunks, stats) -> int:
+        """Evaluate chunk by chunk, timing image encoding separately from prompt decoding."""
+        llama, mtmd = self._llama, self._mtmd
+        n_past = llama.llama_pos(0)
+        n_chunks = mtmd.mtmd_input_chunks_size(chunks)
+        total_tokens = mtmd.mtmd_helper_get_n_tokens(chunks)
+        if total_tokens >= self.context_size:
+            raise EdgevlError(f"the prompt needs {total_tokens} tokens but the context holds {self.context_size}; "
+                              "lower the image-token budget or raise the context size")
+        for index in range(n_chunks):
+            chunk = mtmd.mtmd_input_chunks_get(chunks, index)
+            is_last = index == n_chunks - 1
+            started = time.perf_counter()
+            if mtmd.mtmd_input_chunk_get_type(chunk) == mtmd.MTMD_INPUT_CHUNK_TYPE_IMAGE:
+                if mtmd.mtmd_encode_chunk(self._mctx, chunk) != 0:
+                    raise EdgevlError("libmtmd failed to encode an image")
+                encoded = time.perf_counter()
+                stats.image_encode_ms += 1000 * (encoded - started)
+                status = mtmd.mtmd_helper_decode_image_chunk(
+                    self._mctx, self._ctx, chunk, mtmd.mtmd_get_output_embd(self._mctx), n_past, 0,
+                    self.batch_size, ctypes.byref(n_past), mtmd.mtmd_helper_post_decode_callback(), None)
+                stats.prefill_ms += 1000 * (time.perf_counter() - encoded)
+            else:
+                status = mtmd.mtmd_helper_eval_chunk_single(
+                    self._mctx, self._ctx, chunk, n_past, 0, self.batch_size, is_last, ctypes.byref(n_past))
+                stats.prefill_ms += 1000 * (time.perf_counter() - started)
+            if status != 0:
+                raise EdgevlError(f"llama.cpp failed to evaluate the prompt (status {status})")
+        stats.prompt_tokens = total_tokens
+        return n_past.value
+
+    def _generate(self, n_past: int, sampling: Sampling) -> Iterator[str]:
+        llama = self._llama
+        stats = self.last_stats
+        sampler = _make_sampler(llama, sampling)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        pending = StopFilter(sampling.stop)
+        piece_buffer = ctypes.create_string_buffer(256)
+        started = time.perf_counter()
+        try:
+            for _ in range(sampling.max_tokens):
+                token = llama.llama_sampler_sample(sampler, self._ctx, -1)
+                if llama.llama_vocab_is_eog(self._vocab, token):
+                    break
+                length = llama.llama_token_to_piece(self._vocab, token, piece_buffer, len(piece_buffer), 0, False)
+                text = pending.feed(decoder.decode(piece_buffer.raw[:max(0, length)]))
+                stats.generated_tokens += 1
+                if text:
+                    yield text
+                if pending.stopped or n_past + 1 >= self.context_size:
+                    break
+                self._decode_one(token, n_past)
+                n_past += 1
+            tail = pending.feed(decoder.decode(b"", final=True)) + pending.flush()
+            if tail:
+                yield tail
+        finally:
+            stats.decode_ms = 1000 * (time.perf_counter() - started)
+            llama.llama_sampler_free(sampler)
+
+    def _decode_one(self, token: int, position: int) -> None:
+        batch = self._batch
+        batch.n_tokens = 1
+        batch.token[0] = token
+        batch.pos[0] = position  # text after images: llama.cpp spreads a 1-D position over M-RoPE's sections
+        batch.n_seq_id[0] = 1
+        batch.seq_id[0][0] = 0
+        batch.logits[0] = True
+        if self._llama.llama_decode(self._ctx, batch) != 0:
+            raise EdgevlError("llama.cpp failed to decode a token (context full?)")
+
+
+class StopFilter:
+    """Cuts the answer where a stop string appears, holding back text that may be the start of one."""
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self.stops = tuple(stop for stop in stops if stop)
+        self.held = ""
+        self.stopped = False
+
+    def feed(self, text: str) -> str:
+        if self.stopped:
+            return ""
+        self.held += text
+        found = [self.held.index(stop) for stop in self.stops if stop in self.held]
+        if found:
+            self.stopped = True
+            out, self.held = self.held[:min(found)], ""
+            return out
+        keep = max((n for stop in self.stops for n in range(1, len(stop)) if self.held.endswith(stop[:n])), default=0)
+        out, self.held = self.held[:len(self.held) - keep], self.held[len(self.held) - keep:]
+        return out
+
+    def flush(self) -> str:
+        out, self.held = ("" if self.stopped else self.held), ""
+        return out
+
+
+def _make_sampler(llama, sampling: Sampling):
+    chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
+    if sampling.temperature <= 0:
+        llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_greedy())
+    else:
+        llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_top_p(sampling.top_p, 1))
+        llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_temp(sampling.temperature))
+        llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_dist(sampling.seed))
+    return chain
+
+
+def _gpu_decision(llama, wanted: bool) -> tuple[bool, str]:
+    if not wanted:
+        return False, "CPU only (GPU offload turned off)"
+    if not llama.llama_supports_gpu_offload():
+        return False, f"CPU only: this llama-cpp-python build has no GPU backend. For CUDA: {INSTALL_HINT}"
+    return True, "GPU offload: all layers and the vision projector"

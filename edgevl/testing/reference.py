@@ -1,0 +1,56 @@
+"""The reference implementation our engines are compared against: transformers in fp32 on the CPU, with the
+checkpoint's own tokenizer chat template and transformers' own image processor (PIL backend).
+
+Both sides get the same image-token budget, so both see the same grid (see edgevl.preprocess).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+CELL_PIXELS = 28 * 28
+
+
+class Qwen2VLReference:
+    def __init__(self, folder: str | Path) -> None:
+        import torch
+        from transformers import AutoTokenizer, Qwen2VLForConditionalGeneration
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+        self.torch = torch
+        self.folder = Path(folder)
+        self.model = Qwen2VLForConditionalGeneration.from_pretrained(self.folder, dtype=torch.float32).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
+        self.processor_class = Qwen2VLImageProcessorPil
+        self.image_token_id = self.model.config.image_token_id
+
+    def inputs(self, images: list[Image.Image], prompt: str, min_tokens: int, max_tokens: int) -> dict:
+        """Model inputs exactly as the released processor would build them."""
+        processor = self.processor_class(min_pixels=min_tokens * CELL_PIXELS, max_pixels=max_tokens * CELL_PIXELS)
+        content = [{"type": "image"} for _ in images] + [{"type": "text", "text": prompt}]
+        text = self.tokenizer.apply_chat_template([{"role": "user", "content": content}],
+                                                  add_generation_prompt=True, tokenize=False)
+        vision = processor(images=images, return_tensors="pt") if images else {}
+        for grid in vision.get("image_grid_thw", []):
+            n_tokens = int(grid.prod()) // 4
+            text = text.replace("<|image_pad|>", "<|placeholder|>" * n_tokens, 1)
+        text = text.replace("<|placeholder|>", "<|image_pad|>")
+        input_ids = self.tokenizer(text, return_tensors="pt")["input_ids"]
+        mm_token_type_ids = (input_ids == self.image_token_id).int()
+        return {"input_ids": input_ids, "mm_token_type_ids": mm_token_type_ids, **dict(vision)}
+
+    def first_token_logits(self, images, prompt, min_tokens, max_tokens) -> np.ndarray:
+        with self.torch.no_grad():
+            output = self.model(**self.inputs(images, prompt, min_tokens, max_tokens))
+        return output.logits[0, -1].numpy()
+
+    def greedy_tokens(self, images, prompt, min_tokens, max_tokens, n_tokens: int) -> list[int]:
+        inputs = self.inputs(images, prompt, min_tokens, max_tokens)
+        with self.torch.no_grad():
+            output = self.model.generate(**inputs, max_new_tokens=n_tokens, do_sample=False,
+                                         eos_token_id=None, pad_token_id=None)
+        return output[0, inputs["input_ids"].shape[1]:].tolist()
