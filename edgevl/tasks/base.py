@@ -1,0 +1,88 @@
+"""What every task shares: turning images and options into a `Request`, and the plain-text result type.
+
+A task knows how to ask (prompt wording per model family, sampling defaults) and how to read the answer; it
+knows nothing about which engine runs the request.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, Sequence
+
+from PIL import Image
+
+from edgevl.engines.base import Request, Sampling
+
+#: Prompt wording used for families a task has no special wording for (including "classic", which ignores it).
+DEFAULT_FAMILY = "qwen2vl"
+
+
+class Result(Protocol):
+    """What the CLI needs from any task's result."""
+
+    formats: ClassVar[tuple[str, ...]]
+
+    @property
+    def text(self) -> str: ...
+
+    def render(self, fmt: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class TextResult:
+    """An answer that is plain text (OCR, caption, free answer); renders as the text itself or as JSON."""
+
+    text: str
+    formats: ClassVar[tuple[str, ...]] = ("text", "json")
+
+    def render(self, fmt: str = "text") -> str:
+        if fmt == "text":
+            return self.text
+        if fmt == "json":
+            return json.dumps({"text": self.text}, ensure_ascii=False)
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(self.formats)}")
+
+
+class Task(abc.ABC):
+    """One thing users ask of an image. Subclasses set `name` and implement `prompt`, `max_tokens`, `parse`.
+
+    Task-specific options (a caption's `length`, a question) are keyword arguments of `prompt` and
+    `max_tokens`; a misspelt option therefore fails loudly with a TypeError.
+    """
+
+    name: ClassVar[str]
+
+    def build_request(
+        self,
+        images: Sequence[Image.Image],
+        family: str,
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        **options: Any,
+    ) -> Request:
+        """The request for these images, worded for `family`; `max_tokens`/`temperature` override the defaults."""
+        sampling = Sampling(
+            max_tokens=max_tokens if max_tokens is not None else self.max_tokens(**options),
+            temperature=temperature if temperature is not None else 0.0,  # greedy: reading, not writing
+        )
+        return Request(task=self.name, images=tuple(images), prompt=self.prompt(family, **options), sampling=sampling)
+
+    @abc.abstractmethod
+    def prompt(self, family: str, **options: Any) -> str:
+        """The user's words sent with the images (the engine adds the chat template and image markers)."""
+
+    @abc.abstractmethod
+    def max_tokens(self, **options: Any) -> int:
+        """Default generation budget: enough for a full answer, small enough to stop a model that loops."""
+
+    @abc.abstractmethod
+    def parse(self, text: str) -> Result:
+        """Turn the engine's complete answer into a result object."""
+
+
+def prompt_for(prompts: dict[str, str], family: str) -> str:
+    """The family's own wording if it has one, else the default family's."""
+    return prompts.get(family, prompts[DEFAULT_FAMILY])

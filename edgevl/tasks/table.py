@@ -1,0 +1,70 @@
+"""Table extraction: ask for a Markdown table, accept whatever table-like answer comes back."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import ClassVar
+
+from edgevl.tasks.base import Task, prompt_for
+from edgevl.tasks.tables import FORMATS, Table, parse_tables
+
+PROMPTS = {
+    "qwen2vl": (
+        "Extract the table in the image as a Markdown table. Start with the header row, then the |---| "
+        "separator row, then one line per table row. Every row must have the same number of cells; leave a "
+        "cell empty if it is empty in the image. Copy the cell text exactly. Output only the table, no commentary."
+    ),
+    # MiniCPM-V tends to summarise tables; insist on a literal copy of every row.
+    "minicpmv": (
+        "Convert the table in this image into a Markdown table, copying every row and every cell exactly as "
+        "written (do not summarise or skip rows). The first row is the header, followed by a |---| separator "
+        "row. Every row must have the same number of cells; leave blank cells empty. Output only the table."
+    ),
+}
+
+
+@dataclass(frozen=True)
+class TableResult:
+    """The tables found in an answer (the first is the primary one) and the answer itself.
+
+    `render(fmt)` exports every table; text formats separate tables with a blank line. JSON is one document:
+    a list of records for a single table, a list of such lists when there are several. With no table, Markdown
+    (the format people read) shows the model's answer instead, so "I see no table" is not silently dropped;
+    the machine formats stay empty.
+    """
+
+    tables: list[Table]
+    raw: str
+    formats: ClassVar[tuple[str, ...]] = FORMATS
+
+    @property
+    def primary(self) -> Table | None:
+        return self.tables[0] if self.tables else None
+
+    @property
+    def text(self) -> str:
+        return self.render("md")
+
+    def render(self, fmt: str = "md") -> str:
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown table format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        if fmt == "md" and not self.tables:
+            return self.raw.strip()
+        if fmt == "json":
+            records = [table.records() for table in self.tables]
+            return json.dumps(records[0] if len(records) == 1 else records, ensure_ascii=False, indent=2)
+        return "\n\n".join(table.to(fmt) for table in self.tables)
+
+
+class TableTask(Task):
+    name = "table"
+
+    def prompt(self, family: str) -> str:
+        return prompt_for(PROMPTS, family)
+
+    def max_tokens(self) -> int:
+        return 2048
+
+    def parse(self, text: str) -> TableResult:
+        return TableResult(tables=parse_tables(text), raw=text)
