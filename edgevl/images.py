@@ -34,18 +34,21 @@ def load_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Imag
         raise ImageError(f"{name}: the file is empty")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # edgevl applies its own pixel limit below, with a message that says what to do
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(raw))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageError(
-                    f"{name}: {width}x{height} is {width * height / 1e6:.0f} megapixels, more than the "
-                    f"{max_pixels / 1e6:.0f} MP limit; crop or downscale it first"
-                )
-            image.load()
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageError(
+                f"{name}: {width}x{height} is {width * height / 1e6:.0f} megapixels, more than the "
+                f"{max_pixels / 1e6:.0f} MP limit; crop or downscale it first"
+            )
+        image.load()
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except Image.DecompressionBombError as error:
+        raise ImageError(f"{name}: far too many pixels ({error}); crop or downscale it first") from None
+    except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image format edgevl can read (PNG, JPEG, WebP, BMP, TIFF, GIF)") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(f"{name}: the image is corrupt or truncated ({error})") from None

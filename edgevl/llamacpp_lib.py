@@ -1,5 +1,5 @@
 """Importing llama-cpp-python in one place: a clear error when it is missing, and llama.cpp's log routed to
-Python logging (logger "edgevl.llama_cpp": warnings and errors shown, the rest only with EDGEVL_VERBOSE=1).
+Python logging (logger "edgevl.llama_cpp"; everything down to DEBUG with EDGEVL_VERBOSE=1).
 
 llama-cpp-python's own log callback maps the levels of an older ggml (it shows every INFO line as a
 warning), so edgevl installs its own, with the levels of the ggml.h vendored in 0.3.36.
@@ -32,7 +32,8 @@ def load_llama_cpp(purpose: str) -> ModuleType:
     except (ImportError, OSError) as error:
         raise BackendUnavailable(f"{purpose} needs llama-cpp-python ({error}): {INSTALL_HINT}") from None
     if _state["callback"] is None:
-        logger.setLevel(logging.DEBUG if os.environ.get("EDGEVL_VERBOSE") else logging.WARNING)
+        if os.environ.get("EDGEVL_VERBOSE"):
+            logger.setLevel(logging.DEBUG)
         callback = llama_cpp.llama_log_callback(_log)
         _state["callback"] = callback  # ctypes callbacks must stay referenced while C can call them
         llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))

@@ -125,8 +125,40 @@ class LlamaCppEngine(Engine):
     # ---- requests -----------------------------------------------------------------------------------------------
 
     def stream(self, request: Request) -> Iterator[str]:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stops = StopFilter(request.sampling.stop)
+        piece = ctypes.create_string_buffer(256)
+        for token in self.generate_token_ids(request):
+            length = self._llama.llama_token_to_piece(self._vocab, token, piece, len(piece), 0, False)
+            text = stops.feed(decoder.decode(piece.raw[:max(0, length)]))
+            if text:
+                yield text
+            if stops.stopped:
+                return
+        tail = stops.feed(decoder.decode(b"", final=True)) + stops.flush()
+        if tail:
+            yield tail
+
+    def generate_token_ids(self, request: Request) -> Iterator[int]:
+        """The answer as token ids, up to the end-of-generation token or max_tokens."""
         n_past = self._prefill(request)
-        yield from self._generate(n_past, request.sampling)
+        llama, stats = self._llama, self.last_stats
+        sampler = _make_sampler(llama, request.sampling)
+        started = time.perf_counter()
+        try:
+            for _ in range(request.sampling.max_tokens):
+                token = llama.llama_sampler_sample(sampler, self._ctx, -1)
+                if llama.llama_vocab_is_eog(self._vocab, token):
+                    break
+                stats.generated_tokens += 1
+                yield token
+                if n_past + 1 >= self.context_size:
+                    break
+                self._decode_one(token, n_past)
+                n_past += 1
+        finally:
+            stats.decode_ms = 1000 * (time.perf_counter() - started)
+            llama.llama_sampler_free(sampler)
 
     def first_token_logits(self, request: Request) -> np.ndarray:
         """Logits of the first answer token (for parity checks against the reference model)."""
@@ -196,35 +228,6 @@ class LlamaCppEngine(Engine):
                 raise EdgevlError(f"llama.cpp failed to evaluate the prompt (status {status})")
         stats.prompt_tokens = total_tokens
         return n_past.value
-
-    def _generate(self, n_past: int, sampling: Sampling) -> Iterator[str]:
-        llama = self._llama
-        stats = self.last_stats
-        sampler = _make_sampler(llama, sampling)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        pending = StopFilter(sampling.stop)
-        piece_buffer = ctypes.create_string_buffer(256)
-        started = time.perf_counter()
-        try:
-            for _ in range(sampling.max_tokens):
-                token = llama.llama_sampler_sample(sampler, self._ctx, -1)
-                if llama.llama_vocab_is_eog(self._vocab, token):
-                    break
-                length = llama.llama_token_to_piece(self._vocab, token, piece_buffer, len(piece_buffer), 0, False)
-                text = pending.feed(decoder.decode(piece_buffer.raw[:max(0, length)]))
-                stats.generated_tokens += 1
-                if text:
-                    yield text
-                if pending.stopped or n_past + 1 >= self.context_size:
-                    break
-                self._decode_one(token, n_past)
-                n_past += 1
-            tail = pending.feed(decoder.decode(b"", final=True)) + pending.flush()
-            if tail:
-                yield tail
-        finally:
-            stats.decode_ms = 1000 * (time.perf_counter() - started)
-            llama.llama_sampler_free(sampler)
 
     def _decode_one(self, token: int, position: int) -> None:
         batch = self._batch

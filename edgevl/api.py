@@ -1,0 +1,123 @@
+"""The Python API that the CLI and the desktop app sit on.
+
+    from edgevl.api import open_engine, run_task
+    with open_engine("~/edgevl-models/qwen2-vl-2b-q4") as engine:   # or open_engine() for the embedded engine
+        result = run_task(engine, "table", [load_image("invoice.png")])
+        print(result.render("csv"))
+
+Data flows one way: image -> task (builds the request) -> engine (streams text) -> task (parses) -> result.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import platformdirs
+from PIL import Image
+
+from edgevl.engines.base import Engine, Request
+from edgevl.errors import ModelError
+from edgevl.manifest import MANIFEST_NAME, Manifest, read_manifest
+from edgevl.tasks import Result, Task, get_task
+
+DEFAULT_MODEL = "default"  # the embedded classic OCR engine
+
+
+def models_dir() -> Path:
+    """Where `edgevl models` looks and where bare model names are resolved (EDGEVL_MODELS overrides)."""
+    configured = os.environ.get("EDGEVL_MODELS")
+    return Path(configured).expanduser() if configured else platformdirs.user_data_path("edgevl") / "models"
+
+
+@dataclass(frozen=True)
+class InstalledModel:
+    path: Path
+    manifest: Manifest
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def installed_models(folder: Path | None = None) -> list[InstalledModel]:
+    """Converted models in `folder` (default: models_dir()); damaged folders are skipped."""
+    folder = folder or models_dir()
+    found = []
+    for manifest_path in sorted(folder.glob(f"*/{MANIFEST_NAME}")) if folder.is_dir() else []:
+        try:
+            found.append(InstalledModel(manifest_path.parent, read_manifest(manifest_path.parent)))
+        except ModelError:
+            continue
+    return found
+
+
+def resolve_model(model: str | Path | None) -> Path | None:
+    """None for the embedded engine; else the model folder, given as a path or as a name in models_dir()."""
+    if model is None or str(model) == DEFAULT_MODEL:
+        return None
+    path = Path(model).expanduser()
+    if path.exists() or os.sep in str(model):
+        return path
+    named = models_dir() / str(model)
+    if named.exists():
+        return named
+    raise ModelError(f"no model {model!r}: not a folder, and not in {models_dir()} (see `edgevl models`)")
+
+
+def open_engine(
+    model: str | Path | None = None,
+    *,
+    threads: int | None = None,
+    gpu: bool = True,
+    image_max_tokens: int | None = None,
+    context_size: int = 8192,
+) -> Engine:
+    """Load a converted model folder with the engine its manifest names, or the embedded engine for None."""
+    folder = resolve_model(model)
+    if folder is None:
+        from edgevl.engines.classic import ClassicOcrEngine
+
+        return ClassicOcrEngine(threads=threads)
+    manifest = read_manifest(folder)
+    if manifest.format == "gguf":
+        from edgevl.engines.llamacpp import LlamaCppEngine
+
+        return LlamaCppEngine(folder, threads=threads, gpu=gpu, image_max_tokens=image_max_tokens,
+                              context_size=context_size)
+    raise ModelError(f"{folder}: format {manifest.format!r} is not supported by this version of edgevl")
+
+
+class TaskRun:
+    """One task on one engine: iterate it for the streamed text, then call `result()` for the parsed answer."""
+
+    def __init__(self, engine: Engine, task: Task, request: Request) -> None:
+        self.engine, self.task, self.request = engine, task, request
+        self._pieces: list[str] = []
+
+    def __iter__(self) -> Iterator[str]:
+        for piece in self.engine.stream(self.request):
+            self._pieces.append(piece)
+            yield piece
+
+    @property
+    def answer(self) -> str:
+        return "".join(self._pieces)
+
+    def result(self) -> Result:
+        return self.task.parse(self.answer)
+
+
+def stream_task(engine: Engine, task_name: str, images: Sequence[Image.Image], **options: Any) -> TaskRun:
+    """Start a task; engines that cannot do it (the embedded engine and captions) raise UnsupportedTask."""
+    task = get_task(task_name)
+    return TaskRun(engine, task, task.build_request(images, engine.family, **options))
+
+
+def run_task(engine: Engine, task_name: str, images: Sequence[Image.Image], **options: Any) -> Result:
+    run = stream_task(engine, task_name, images, **options)
+    for _ in run:
+        pass
+    return run.result()

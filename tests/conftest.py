@@ -1,0 +1,49 @@
+"""Shared fixtures. The tiny Qwen2-VL checkpoint, its GGUF conversions and the transformers reference are
+built once per test session (a few seconds each) - nothing is downloaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture(scope="session")
+def qwen2vl_checkpoint(tmp_path_factory) -> Path:
+    from edgevl.testing.qwen2vl import build_qwen2vl_checkpoint
+
+    return build_qwen2vl_checkpoint(tmp_path_factory.mktemp("checkpoints") / "qwen2vl-tiny")
+
+
+@pytest.fixture(scope="session")
+def qwen2vl_gguf(qwen2vl_checkpoint, tmp_path_factory):
+    """Function (quant, vision_quant) -> converted model folder, each converted once per session."""
+    from edgevl.converters import convert
+
+    root = tmp_path_factory.mktemp("gguf")
+    folders: dict[tuple[str, str], Path] = {}
+
+    def converted(quant: str = "f32", vision_quant: str | None = None) -> Path:
+        vision_quant = vision_quant or ("f32" if quant == "f32" else "f16")
+        key = (quant, vision_quant)
+        if key not in folders:
+            folders[key] = root / f"{quant}-{vision_quant}"
+            convert(qwen2vl_checkpoint, folders[key], quant=quant, vision_quant=vision_quant)
+        return folders[key]
+
+    return converted
+
+
+@pytest.fixture(scope="session")
+def qwen2vl_reference(qwen2vl_checkpoint):
+    from edgevl.testing.reference import Qwen2VLReference
+
+    return Qwen2VLReference(qwen2vl_checkpoint)
+
+
+def noise_image(width: int, height: int, seed: int = 0) -> Image.Image:
+    """A deterministic busy image: every pixel matters, so preprocessing mistakes show in the logits."""
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    return Image.fromarray(pixels)

@@ -1,0 +1,36 @@
+"""Model cards: every card loads, family defaults merge, and checkpoints are recognised."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgevl import model_cards
+
+
+def test_every_supported_model_has_a_card():
+    ids = {card.id for card in model_cards.all_cards()}
+    assert {"qwen2-vl-2b-instruct", "qwen2-vl-7b-instruct", "minicpm-v-2_6", "minicpm-llama3-v-2_5"} <= ids
+    for card in model_cards.all_cards():
+        assert card.hub_id and card.family in model_cards.families() and card.sizes_mb
+
+
+def test_qwen2vl_ocr_budget_follows_the_qwen_advice():
+    card = model_cards.card_by_id("qwen2-vl-2b-instruct")
+    assert 1024 <= card.image_max_tokens("ocr") <= 2048
+    assert card.image_max_tokens("caption") < card.image_max_tokens("ocr")
+    assert card.image_max_tokens("ask") == card.settings["image_max_tokens"]["default"]
+    assert card.settings["chat_template"] == "chatml"
+
+
+def test_card_values_override_family_values():
+    assert model_cards.card_by_id("minicpm-llama3-v-2_5").settings["chat_template"] == "llama3"
+    assert model_cards.card_by_id("minicpm-v-2_6").settings["chat_template"] == "chatml"
+
+
+def test_checkpoints_are_recognised_by_their_config():
+    config = {"hidden_size": 1536, "num_hidden_layers": 28}
+    assert model_cards.card_for_config("qwen2vl", config).id == "qwen2-vl-2b-instruct"
+    assert model_cards.card_for_config("qwen2vl", {"hidden_size": 256, "num_hidden_layers": 2}) is None
+    assert model_cards.family_card("qwen2vl").settings["image_min_tokens"] == 4
+    with pytest.raises(KeyError, match="no model card"):
+        model_cards.card_by_id("gpt-5")
