@@ -48,6 +48,7 @@ def test_f32_logits_match_reference(case, f32_engine, qwen2vl_reference):
     images = images_for(case)
     ours = f32_engine.first_token_logits(request(images))
     reference = qwen2vl_reference.first_token_logits(list(images), PROMPT, MIN_TOKENS, MAX_TOKENS)
+    print(f"{case}: max|d| {np.abs(ours - reference).max():.2e}, {f32_engine.last_stats.prompt_tokens} prompt tokens")
     assert np.abs(ours - reference).max() <= 2e-3
     assert list(np.argsort(-ours)[:5]) == list(np.argsort(-reference)[:5])
 
