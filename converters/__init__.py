@@ -17,6 +17,7 @@ from edgevl.converters.checkpoint import Checkpoint
 from edgevl.converters.gguf_files import (
     INTERMEDIATE_FOR_DTYPE, QUANTS, VISION_QUANTS, Quant, parse_quant, quantize_with_llama_cpp, write_gguf,
 )
+from edgevl.converters.onnx_files import ONNX_QUANTS, Int4Options
 from edgevl.converters.output import staged_folder
 from edgevl.converters.qwen2vl import Qwen2VLConverter
 from edgevl.errors import CheckpointError, EdgevlError
@@ -25,7 +26,7 @@ from edgevl.manifest import Manifest, file_entry, write_manifest
 CONVERTERS: tuple[type[Converter], ...] = (Qwen2VLConverter,)
 #: recognised, but their conversion has not landed yet
 PLANNED = {"MiniCPMV": "MiniCPM-V 2.5 / 2.6", "Qwen2_5_VLForConditionalGeneration": "Qwen2.5-VL"}
-FORMATS = ("gguf",)
+FORMATS = ("gguf", "onnx")
 
 
 class Progress(Protocol):
@@ -68,28 +69,32 @@ def convert(
     vision_quant: str = "f16",
     overwrite: bool = False,
     threads: int = 0,
+    int4: Int4Options = Int4Options(),
     progress: Progress = SilentProgress(),
 ) -> Manifest:
     """Convert a checkpoint folder; returns the manifest of the finished model folder at `output`."""
     if to not in FORMATS:
         raise EdgevlError(f"unknown output format {to!r}; choose one of: {', '.join(FORMATS)}")
     converter = open_converter(checkpoint_dir)
-    text_quant = parse_quant(quant or converter.settings_card.recommended_quant)
-    vision = parse_quant(vision_quant, VISION_QUANTS)
-    slug = converter.card.id if converter.card else _slug(converter.checkpoint.folder.name)
+    if to == "gguf":
+        text_quant = parse_quant(quant or converter.settings_card.recommended_quant).name
+        vision = parse_quant(vision_quant, VISION_QUANTS).name
+    else:
+        text_quant = _parse_onnx_quant(quant or "int4")
+        vision = "fp32" if text_quant == "fp32" else "fp16"
 
     with staged_folder(Path(output), overwrite) as staging:
-        mmproj = staging / f"mmproj-{slug}-{vision.label}.gguf"
-        _write(converter.vision_plan(vision), mmproj, "vision projector", progress)
-        text = staging / f"{slug}-{text_quant.label}.gguf"
-        _write_text_model(converter, text_quant, text, threads, progress)
+        if to == "gguf":
+            files = _write_gguf_files(converter, staging, QUANTS[text_quant], QUANTS[vision], threads, progress)
+        else:
+            files = converter.write_onnx(staging, text_quant, int4, progress)
         manifest = Manifest(
-            format="gguf",
+            format=to,
             family=converter.family,
-            quant=text_quant.name,
-            vision_quant=vision.name,
+            quant=text_quant,
+            vision_quant=vision,
             card=converter.card.id if converter.card else None,
-            files={"text": file_entry(text), "mmproj": file_entry(mmproj)},
+            files={role: file_entry(path) for role, path in files.items()},
             source={
                 "path": str(converter.checkpoint.folder.absolute()),
                 "architecture": converter.checkpoint.architecture,
@@ -99,6 +104,22 @@ def convert(
         )
         write_manifest(staging, manifest)
     return manifest
+
+
+def _write_gguf_files(converter: Converter, staging: Path, text_quant: Quant, vision: Quant, threads: int,
+                      progress: Progress) -> dict[str, Path]:
+    slug = converter.card.id if converter.card else _slug(converter.checkpoint.folder.name)
+    mmproj = staging / f"mmproj-{slug}-{vision.label}.gguf"
+    _write(converter.vision_plan(vision), mmproj, "vision projector", progress)
+    text = staging / f"{slug}-{text_quant.label}.gguf"
+    _write_text_model(converter, text_quant, text, threads, progress)
+    return {"text": text, "mmproj": mmproj}
+
+
+def _parse_onnx_quant(name: str) -> str:
+    if name.lower() not in ONNX_QUANTS:
+        raise EdgevlError(f"unknown ONNX quant {name!r}; choose one of: {', '.join(ONNX_QUANTS)}")
+    return name.lower()
 
 
 def _write_text_model(converter: Converter, quant: Quant, path: Path, threads: int, progress: Progress) -> None:

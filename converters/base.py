@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import gguf
 
 from edgevl.converters.checkpoint import Checkpoint
+from edgevl.converters.onnx_files import Int4Options
 from edgevl.converters.gguf_files import PlannedTensor, Quant
 from edgevl.errors import CheckpointError
 from edgevl.model_cards import ModelCard, card_for_config, family_card
@@ -57,6 +59,10 @@ class Converter(abc.ABC):
     @abc.abstractmethod
     def vision_plan(self, quant: Quant) -> GGUFPlan:
         """The vision projector (mmproj) GGUF."""
+
+    def write_onnx(self, folder: Path, quant: str, int4: Int4Options, progress) -> dict[str, Path]:
+        """Export the ONNX graphs into `folder`; returns {role: file}, reporting to a converters.Progress."""
+        raise CheckpointError(f"ONNX export of {self.family} models is not available yet; use --to gguf")
 
     def source_dtype(self) -> str:
         """The checkpoint's weight precision (safetensors dtype of its largest tensor)."""

@@ -146,6 +146,13 @@ class Qwen2VLConverter(Converter):
                                          lambda index=index: source.load()[index * width:(index + 1) * width]))
         return planned
 
+    # ---- ONNX -------------------------------------------------------------------------------------------------
+
+    def write_onnx(self, folder, quant, int4, progress):
+        from edgevl.converters.qwen2vl_onnx import write_model  # needs torch: only for ONNX export
+
+        return write_model(self.checkpoint.folder, folder, quant, int4, progress)
+
     # ---- shared ------------------------------------------------------------------------------------------------
 
     def _planned(self, name_map: gguf.TensorNameMap, name: str, wanted: QType) -> PlannedTensor:

@@ -9,7 +9,9 @@ here with the reference rule and hands mtmd an image it keeps as is - both sides
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
+import numpy as np
 from PIL import Image
 
 from edgevl.errors import ImageError
@@ -39,3 +41,51 @@ def qwen2vl_grid_size(width: int, height: int, min_tokens: int, max_tokens: int)
 def resize_for_qwen2vl(image: Image.Image, min_tokens: int, max_tokens: int) -> Image.Image:
     size = qwen2vl_grid_size(image.width, image.height, min_tokens, max_tokens)
     return image if size == image.size else image.resize(size, Image.Resampling.BICUBIC)
+
+
+def qwen2vl_patches(
+    image: Image.Image, mean: Sequence[float], std: Sequence[float], patch: int = 14, temporal: int = 2, merge: int = 2
+) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """An already resized image as Qwen2-VL's flattened patches [h*w, 3*temporal*patch*patch] and its (t, h, w)
+    grid - the layout of Qwen2VLImageProcessor: a still image is repeated over the temporal patch, patches are
+    ordered block by block of merge x merge."""
+    # rescale in float64 then round to float32, normalise in float32: the reference's exact arithmetic
+    pixels = (np.asarray(image.convert("RGB"), dtype=np.float64) * (1 / 255)).astype(np.float32)
+    pixels = (pixels - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+    frames = np.repeat(pixels.transpose(2, 0, 1)[None], temporal, axis=0)  # [temporal, 3, H, W]
+    grid_h, grid_w = image.height // patch, image.width // patch
+    blocks = frames.reshape(temporal, 3, grid_h // merge, merge, patch, grid_w // merge, merge, patch)
+    flat = blocks.transpose(2, 5, 3, 6, 1, 0, 4, 7).reshape(grid_h * grid_w, 3 * temporal * patch * patch)
+    return np.ascontiguousarray(flat), (1, grid_h, grid_w)
+
+
+def qwen2vl_patch_positions(grid_h: int, grid_w: int, merge: int = 2) -> np.ndarray:
+    """(row, column) of each patch in the block-by-block order of `qwen2vl_patches`: the vision rotary input."""
+    rows, cols = np.meshgrid(np.arange(grid_h), np.arange(grid_w), indexing="ij")
+    shape = (grid_h // merge, merge, grid_w // merge, merge)
+    return np.stack([rows.reshape(shape).transpose(0, 2, 1, 3).ravel(),
+                     cols.reshape(shape).transpose(0, 2, 1, 3).ravel()], axis=-1).astype(np.int64)
+
+
+def qwen2vl_rope_positions(
+    input_ids: Sequence[int], image_token_id: int, grids: Sequence[tuple[int, int, int]], merge: int = 2
+) -> np.ndarray:
+    """M-RoPE position ids [3, seq] (time, row, column): text counts up in all three; an image's tokens sit on
+    its grid, and the text after it continues from the largest position the image used, plus one."""
+    ids = np.asarray(input_ids)
+    positions = np.zeros((3, len(ids)), dtype=np.int64)
+    grids = iter(grids)
+    index, next_position = 0, 0
+    while index < len(ids):
+        if ids[index] != image_token_id:
+            positions[:, index] = next_position
+            index, next_position = index + 1, next_position + 1
+            continue
+        _, grid_h, grid_w = next(grids)
+        rows, cols = grid_h // merge, grid_w // merge
+        count = rows * cols
+        positions[0, index:index + count] = next_position
+        positions[1, index:index + count] = next_position + np.repeat(np.arange(rows), cols)
+        positions[2, index:index + count] = next_position + np.tile(np.arange(cols), rows)
+        index, next_position = index + count, next_position + max(rows, cols)
+    return positions

@@ -37,6 +37,23 @@ def qwen2vl_gguf(qwen2vl_checkpoint, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def qwen2vl_onnx(qwen2vl_checkpoint, tmp_path_factory):
+    """Function quant ("fp32", "fp16", "int4") -> exported ONNX model folder, each exported once per session."""
+    from edgevl.converters import convert
+
+    root = tmp_path_factory.mktemp("onnx")
+    folders: dict[str, Path] = {}
+
+    def exported(quant: str = "fp32") -> Path:
+        if quant not in folders:
+            folders[quant] = root / quant
+            convert(qwen2vl_checkpoint, folders[quant], to="onnx", quant=quant)
+        return folders[quant]
+
+    return exported
+
+
+@pytest.fixture(scope="session")
 def qwen2vl_reference(qwen2vl_checkpoint):
     from edgevl.testing.reference import Qwen2VLReference
 

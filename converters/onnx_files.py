@@ -1,0 +1,80 @@
+"""ONNX output: precision variants, saving (external data past protobuf's 2 GB), validation.
+
+int4 uses ONNX Runtime's own weight-only quantizer (MatMul -> MatMulNBits, block-wise, symmetric by default)
+on the decoder; the embedding table and the vision tower are stored fp16, which is where most of the size is
+after the decoder is int4 (quantizing the vision tower costs OCR accuracy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # onnx is imported where it is used: GGUF conversion must work without the export extra
+    import onnx
+
+ONNX_QUANTS = ("int4", "fp16", "fp32")
+#: above this a graph keeps its weights in a side file: protobuf cannot hold more than 2 GB
+EXTERNAL_DATA_BYTES = 1_500_000_000
+
+
+@dataclass(frozen=True)
+class Int4Options:
+    block_size: int = 32
+    # asymmetric (a zero point per block) measured closer to fp32 than symmetric on our test models
+    symmetric: bool = False
+    accuracy_level: int = 4  # int8 activations in the MatMulNBits kernel: the fast CPU path
+
+
+def save(model: onnx.ModelProto, path: Path) -> list[Path]:
+    """Write a graph; returns the files written (the graph, and its weights file when large)."""
+    import onnx
+
+    if model.ByteSize() < EXTERNAL_DATA_BYTES:
+        onnx.save_model(model, str(path))
+        return [path]
+    data = path.with_name(path.name + ".data")
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=data.name, size_threshold=1024)
+    return [path, data]
+
+
+def load(path: Path) -> onnx.ModelProto:
+    import onnx
+
+    return onnx.load_model(str(path), load_external_data=True)
+
+
+def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """fp16 weights and arithmetic; inputs and outputs stay fp32 so the engine is the same for every variant."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    converted = OnnxModel(convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True))
+    converted.topological_sort()  # the converter appends its input casts at the end of the node list
+    return converted.model
+
+
+def to_int4(model: onnx.ModelProto, options: Int4Options, output_projection: str) -> onnx.ModelProto:
+    """Every weight MatMul to 4 bits except the output projection, which gets 8 bits - as llama.cpp's Q4_K_M
+    keeps its output tensor at higher precision: its errors go straight into the logits."""
+    import logging
+
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
+    settings = dict(block_size=options.block_size, is_symmetric=options.symmetric,
+                    accuracy_level=options.accuracy_level)
+    body = MatMulNBitsQuantizer(model, bits=4, nodes_to_exclude=[output_projection], **settings)
+    body.process()
+    head = MatMulNBitsQuantizer(body.model.model, bits=8, nodes_to_include=[output_projection], **settings)
+    head.process()
+    return head.model.model
+
+
+def check(path: Path) -> None:
+    """onnx's structural checker (by path, so graphs with external data work)."""
+    import onnx
+
+    onnx.checker.check_model(str(path))

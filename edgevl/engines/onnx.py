@@ -1,0 +1,218 @@
+"""The ONNX Runtime backend: a model folder exported by `edgevl convert --to onnx` (vision, embedding and
+decoder graphs), CUDA execution provider when it loads, CPU otherwise.
+
+One request: edgevl's own numpy preprocessing (bit-identical to Qwen2VLImageProcessor), the vision graph once
+per image, the chat prompt with one <|image_pad|> per image token, M-RoPE position ids, then a prefill and a
+token-by-token loop. The KV cache stays where ONNX Runtime put it (IO binding): each step's present keys and
+values are bound as the next step's past, with no copy through Python.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image
+
+from edgevl import model_cards
+from edgevl.chat import format_prompt
+from edgevl.engines.base import Engine, Request, Sampling, Stats
+from edgevl.engines.llamacpp import StopFilter
+from edgevl.errors import BackendUnavailable, EdgevlError, ModelError
+from edgevl.manifest import check_files, read_manifest
+from edgevl.preprocess import qwen2vl_patch_positions, qwen2vl_patches, qwen2vl_rope_positions, resize_for_qwen2vl
+from edgevl.system import default_threads
+
+log = logging.getLogger(__name__)
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def choose_providers(device: str) -> tuple[list[str], str]:
+    """Execution providers for `device`, and a sentence saying why."""
+    import onnxruntime
+
+    available = onnxruntime.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"], "CPU (asked for)"
+    if "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"], "CUDA execution provider"
+    if device == "cuda":
+        raise BackendUnavailable(
+            "CUDA was asked for but this ONNX Runtime has no CUDA provider: pip uninstall onnxruntime && "
+            "pip install 'onnxruntime-gpu[cuda,cudnn]'")
+    return ["CPUExecutionProvider"], "CPU: this ONNX Runtime has no CUDA provider (install onnxruntime-gpu)"
+
+
+class OnnxEngine(Engine):
+    def __init__(self, folder: str | Path, *, threads: int | None = None, device: str = "auto",
+                 image_max_tokens: int | None = None) -> None:
+        super().__init__()
+        try:
+            import onnxruntime
+            from tokenizers import Tokenizer
+        except ImportError as error:
+            raise BackendUnavailable(f"ONNX models need onnxruntime and tokenizers ({error})") from None
+        self.ort = onnxruntime
+        self.folder = Path(folder).expanduser()
+        self.manifest = read_manifest(self.folder)
+        if self.manifest.format != "onnx":
+            raise ModelError(f"{self.folder}: holds a {self.manifest.format} model, not ONNX")
+        check_files(self.folder, self.manifest)
+        self.config = json.loads(self.manifest.path(self.folder, "config").read_text(encoding="utf-8"))
+        self.card = (model_cards.card_by_id(self.manifest.card) if self.manifest.card
+                     else model_cards.family_card(self.manifest.family))
+        self.family = self.manifest.family
+        self.image_max_tokens = image_max_tokens
+        self.tokenizer = Tokenizer.from_file(str(self.manifest.path(self.folder, "tokenizer")))
+        providers, reason = choose_providers(device)
+        self.sessions = {role: self._session(role, providers, threads or default_threads())
+                         for role in ("vision", "embed", "decoder")}
+        self.device = "cuda" if self.sessions["decoder"].get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        if device != "cpu" and self.device == "cpu" and providers[0] == "CUDAExecutionProvider":
+            reason = "CPU: the CUDA provider failed to load (missing CUDA/cuDNN libraries?)"
+        log.info("ONNX Runtime: %s", reason)
+        self.description = f"ONNX Runtime {self.card.name} {self.manifest.quant} ({self.device.upper()})"
+
+    def _session(self, role: str, providers: list[str], threads: int):
+        options = self.ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        try:
+            return self.ort.InferenceSession(str(self.manifest.path(self.folder, role)), options, providers=providers)
+        except Exception as error:  # ONNX Runtime raises its own exception types for damaged graphs
+            raise ModelError(f"{self.folder}: ONNX Runtime could not load the {role} graph ({error})") from None
+
+    def close(self) -> None:
+        self.sessions = {}
+
+    # ---- requests -----------------------------------------------------------------------------------------------
+
+    def stream(self, request: Request) -> Iterator[str]:
+        stops = StopFilter(request.sampling.stop)
+        token_ids: list[int] = []
+        shown = ""
+        for token in self.generate_token_ids(request):
+            token_ids.append(token)
+            # decode the whole answer so far: multi-byte characters may span tokens
+            text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+            if text.endswith("\ufffd"):
+                continue
+            piece = stops.feed(text[len(shown):])
+            shown = text
+            if piece:
+                yield piece
+            if stops.stopped:
+                return
+        tail = stops.flush()
+        if tail:
+            yield tail
+
+    def first_token_logits(self, request: Request) -> np.ndarray:
+        logits, _, _ = self._prefill(request)
+        return logits
+
+    def generate_token_ids(self, request: Request) -> Iterator[int]:
+        logits, binding_state, next_position = self._prefill(request)
+        rng = np.random.default_rng(request.sampling.seed)
+        eos = set(self.config["eos_token_ids"])
+        started = time.perf_counter()
+        try:
+            for step in range(request.sampling.max_tokens):
+                token = _sample(logits, request.sampling, rng)
+                if token in eos:
+                    break
+                self.last_stats.generated_tokens += 1
+                yield token
+                if step + 1 == request.sampling.max_tokens:
+                    break
+                logits = self._decode_step(token, next_position, binding_state)
+                next_position += 1
+        finally:
+            self.last_stats.decode_ms = 1000 * (time.perf_counter() - started)
+
+    # ---- steps --------------------------------------------------------------------------------------------------
+
+    def _prefill(self, request: Request):
+        self.last_stats = stats = Stats()
+        started = time.perf_counter()
+        features, grids = self._encode_images(request.images, request.task)
+        stats.image_encode_ms = 1000 * (time.perf_counter() - started)
+
+        started = time.perf_counter()
+        input_ids = self._prompt_ids(request, grids)
+        positions = qwen2vl_rope_positions(input_ids, self.config["image_token_id"], grids, self.config["merge_size"])
+        embeds = self._embed(np.asarray([input_ids], dtype=np.int64), features)
+        binding = self.sessions["decoder"].io_binding()
+        logits = self._run_decoder(binding, embeds, positions[:, None, :], past=None)
+        stats.prompt_tokens = len(input_ids)
+        stats.prefill_ms = 1000 * (time.perf_counter() - started)
+        return logits, binding, int(positions.max()) + 1
+
+    def _encode_images(self, images: tuple[Image.Image, ...], task: str):
+        config = self.config
+        max_tokens = self.image_max_tokens or self.card.image_max_tokens(task)
+        min_tokens = min(int(self.card.settings["image_min_tokens"]), max_tokens)
+        features, grids = [], []
+        for image in images:
+            resized = resize_for_qwen2vl(image, min_tokens, max_tokens)
+            pixels, grid = qwen2vl_patches(resized, config["image_mean"], config["image_std"], config["patch_size"],
+                                           config["temporal_patch_size"], config["merge_size"])
+            positions = qwen2vl_patch_positions(grid[1], grid[2], config["merge_size"])
+            features.append(self.sessions["vision"].run(None, {"pixel_values": pixels, "position_ids": positions})[0])
+            grids.append(grid)
+        if not features:  # the embedding graph always takes a feature matrix
+            features.append(np.zeros((1, config["hidden_size"]), dtype=np.float32))
+        return np.concatenate(features), grids
+
+    def _prompt_ids(self, request: Request, grids) -> list[int]:
+        merge_area = self.config["merge_size"] ** 2
+        markers = ["<|vision_start|>" + "<|image_pad|>" * (h * w // merge_area) + "<|vision_end|>"
+                   for _, h, w in grids]
+        system = request.system if request.system is not None else self.card.settings.get("system_prompt")
+        prompt = format_prompt(self.card.settings["chat_template"], system, request.prompt, len(markers), "\0")
+        for marker in markers:
+            prompt = prompt.replace("\0", marker, 1)
+        return self.tokenizer.encode(prompt, add_special_tokens=False).ids
+
+    def _embed(self, input_ids: np.ndarray, features: np.ndarray) -> np.ndarray:
+        return self.sessions["embed"].run(None, {"input_ids": input_ids, "image_features": features})[0]
+
+    def _decode_step(self, token: int, position: int, binding) -> np.ndarray:
+        embeds = self._embed(np.asarray([[token]], dtype=np.int64), np.zeros((1, self.config["hidden_size"]), np.float32))
+        positions = np.full((3, 1, 1), position, dtype=np.int64)
+        return self._run_decoder(binding, embeds, positions, past=binding.get_outputs()[1:])
+
+    def _run_decoder(self, binding, embeds: np.ndarray, positions: np.ndarray, past) -> np.ndarray:
+        """One decoder call. `past` is the previous call's present OrtValues (None for the prefill)."""
+        config, device = self.config, self.device
+        session = self.sessions["decoder"]
+        binding.clear_binding_inputs()
+        binding.clear_binding_outputs()
+        binding.bind_cpu_input("inputs_embeds", embeds)
+        binding.bind_cpu_input("position_ids", positions)
+        names = [f"past.{i}.{kind}" for i in range(config["num_layers"]) for kind in ("key", "value")]
+        if past is None:
+            empty = np.zeros((1, config["num_kv_heads"], 0, config["head_dim"]), dtype=np.float32)
+            past = [self.ort.OrtValue.ortvalue_from_numpy(empty, device) for _ in names]
+        for name, value in zip(names, past):
+            binding.bind_ortvalue_input(name, value)
+        binding.bind_output("logits", "cpu")
+        for name in names:
+            binding.bind_output(name.replace("past.", "present."), device)
+        session.run_with_iobinding(binding)
+        return binding.get_outputs()[0].numpy()[0]
+
+
+def _sample(logits: np.ndarray, sampling: Sampling, rng: np.random.Generator) -> int:
+    if sampling.temperature <= 0:
+        return int(np.argmax(logits))
+    scaled = (logits - logits.max()) / sampling.temperature
+    probabilities = np.exp(scaled)
+    probabilities /= probabilities.sum()
+    order = np.argsort(-probabilities)
+    keep = order[: int(np.searchsorted(np.cumsum(probabilities[order]), sampling.top_p)) + 1]
+    return int(rng.choice(keep, p=probabilities[keep] / probabilities[keep].sum()))
