@@ -19,7 +19,7 @@ import platformdirs
 from PIL import Image
 
 from edgevl.engines.base import Engine, Request
-from edgevl.errors import ModelError
+from edgevl.errors import EdgevlError, ModelError
 from edgevl.manifest import MANIFEST_NAME, Manifest, read_manifest
 from edgevl.tasks import Result, Task, get_task
 
@@ -74,8 +74,23 @@ def open_engine(
     gpu: bool = True,
     image_max_tokens: int | None = None,
     context_size: int = 8192,
+    endpoint: str | None = None,
+    api_key: str | None = None,
+    model_name: str | None = None,
+    family: str | None = None,
 ) -> Engine:
-    """Load a converted model folder with the engine its manifest names, or the embedded engine for None."""
+    """Load a converted model folder with the engine its manifest names, or the embedded engine for None.
+
+    With `endpoint` (an OpenAI-compatible API, ".../v1": vLLM, llama.cpp's server, `edgevl serve`) nothing is
+    loaded here: the engine sends requests to `model_name` there (default: its first model), worded for `family`.
+    """
+    if endpoint is not None:
+        if model is not None:
+            raise EdgevlError("give either a local model or an endpoint, not both (name the served model with "
+                              "model_name)")
+        from edgevl.engines.remote import RemoteEngine
+
+        return RemoteEngine(endpoint, api_key=api_key, model_name=model_name, family=family)
     folder = resolve_model(model)
     if folder is None:
         from edgevl.engines.classic import ClassicOcrEngine

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from contextlib import closing
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Sequence
 
 from rich.console import Console
 from rich.markup import escape
@@ -19,7 +21,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 import edgevl
 from edgevl import api
 from edgevl.errors import EdgevlError
-from edgevl.images import IMAGE_EXTENSIONS, load_image
+from edgevl.engines.base import Engine
+from edgevl.images import IMAGE_EXTENSIONS, expand_image_files, load_image
+from edgevl.tasks import TASKS
+from edgevl.tasks.caption import DEFAULT_LENGTH, LENGTHS
 
 stderr = Console(stderr=True, soft_wrap=True)
 
@@ -61,11 +66,42 @@ def build_parser() -> argparse.ArgumentParser:
     table = _task_parser(commands, "table", "extract tables", formats=("md", "csv", "json", "html", "tsv"))
     table.set_defaults(task="table")
     caption = _task_parser(commands, "caption", "describe images (needs a VLM)", formats=("text", "json"))
-    caption.add_argument("--length", choices=["short", "medium", "long"], default="medium")
+    caption.add_argument("--length", choices=list(LENGTHS), default=DEFAULT_LENGTH)
     caption.set_defaults(task="caption")
     ask = _task_parser(commands, "ask", "ask a question about images (needs a VLM)", formats=("text", "json"))
     ask.add_argument("question", help="the question (after the image files)")
     ask.set_defaults(task="ask")
+
+    batch = commands.add_parser("batch", help="run a task over many images into a JSONL file (resumable)")
+    batch.add_argument("files", nargs="+", type=Path, help="image files or folders (searched recursively)")
+    batch.add_argument("-t", "--task", choices=list(TASKS), default="ocr", help="what to do (default: ocr)")
+    batch.add_argument("-o", "--output", type=Path, required=True, help="JSONL file, one line per image")
+    batch.add_argument("--resume", action="store_true", help="continue a run: skip the images the output has")
+    batch.add_argument("--ext", default=",".join(ext.lstrip(".") for ext in IMAGE_EXTENSIONS),
+                       help="extensions of the images taken from folders (default: %(default)s)")
+    batch.add_argument("--concurrency", type=_positive_int, default=1,
+                       help="requests in flight at once (with --endpoint; default 1)")
+    batch.add_argument("--length", choices=list(LENGTHS), default=DEFAULT_LENGTH, help="caption length")
+    batch.add_argument("--question", default="", help="the question, for --task ask")
+    _add_engine_options(batch)
+    _add_endpoint_options(batch)
+    _add_sampling_options(batch)
+    batch.set_defaults(run=run_batch)
+
+    serve = commands.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API")
+    _add_engine_options(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    serve.add_argument("--port", type=int, default=8088, help="port (default: 8088; 0 picks a free one)")
+    serve.add_argument("--api-key", default=os.environ.get("EDGEVL_API_KEY"),
+                       help="require this key from clients (default: $EDGEVL_API_KEY, else no key)")
+    serve.add_argument("--model-name", help="the model's name in the API (default: the model folder's name)")
+    serve.add_argument("--queue", type=int, default=32, help="requests that may wait for the model; "
+                                                             "more get 429 (default: 32)")
+    serve.add_argument("--max-request-mb", type=float, default=50, help="largest request body (default: 50)")
+    serve.add_argument("--max-image-mp", type=float, default=50, help="largest image in megapixels (default: 50)")
+    serve.add_argument("--local-files", type=Path, metavar="DIR",
+                       help="also accept image parts that name files under DIR (default: data URIs only)")
+    serve.set_defaults(run=run_serve)
 
     models = commands.add_parser("models", help="list converted models")
     models.add_argument("--dir", type=Path, help="models folder (default: %s)" % api.models_dir())
@@ -79,16 +115,41 @@ def build_parser() -> argparse.ArgumentParser:
 def _task_parser(commands, name: str, help_text: str, formats: tuple[str, ...]) -> argparse.ArgumentParser:
     parser = commands.add_parser(name, help=help_text)
     parser.add_argument("files", nargs="+", type=Path, help="image files or folders")
-    parser.add_argument("-m", "--model", help="model folder or name (default: the embedded OCR engine)")
     parser.add_argument("-f", "--format", choices=formats, default=formats[0])
-    parser.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
-    parser.add_argument("--cpu", action="store_true", help="do not offload to the GPU")
-    parser.add_argument("--max-tokens", type=int, help="answer length limit")
-    parser.add_argument("--temperature", type=float, help="0 = greedy (default)")
-    parser.add_argument("--image-tokens", type=int, help="image-token budget (default: the model card's)")
-    parser.add_argument("--context", type=int, default=8192, help="context size in tokens")
+    _add_engine_options(parser)
+    _add_endpoint_options(parser)
+    _add_sampling_options(parser)
     parser.set_defaults(run=run_task)
     return parser
+
+
+def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-m", "--model", help="model folder or name (default: the embedded OCR engine); "
+                                              "with --endpoint: the served model's name")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+    parser.add_argument("--cpu", action="store_true", help="do not offload to the GPU")
+    parser.add_argument("--image-tokens", type=int, help="image-token budget (default: the model card's)")
+    parser.add_argument("--context", type=int, default=8192, help="context size in tokens")
+
+
+def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--endpoint", help="use a model served over an OpenAI-compatible API instead "
+                                           "(vLLM, llama.cpp's server, edgevl serve), e.g. http://gpu-box:8000/v1")
+    parser.add_argument("--api-key", default=os.environ.get("EDGEVL_API_KEY"),
+                        help="the endpoint's key (default: $EDGEVL_API_KEY)")
+    parser.add_argument("--family", choices=["qwen2vl", "minicpmv"],
+                        help="prompt wording for the endpoint's model (default: told by edgevl serve, else qwen2vl)")
+
+
+def _add_sampling_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-tokens", type=int, help="answer length limit")
+    parser.add_argument("--temperature", type=float, help="0 = greedy (default)")
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return int(text)
 
 
 # ---- commands --------------------------------------------------------------------------------------------------
@@ -107,13 +168,8 @@ def run_convert(args: argparse.Namespace) -> None:
 
 def run_task(args: argparse.Namespace) -> None:
     files = list(expand_image_files(args.files))
-    options = {"max_tokens": args.max_tokens, "temperature": args.temperature}
-    if args.task == "caption":
-        options["length"] = args.length
-    if args.task == "ask":
-        options["question"] = args.question
-    with api.open_engine(args.model, threads=args.threads, gpu=not args.cpu,
-                         image_max_tokens=args.image_tokens, context_size=args.context) as engine:
+    options = _task_options(args)
+    with _open_engine(args) as engine:
         if args.verbose:
             stderr.print(f"engine: {engine.description}")
         # a question is about all its images together; other tasks answer image by image
@@ -147,13 +203,64 @@ def print_stats(stats) -> None:
     )
 
 
-def expand_image_files(paths: Sequence[Path]) -> Iterator[Path]:
-    """Files as given; folders become the images inside them (recursively, sorted)."""
-    for path in paths:
-        if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-        else:
-            yield path
+def run_batch(args: argparse.Namespace) -> int:
+    from edgevl.batch import BatchProgress, run_batch
+
+    if args.concurrency > 1 and not args.endpoint:
+        raise EdgevlError("--concurrency needs --endpoint: a local model answers one request at a time")
+    extensions = ["." + ext.strip().lstrip(".") for ext in args.ext.split(",") if ext.strip()]
+    files = list(expand_image_files(args.files, extensions))
+    if not files:
+        raise EdgevlError(f"no images ({args.ext}) in {', '.join(map(str, args.files))}")
+    with _open_engine(args) as engine, BatchProgress(stderr, args.task) as progress:
+        summary = run_batch(engine, files, args.output, args.task, options=_task_options(args), resume=args.resume,
+                            concurrency=args.concurrency, on_start=progress.start, on_record=progress.record)
+    errors = f", [red]{summary.failed} with errors[/red]" if summary.failed else ""
+    skipped = f"; {summary.skipped} were done before" if summary.skipped else ""
+    stderr.print(f"{summary.answered} images written to {escape(str(args.output))}{errors}{skipped}")
+    if summary.interrupted:
+        stderr.print("interrupted: add --resume to the same command to finish the run")
+        return 130
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> None:
+    from edgevl.server import EngineWorker, ServerSettings, serve
+
+    settings = ServerSettings(
+        model_name=args.model_name or (Path(args.model).name if args.model else api.DEFAULT_MODEL),
+        api_key=args.api_key or None, max_request_bytes=int(args.max_request_mb * 1e6),
+        max_image_pixels=int(args.max_image_mp * 1e6), queue_size=args.queue, local_files=args.local_files)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
+        stderr.print("[yellow]warning:[/yellow] no --api-key: anyone who can reach this address can use the model")
+    with api.open_engine(args.model, **_local_engine_options(args)) as engine, \
+            closing(EngineWorker(engine, args.queue)) as worker:
+        def ready(url: str) -> None:
+            stderr.print(f"serving {escape(settings.model_name)} ({escape(engine.description)}) at {url} "
+                         "(Ctrl+C stops)", highlight=False)
+
+        serve(worker, settings, args.host, args.port, on_ready=ready, access_log=args.verbose)
+
+
+def _open_engine(args: argparse.Namespace) -> Engine:
+    if args.endpoint:
+        return api.open_engine(endpoint=args.endpoint, api_key=args.api_key, model_name=args.model,
+                               family=args.family)
+    return api.open_engine(args.model, **_local_engine_options(args))
+
+
+def _local_engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"threads": args.threads, "gpu": not args.cpu, "image_max_tokens": args.image_tokens,
+            "context_size": args.context}
+
+
+def _task_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {"max_tokens": args.max_tokens, "temperature": args.temperature}
+    if args.task == "caption":
+        options["length"] = args.length
+    if args.task == "ask":
+        options["question"] = args.question
+    return options
 
 
 def run_models(args: argparse.Namespace) -> None:

@@ -27,3 +27,10 @@ class BackendUnavailable(EdgevlError):
 
 class UnsupportedTask(EdgevlError):
     """The chosen engine cannot do the requested task (e.g. captioning with the classic OCR engine)."""
+
+
+class EngineUnavailable(EdgevlError):
+    """The engine cannot answer any request now (a remote server down or overloaded past the retries).
+
+    Unlike a bad image, this is not about one request: a batch run stops on it instead of recording an error for
+    every remaining image, and can be resumed later."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
+from typing import Iterable, Iterator
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -17,6 +18,16 @@ from edgevl.errors import ImageError
 #: Larger images are refused before they are decoded (a 10000 x 10000 screenshot is 100 MP).
 MAX_PIXELS = 120_000_000
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+
+
+def expand_image_files(paths: Iterable[Path], extensions: Iterable[str] = IMAGE_EXTENSIONS) -> Iterator[Path]:
+    """Files as given; folders become the images inside them (recursively, sorted), chosen by extension."""
+    wanted = {extension.lower() for extension in extensions}
+    for path in paths:
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.suffix.lower() in wanted and p.is_file())
+        else:
+            yield path
 
 
 def load_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
