@@ -61,6 +61,11 @@ def _onnxruntime() -> Iterator[tuple[str, bool, str]]:
         return
     providers = onnxruntime.get_available_providers()
     yield "ONNX Runtime", True, f"{onnxruntime.__version__}, providers: {', '.join(providers)}"
+    if "CUDAExecutionProvider" in providers:
+        yield "GPU (ONNX)", True, "CUDA execution provider present (a model that fails to load on it runs on the CPU " \
+                                  "and says why with -v)"
+    else:
+        yield "GPU (ONNX)", False, "CPU only: for CUDA, pip uninstall onnxruntime && pip install 'onnxruntime-gpu[cuda,cudnn]'"
 
 
 def _converter() -> Iterator[tuple[str, bool, str]]:
