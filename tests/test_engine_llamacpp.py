@@ -7,8 +7,8 @@ import shutil
 import pytest
 from conftest import noise_image
 
-from edgevl.engines.base import Request, Sampling
-from edgevl.engines.llamacpp import LlamaCppEngine, StopFilter
+from edgevl.engines.base import Request, Sampling, StopFilter
+from edgevl.engines.llamacpp import LlamaCppEngine
 from edgevl.errors import EdgevlError, ModelError
 from edgevl.manifest import read_manifest
 from edgevl.system import rss_bytes

@@ -23,7 +23,7 @@ from PIL import Image
 
 from edgevl import model_cards
 from edgevl.chat import format_prompt
-from edgevl.engines.base import Engine, Request, Sampling
+from edgevl.engines.base import Engine, Request, Sampling, StopFilter
 from edgevl.errors import EdgevlError, ModelError
 from edgevl.llamacpp_lib import INSTALL_HINT, load_llama_cpp
 from edgevl.manifest import check_files, read_manifest
@@ -239,32 +239,6 @@ class LlamaCppEngine(Engine):
         batch.logits[0] = True
         if self._llama.llama_decode(self._ctx, batch) != 0:
             raise EdgevlError("llama.cpp failed to decode a token (context full?)")
-
-
-class StopFilter:
-    """Cuts the answer where a stop string appears, holding back text that may be the start of one."""
-
-    def __init__(self, stops: tuple[str, ...]) -> None:
-        self.stops = tuple(stop for stop in stops if stop)
-        self.held = ""
-        self.stopped = False
-
-    def feed(self, text: str) -> str:
-        if self.stopped:
-            return ""
-        self.held += text
-        found = [self.held.index(stop) for stop in self.stops if stop in self.held]
-        if found:
-            self.stopped = True
-            out, self.held = self.held[:min(found)], ""
-            return out
-        keep = max((n for stop in self.stops for n in range(1, len(stop)) if self.held.endswith(stop[:n])), default=0)
-        out, self.held = self.held[:len(self.held) - keep], self.held[len(self.held) - keep:]
-        return out
-
-    def flush(self) -> str:
-        out, self.held = ("" if self.stopped else self.held), ""
-        return out
 
 
 def _make_sampler(llama, sampling: Sampling):

@@ -20,8 +20,7 @@ from PIL import Image
 
 from edgevl import model_cards
 from edgevl.chat import format_prompt
-from edgevl.engines.base import Engine, Request, Sampling, Stats
-from edgevl.engines.llamacpp import StopFilter
+from edgevl.engines.base import Engine, Request, Sampling, Stats, StopFilter
 from edgevl.errors import BackendUnavailable, EdgevlError, ModelError
 from edgevl.manifest import check_files, read_manifest
 from edgevl.preprocess import qwen2vl_patch_positions, qwen2vl_patches, qwen2vl_rope_positions, resize_for_qwen2vl
