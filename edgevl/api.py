@@ -102,6 +102,10 @@ def open_engine(
 
         return LlamaCppEngine(folder, threads=threads, gpu=gpu, image_max_tokens=image_max_tokens,
                               context_size=context_size)
+    if manifest.format == "onnx":
+        from edgevl.engines.onnx import OnnxEngine
+
+        return OnnxEngine(folder, threads=threads, device="auto" if gpu else "cpu", image_max_tokens=image_max_tokens)
     raise ModelError(f"{folder}: format {manifest.format!r} is not supported by this version of edgevl")
 
 
