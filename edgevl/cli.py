@@ -16,7 +16,9 @@ from typing import Any, Sequence
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+)
 
 import edgevl
 from edgevl import api
@@ -109,7 +111,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor = commands.add_parser("doctor", help="which backends work here, GPU offload yes/no and why")
     doctor.set_defaults(run=run_doctor)
+
+    _eval_parser(commands)
     return parser
+
+
+def _eval_parser(commands) -> None:
+    evaluate = commands.add_parser("eval", help="measure accuracy, speed and memory of models on labelled images")
+    steps = evaluate.add_subparsers(required=True, metavar="STEP")
+    synth = steps.add_parser("synth", help="generate a labelled synthetic set (text lines, screenshots, tables)")
+    synth.add_argument("--out", type=Path, required=True, help="folder to create (images/ and manifest.jsonl)")
+    synth.add_argument("--n", type=_positive_int, default=500, help="number of images (default: 500)")
+    synth.add_argument("--lang", default="zh,en", help="comma-separated languages: zh, en (default: zh,en)")
+    synth.add_argument("--seed", type=int, default=0, help="the same seed gives the same images (default: 0)")
+    synth.add_argument("--kinds", default="line,lines,ui,table", help="comma-separated: line, lines, ui, table")
+    synth.add_argument("--force", action="store_true", help="replace the synthetic set in --out")
+    synth.set_defaults(run=run_eval_synth)
+
+    run = steps.add_parser("run", help="run models over a labelled set and write a report (resumes a killed run)")
+    run.add_argument("dataset", type=Path, help="folder with manifest.jsonl, *.gt.txt side files or ICDAR gt_*.txt")
+    run.add_argument("-m", "--model", action="append", dest="models",
+                     help="model folder or name, 'default' for the embedded engine; repeat to compare (default: default)")
+    run.add_argument("-o", "--output", type=Path, required=True, help="report folder (predictions are kept there)")
+    run.add_argument("--task", choices=["ocr", "table", "caption"],
+                     help="only samples of this task (also the task of samples that do not name one)")
+    run.add_argument("--limit", type=_positive_int, help="only the first N samples")
+    run.add_argument("--max-tokens", type=_positive_int, help="answer length limit (default: each task's)")
+    run.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+    run.add_argument("--cpu", action="store_true", help="do not offload to the GPU")
+    run.add_argument("--image-tokens", type=int, help="image-token budget (default: the model card's)")
+    run.add_argument("--context", type=int, default=8192, help="context size in tokens")
+    run.add_argument("--whitespace", choices=["collapse", "remove", "keep"], default="collapse",
+                     help="before scoring: collapse runs of whitespace (default), remove it all, or keep it")
+    run.add_argument("--no-nfkc", action="store_true", help="do not apply Unicode NFKC before scoring")
+    run.add_argument("--ignore-case", action="store_true", help="compare case-insensitively")
+    run.add_argument("--worst", type=int, default=5, help="worst samples shown per model and task (default: 5)")
+    run.set_defaults(run=run_eval)
 
 
 def _task_parser(commands, name: str, help_text: str, formats: tuple[str, ...]) -> argparse.ArgumentParser:
@@ -279,6 +316,42 @@ def run_models(args: argparse.Namespace) -> None:
     Console().print(table)
 
 
+def run_eval_synth(args: argparse.Namespace) -> None:
+    from edgevl.eval.synth import generate
+
+    with RichProgress() as progress:
+        manifest = generate(args.out, args.n, languages=_comma_list(args.lang), seed=args.seed,
+                            kinds=_comma_list(args.kinds), overwrite=args.force, progress=progress)
+    stderr.print(f"[green]done:[/green] {manifest}  (next: edgevl eval run {args.out} -o REPORT_FOLDER)")
+
+
+def run_eval(args: argparse.Namespace) -> None:
+    from rich.table import Table
+
+    from edgevl.eval.datasets import load_dataset
+    from edgevl.eval.metrics import Normalization
+    from edgevl.eval.report import TASK_TITLES, summary_tables, write_report
+    from edgevl.eval.runner import RunSettings, run_models
+
+    samples = load_dataset(args.dataset, task=args.task)[: args.limit]
+    settings = RunSettings(max_tokens=args.max_tokens, image_tokens=args.image_tokens, context_size=args.context,
+                           dataset=str(args.dataset.expanduser().absolute()), threads=args.threads, gpu=not args.cpu)
+    normalization = Normalization(nfkc=not args.no_nfkc, whitespace=args.whitespace, ignore_case=args.ignore_case)
+    with RichProgress() as progress:
+        labels = run_models(samples, args.models or [api.DEFAULT_MODEL], args.output, settings, progress)
+    results = write_report(samples, args.dataset, args.output, labels, normalization, worst=args.worst)
+    for task, (header, rows) in summary_tables(results).items():
+        table = Table(*header, title=TASK_TITLES[task], box=None)
+        for row in rows:
+            table.add_row(*row)
+        Console(width=max(Console().width, 150)).print(table)  # a dozen columns: wider than 80 when piped
+    stderr.print(f"[green]report:[/green] {args.output / 'report.md'}, {args.output / 'report.html'}")
+
+
+def _comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def run_doctor(args: argparse.Namespace) -> None:
     from edgevl.doctor import checks
 
@@ -292,7 +365,7 @@ class RichProgress:
 
     def __init__(self) -> None:
         self._bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                             TimeElapsedColumn(), console=stderr, transient=False)
+                             TimeElapsedColumn(), TimeRemainingColumn(), console=stderr, transient=False)
         self._task = None
 
     def __enter__(self) -> "RichProgress":
