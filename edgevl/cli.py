@@ -23,6 +23,7 @@ from rich.progress import (
 import edgevl
 from edgevl import api
 from edgevl.errors import EdgevlError
+from edgevl.gui.arguments import add_gui_arguments
 from edgevl.engines.base import Engine
 from edgevl.images import IMAGE_EXTENSIONS, expand_image_files, load_image
 from edgevl.tasks import TASKS
@@ -111,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor = commands.add_parser("doctor", help="which backends work here, GPU offload yes/no and why")
     doctor.set_defaults(run=run_doctor)
+
+    gui = commands.add_parser("gui", help="start the desktop app (needs the gui extra)")
+    add_gui_arguments(gui)
+    gui.set_defaults(run=run_gui)
 
     _eval_parser(commands)
     return parser
@@ -358,6 +363,14 @@ def run_doctor(args: argparse.Namespace) -> None:
     for name, ok, detail in checks():
         mark = "[green]ok[/green]  " if ok else "[yellow]--[/yellow]  "
         stderr.print(f"{mark}{name}: {escape(detail)}", highlight=False)
+
+
+def run_gui(args: argparse.Namespace) -> int:
+    try:
+        from edgevl.gui.app import run
+    except ImportError as error:
+        raise EdgevlError(f"the desktop app needs PySide6 ({error}): pip install 'edgevl[gui]'") from None
+    return run(args)
 
 
 class RichProgress:

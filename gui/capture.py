@@ -1,0 +1,101 @@
+"""Capturing a screen region: hide the app, screenshot every monitor, let the user drag a rectangle on an
+overlay per monitor, hand the cropped region over as a Pillow image, show the app again.
+
+Qt only allows screen grabs on the GUI thread, so the grab happens there, while the app's window is hidden;
+it takes a few milliseconds. Everything after it (recognition) runs in the engine host's worker.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from PySide6.QtCore import QObject, QRect, QTimer, Signal
+from PySide6.QtWidgets import QWidget
+
+from edgevl.gui.i18n import tr
+from edgevl.gui.imaging import from_qimage
+from edgevl.gui.screenshot import HANDLERS, Screenshot, ScreenshotError, ScreenshotHandler, capture_screens
+from edgevl.gui.widgets.region_overlay import RegionOverlay
+
+#: Time for the compositor to take the hidden window off the screen before the screenshot.
+HIDE_DELAY_MS = 250
+
+
+class CaptureController(QObject):
+    captured = Signal(object)  # Pillow image of the region
+    finished = Signal()  # after captured, a cancel or a failure: the window is back
+    failed = Signal(str)
+
+    def __init__(self, window: QWidget, handlers: Sequence[ScreenshotHandler] = HANDLERS) -> None:
+        super().__init__(window)
+        self._window = window
+        self._handlers = handlers
+        self._overlays: list[RegionOverlay] = []
+        #: (monitor index, region in its screenshot's pixels) of the last capture, for "capture again"
+        self.last_region: tuple[int, QRect] | None = None
+
+    @property
+    def overlays(self) -> list[RegionOverlay]:
+        return self._overlays
+
+    def select_region(self) -> None:
+        """Hide the window, then show the region picker over every monitor."""
+        self._hide_then(self._open_overlays)
+
+    def capture_again(self) -> None:
+        """The region of the last capture, from fresh screenshots, without asking."""
+        if self.last_region is None:
+            self.failed.emit(tr("Nothing to capture again yet: capture a region first."))
+            return
+        self._hide_then(self._recapture)
+
+    def _hide_then(self, step) -> None:
+        if self._overlays:  # already picking
+            return
+        self._window.hide()
+        QTimer.singleShot(HIDE_DELAY_MS, step)
+
+    def _open_overlays(self) -> None:
+        screenshots = self._screenshots()
+        if screenshots is None:
+            return
+        for index, screenshot in enumerate(screenshots):
+            overlay = RegionOverlay(screenshot)
+            overlay.selected.connect(lambda region, i=index, shot=screenshot: self._on_selected(i, shot, region))
+            overlay.cancelled.connect(self._end)
+            self._overlays.append(overlay)
+            overlay.open()
+
+    def _recapture(self) -> None:
+        screenshots = self._screenshots()
+        if screenshots is None:
+            return
+        index, region = self.last_region
+        if index >= len(screenshots):
+            self._end(tr("The monitor of the last capture is gone; capture a region first."))
+            return
+        self._on_selected(index, screenshots[index], region)
+
+    def _screenshots(self) -> list[Screenshot] | None:
+        try:
+            return capture_screens(self._handlers)
+        except ScreenshotError as error:
+            self._end(str(error))
+            return None
+
+    def _on_selected(self, index: int, screenshot: Screenshot, region: QRect) -> None:
+        self.last_region = (index, region)
+        image = from_qimage(screenshot.image.copy(region.intersected(screenshot.image.rect())))
+        self._end()
+        self.captured.emit(image)
+
+    def _end(self, error: str = "") -> None:
+        for overlay in self._overlays:
+            overlay.close()
+        self._overlays = []
+        self._window.show()
+        self._window.raise_()
+        self._window.activateWindow()
+        if error:
+            self.failed.emit(error)
+        self.finished.emit()

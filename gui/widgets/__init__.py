@@ -1,0 +1,1 @@
+"""The app's windows and panels; each module holds one of them."""

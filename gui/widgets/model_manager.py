@@ -1,0 +1,247 @@
+"""The models folder: what is installed (format, quant, size), converting a checkpoint folder in the
+background with a progress bar and a Cancel button, and deleting a model.
+
+The converter writes into a hidden staging folder that is renamed into place at the end, so cancelling (which
+raises from the progress callback) leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+from PySide6.QtCore import QThreadPool, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView, QComboBox, QDialog, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
+    QLineEdit, QMessageBox, QProgressBar, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+)
+
+from edgevl import api
+from edgevl.errors import EdgevlError
+from edgevl.gui.engine_host import EngineHost
+from edgevl.gui.i18n import tr
+from edgevl.gui.jobs import Cancelled, Job
+
+CONVERT_HINT = "pip install 'edgevl[convert]'"
+
+
+class JobProgress:
+    """The converter's Progress protocol, reported through a job; `advance` raises to cancel."""
+
+    def __init__(self, job: Job) -> None:
+        self._job = job
+
+    def step(self, description: str, total: int | None) -> None:
+        self._stop_if_cancelled()
+        self._job.report(("step", description, total))
+
+    def advance(self, amount: int = 1) -> None:
+        self._stop_if_cancelled()
+        self._job.report(("advance", amount))
+
+    def _stop_if_cancelled(self) -> None:
+        if self._job.cancel_requested:
+            raise Cancelled
+
+
+def convert_checkpoint(job: Job, checkpoint: Path, output: Path, quant: str) -> Path:
+    """Runs on a pool thread. A cancel that arrives after the last progress call (during llama.cpp's
+    quantizer, which cannot be interrupted) still leaves no model behind."""
+    try:
+        from edgevl.converters import convert
+    except ImportError:
+        raise EdgevlError(tr("Converting needs the converter: {command}", command=CONVERT_HINT)) from None
+    convert(checkpoint, output, quant=quant, progress=JobProgress(job))
+    if job.cancel_requested:
+        shutil.rmtree(output, ignore_errors=True)
+        raise Cancelled
+    return output
+
+
+def quant_levels() -> list[str]:
+    """The converter's quant levels, recommended first; empty when the converter is not installed."""
+    try:
+        from edgevl.converters.gguf_files import QUANTS
+    except ImportError:
+        return []
+    return sorted(QUANTS, key=lambda name: name != "q4_k_m")
+
+
+class ModelManager(QDialog):
+    models_changed = Signal()
+
+    def __init__(self, host: EngineHost, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle(tr("Models"))
+        self.resize(820, 520)
+        self._host = host
+        self.job: Job | None = None  # the conversion running now
+        self._step_done = 0
+
+        self.table = QTableWidget(0, 6)
+        self.table.setHorizontalHeaderLabels([tr("Name"), tr("Format"), tr("Model"), tr("Quant"), tr("Size"),
+                                              tr("Folder")])
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().hide()
+        self.table.horizontalHeader().setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
+        self.folder_label = QLabel()
+        self.delete_button = QPushButton(tr("Delete model"))
+        self.delete_button.clicked.connect(self.ask_to_delete)
+
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.folder_label, 1)
+        buttons.addWidget(self.delete_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.table, 1)
+        layout.addLayout(buttons)
+        layout.addWidget(self._conversion_box())
+        self.refresh()
+
+    def _conversion_box(self) -> QGroupBox:
+        self.checkpoint = QLineEdit()
+        self.checkpoint.setPlaceholderText(tr("Hugging Face checkpoint folder (config.json, *.safetensors)"))
+        self.checkpoint.textChanged.connect(self._suggest_name)
+        browse = QPushButton(tr("Browse..."))
+        browse.clicked.connect(self._browse_checkpoint)
+        self.output_name = QLineEdit()
+        self.quant = QComboBox()
+        self.quant.addItems(quant_levels())
+        self.quant.currentTextChanged.connect(lambda _: self._suggest_name(self.checkpoint.text()))
+        self.convert_button = QPushButton(tr("Convert"))
+        self.convert_button.clicked.connect(self._convert_clicked)
+        self.cancel_button = QPushButton(tr("Cancel"))
+        self.cancel_button.clicked.connect(self.cancel_conversion)
+        self.progress = QProgressBar()
+        self.step_label = QLabel()
+        self.step_label.setWordWrap(True)
+
+        checkpoint_row = QHBoxLayout()
+        checkpoint_row.addWidget(self.checkpoint, 1)
+        checkpoint_row.addWidget(browse)
+        action_row = QHBoxLayout()
+        action_row.addWidget(self.progress, 1)
+        action_row.addWidget(self.convert_button)
+        action_row.addWidget(self.cancel_button)
+        box = QGroupBox(tr("Convert a checkpoint"))
+        form = QFormLayout(box)
+        form.addRow(tr("Checkpoint:"), checkpoint_row)
+        form.addRow(tr("Model name:"), self.output_name)
+        form.addRow(tr("Quant:"), self.quant)
+        form.addRow(action_row)
+        form.addRow(self.step_label)
+        if not self.quant.count():
+            self.step_label.setText(tr("Converting needs the converter: {command}", command=CONVERT_HINT))
+        self._set_converting(False)
+        return box
+
+    # ---- the list ---------------------------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        self.models = api.installed_models()
+        self.folder_label.setText(tr("Models folder: {folder}", folder=api.models_dir()))
+        self.table.setRowCount(len(self.models))
+        for row, model in enumerate(self.models):
+            manifest = model.manifest
+            size = f"{manifest.total_bytes() / 1e6:,.0f} MB"
+            cells = [model.name, manifest.format.upper(), manifest.card or manifest.family, manifest.quant, size,
+                     str(model.path)]
+            for column, text in enumerate(cells):
+                self.table.setItem(row, column, QTableWidgetItem(text))
+        self.table.resizeColumnsToContents()
+        self.delete_button.setEnabled(bool(self.models))
+
+    def ask_to_delete(self) -> None:
+        row = self.table.currentRow()
+        if not 0 <= row < len(self.models):
+            return
+        model = self.models[row]
+        answer = QMessageBox.question(self, tr("Delete model"),
+                                      tr("Delete {name} and its files ({folder})?", name=model.name, folder=model.path))
+        if answer == QMessageBox.StandardButton.Yes:
+            self.delete(model.path)
+
+    def delete(self, folder: Path) -> Job:
+        """Close the model if it is loaded, then remove its folder."""
+        job = self._host.release(folder)
+        job.signals.finished.connect(lambda _: self._remove_folder(folder))
+        return job
+
+    def _remove_folder(self, folder: Path) -> None:
+        try:
+            shutil.rmtree(folder)
+        except OSError as error:
+            QMessageBox.warning(self, tr("Delete model"), tr("Could not delete {folder}: {error}",
+                                                             folder=folder, error=error.strerror or error))
+        self.refresh()
+        self.models_changed.emit()
+
+    # ---- converting -------------------------------------------------------------------------------------------
+
+    def start_conversion(self, checkpoint: Path, name: str, quant: str) -> Job:
+        output = api.models_dir() / name
+        self.job = Job(lambda job: convert_checkpoint(job, checkpoint, output, quant))
+        self.job.signals.progress.connect(self._on_progress)
+        self.job.signals.finished.connect(lambda _: self._conversion_ended(tr("Converted: {folder}", folder=output)))
+        self.job.signals.failed.connect(self._conversion_ended)
+        self.job.signals.cancelled.connect(lambda: self._conversion_ended(tr("Conversion cancelled; nothing was kept.")))
+        self._set_converting(True)
+        self.step_label.setText(tr("Starting..."))
+        QThreadPool.globalInstance().start(self.job)
+        return self.job
+
+    def cancel_conversion(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
+            self.step_label.setText(tr("Cancelling..."))
+
+    def _convert_clicked(self) -> None:
+        checkpoint = Path(self.checkpoint.text().strip()).expanduser()
+        name = self.output_name.text().strip()
+        if not checkpoint.is_dir():
+            self.step_label.setText(tr("Choose a checkpoint folder first."))
+        elif not name or "/" in name or "\\" in name:
+            self.step_label.setText(tr("Give the model a name (no slashes)."))
+        else:
+            self.start_conversion(checkpoint, name, self.quant.currentText())
+
+    def _on_progress(self, event: tuple) -> None:
+        if event[0] == "step":
+            _, description, total = event
+            self.step_label.setText(description)
+            self._step_done = 0
+            self.progress.setRange(0, total or 0)  # 0..0: a busy bar for steps that cannot be counted
+            self.progress.setValue(0)
+        else:
+            self._step_done += event[1]
+            self.progress.setValue(self._step_done)
+
+    def _conversion_ended(self, message: str) -> None:
+        self.job = None
+        self._set_converting(False)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.step_label.setText(message)
+        self.refresh()
+        self.models_changed.emit()
+
+    def _set_converting(self, converting: bool) -> None:
+        self.convert_button.setEnabled(not converting and self.quant.count() > 0)
+        self.cancel_button.setEnabled(converting)
+
+    def _browse_checkpoint(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, tr("Checkpoint folder"), self.checkpoint.text())
+        if folder:
+            self.checkpoint.setText(folder)
+
+    def _suggest_name(self, checkpoint: str) -> None:
+        base = re.sub(r"[^a-z0-9._-]+", "-", Path(checkpoint.strip()).name.lower()).strip("-")
+        if base:
+            self.output_name.setText(f"{base}-{self.quant.currentText()}")
+
+    def done(self, result: int) -> None:
+        """Closing the window cancels a running conversion (it would otherwise go on unseen)."""
+        self.cancel_conversion()
+        super().done(result)
