@@ -23,7 +23,6 @@ HIDE_DELAY_MS = 250
 
 class CaptureController(QObject):
     captured = Signal(object)  # Pillow image of the region
-    finished = Signal()  # after captured, a cancel or a failure: the window is back
     failed = Signal(str)
 
     def __init__(self, window: QWidget, handlers: Sequence[ScreenshotHandler] = HANDLERS) -> None:
@@ -84,8 +83,12 @@ class CaptureController(QObject):
             return None
 
     def _on_selected(self, index: int, screenshot: Screenshot, region: QRect) -> None:
+        region = region.intersected(screenshot.image.rect())
+        if region.isEmpty():  # a remembered region of a monitor that has shrunk since
+            self._end(tr("The monitor of the last capture is gone; capture a region first."))
+            return
         self.last_region = (index, region)
-        image = from_qimage(screenshot.image.copy(region.intersected(screenshot.image.rect())))
+        image = from_qimage(screenshot.image.copy(region))
         self._end()
         self.captured.emit(image)
 
@@ -98,4 +101,3 @@ class CaptureController(QObject):
         self._window.activateWindow()
         if error:
             self.failed.emit(error)
-        self.finished.emit()

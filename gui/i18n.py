@@ -69,7 +69,7 @@ ZH_CN = {
     "Copied to the clipboard": "已复制到剪贴板",
     "Could not copy to the clipboard.": "无法复制到剪贴板。",
     "Could not save {file}: {error}": "无法保存 {file}：{error}",
-    "Embedded OCR engine (no model)": "内置 OCR 引擎（无需模型）",
+    "Built-in OCR (no model)": "内置 OCR（无需模型）",
     # queue, preview, result, history
     "waiting": "等待中",
     "working...": "处理中…",
@@ -155,6 +155,11 @@ def tr(text: str, **values: object) -> str:
     """`text` in the current language; `{name}` fields are filled from `values` after translation."""
     translated = _TABLES[_language].get(text, text)
     return translated.format(**values) if values else translated
+
+
+def task_labels() -> dict[str, str]:
+    """Task name -> what the UI calls it."""
+    return {"ocr": tr("Text (OCR)"), "table": tr("Table"), "caption": tr("Caption"), "ask": tr("Ask a question")}
 
 
 def install_qt_translations(app: QApplication) -> None:

@@ -23,7 +23,6 @@ from edgevl.engines.base import Engine, Request  # noqa: E402
 from edgevl.gui.imaging import to_qimage  # noqa: E402
 from edgevl.gui.screenshot import Screenshot  # noqa: E402
 from edgevl.gui.widgets.main_window import MainWindow  # noqa: E402
-from edgevl.tasks import TextResult  # noqa: E402
 
 #: Generous: the machine running the tests may be shared and slow.
 TIMEOUT_MS = int(os.environ.get("EDGEVL_GUI_TEST_TIMEOUT_MS", "60000"))
@@ -107,7 +106,3 @@ class FakeScreenshots:
     def capture(self) -> list[Screenshot]:
         qimage = to_qimage(self.image)
         return [Screenshot(qimage, QRect(0, 0, qimage.width(), qimage.height()))]
-
-
-def text_result(text: str) -> TextResult:
-    return TextResult(text)

@@ -7,7 +7,7 @@ from PySide6.QtGui import QIcon, QPixmap
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMessageBox, QPushButton, QVBoxLayout, QWidget
 
 from edgevl.gui.history import History, HistoryEntry
-from edgevl.gui.i18n import tr
+from edgevl.gui.i18n import task_labels, tr
 
 PREVIEW_CHARS = 60
 
@@ -19,7 +19,9 @@ class HistoryPanel(QWidget):
         super().__init__(parent)
         self._history = history
         self.list = QListWidget()
-        self.list.setIconSize(QSize(40, 40))
+        self.list.setIconSize(QSize(48, 48))
+        self.list.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.list.itemActivated.connect(self._choose)
         self.list.itemClicked.connect(self._choose)
         clear = QPushButton(tr("Clear history"))
@@ -53,11 +55,13 @@ class HistoryPanel(QWidget):
 
     def _row(self, entry: HistoryEntry) -> QListWidgetItem:
         first_line = next((line for line in entry.restore().text.splitlines() if line.strip()), "")
+        first_line = " ".join(first_line.replace("|", " ").split())  # a Markdown table row reads as words
         if len(first_line) > PREVIEW_CHARS:
             first_line = first_line[:PREVIEW_CHARS] + "..."
         thumbnail = QPixmap()
         thumbnail.loadFromData(entry.thumbnail, "PNG")
-        row = QListWidgetItem(QIcon(thumbnail), f"{entry.created:%Y-%m-%d %H:%M} · {entry.task}\n{first_line}")
+        task = task_labels().get(entry.task, entry.task)
+        row = QListWidgetItem(QIcon(thumbnail), f"{entry.created:%Y-%m-%d %H:%M} · {task}\n{first_line}")
         row.setToolTip(f"{entry.source}\n{entry.engine}")
         row.setData(Qt.ItemDataRole.UserRole, entry)
         return row

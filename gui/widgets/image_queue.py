@@ -79,8 +79,12 @@ class ImagePreview(QLabel):
 
     def show_pixmap(self, pixmap: QPixmap) -> None:
         self._pixmap = pixmap
-        if pixmap.isNull():
+        if pixmap.isNull():  # an empty drop zone, drawn as such
+            self.setStyleSheet("QLabel#preview { border: 2px dashed palette(mid); border-radius: 8px;"
+                               " color: palette(mid); margin: 8px; }")
             self.setText(tr("Drop images here"))
+        else:
+            self.setStyleSheet("")
         self._rescale()
 
     def resizeEvent(self, event: QResizeEvent) -> None:
@@ -89,7 +93,6 @@ class ImagePreview(QLabel):
 
     def _rescale(self) -> None:
         if self._pixmap.isNull():
-            self.setPixmap(QPixmap())
             return
         size = self._pixmap.size().boundedTo(self.size())
         self.setPixmap(self._pixmap.scaled(size, Qt.AspectRatioMode.KeepAspectRatio,

@@ -18,7 +18,7 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import (
     QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QMainWindow, QMenu, QPushButton, QSizePolicy, QSplitter,
-    QToolBar, QToolButton, QVBoxLayout, QWidget,
+    QToolBar, QVBoxLayout, QWidget,
 )
 
 from edgevl import api
@@ -27,7 +27,7 @@ from edgevl.gui import clipboard
 from edgevl.gui.capture import CaptureController
 from edgevl.gui.engine_host import Answer, EngineChoice, EngineHost
 from edgevl.gui.history import History, HistoryEntry
-from edgevl.gui.i18n import tr
+from edgevl.gui.i18n import task_labels, tr
 from edgevl.gui.imaging import from_qimage, to_pixmap
 from edgevl.gui.jobs import Job
 from edgevl.gui.screenshot import HANDLERS, ScreenshotHandler
@@ -118,14 +118,13 @@ class MainWindow(QMainWindow):
         splitter.addWidget(left)
         splitter.addWidget(self._build_answer_column())
         splitter.addWidget(self.history_panel)
-        splitter.setSizes([330, 560, 260])
+        splitter.setSizes([300, 620, 260])
         splitter.setStretchFactor(1, 1)
         return splitter
 
     def _build_answer_column(self) -> QWidget:
         self.task = QComboBox()
-        for name, label in (("ocr", tr("Text (OCR)")), ("table", tr("Table")), ("caption", tr("Caption")),
-                            ("ask", tr("Ask a question"))):
+        for name, label in task_labels().items():
             self.task.addItem(label, name)
         self.task.setCurrentIndex(max(0, self.task.findData(self.settings.task)))
         self.task.currentIndexChanged.connect(self._on_task_changed)
@@ -135,7 +134,7 @@ class MainWindow(QMainWindow):
         self.caption_length.setCurrentIndex(max(0, self.caption_length.findData(self.settings.caption_length)))
         self.caption_length.currentIndexChanged.connect(self._remember_choices)
         self.model = QComboBox()
-        self.model.setMinimumContentsLength(18)
+        self.model.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.model.currentIndexChanged.connect(self._remember_choices)
         self.question = QLineEdit()
         self.question.setPlaceholderText(tr("Your question about the image"))
@@ -182,9 +181,7 @@ class MainWindow(QMainWindow):
         self.copy_tsv_button = QPushButton(tr("Copy for spreadsheet"))
         self.copy_tsv_button.setToolTip(tr("Tab-separated: pastes into spreadsheet cells"))
         self.copy_tsv_button.clicked.connect(lambda: self.copy_to_clipboard(self.result_view.rendered("tsv")))
-        self.save_button = QToolButton()
-        self.save_button.setText(tr("Save as"))
-        self.save_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.save_button = QPushButton(tr("Save as"))
         self.save_button.setMenu(QMenu(self.save_button))
         buttons = QHBoxLayout()
         buttons.addWidget(self.copy_button)
@@ -413,7 +410,7 @@ class MainWindow(QMainWindow):
         wanted = self.model.currentData() or self.settings.model
         self.model.blockSignals(True)
         self.model.clear()
-        self.model.addItem(tr("Embedded OCR engine (no model)"), api.DEFAULT_MODEL)
+        self.model.addItem(tr("Built-in OCR (no model)"), api.DEFAULT_MODEL)
         for installed in api.installed_models():
             label = f"{installed.name} ({installed.manifest.quant})"
             self.model.addItem(label, str(installed.path))

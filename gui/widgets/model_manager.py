@@ -122,7 +122,7 @@ class ModelManager(QDialog):
         checkpoint_row.addWidget(self.checkpoint, 1)
         checkpoint_row.addWidget(browse)
         action_row = QHBoxLayout()
-        action_row.addWidget(self.progress, 1)
+        action_row.addStretch(1)
         action_row.addWidget(self.convert_button)
         action_row.addWidget(self.cancel_button)
         box = QGroupBox(tr("Convert a checkpoint"))
@@ -131,6 +131,7 @@ class ModelManager(QDialog):
         form.addRow(tr("Model name:"), self.output_name)
         form.addRow(tr("Quant:"), self.quant)
         form.addRow(action_row)
+        form.addRow(self.progress)
         form.addRow(self.step_label)
         if not self.quant.count():
             self.step_label.setText(tr("Converting needs the converter: {command}", command=CONVERT_HINT))
@@ -228,6 +229,7 @@ class ModelManager(QDialog):
         self.models_changed.emit()
 
     def _set_converting(self, converting: bool) -> None:
+        self.progress.setVisible(converting)
         self.convert_button.setEnabled(not converting and self.quant.count() > 0)
         self.cancel_button.setEnabled(converting)
 

@@ -43,6 +43,7 @@ class ResultView(QWidget):
         self.text.textChanged.connect(self._on_text_edited)
         self.grid = QTableWidget()
         self.grid.cellChanged.connect(self._on_cell_edited)
+        self.grid.horizontalHeader().setStretchLastSection(True)
         self.markdown = QPlainTextEdit()
         self.markdown.setReadOnly(True)
         self.markdown.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))

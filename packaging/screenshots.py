@@ -1,0 +1,111 @@
+"""Drive the desktop app into a few states and save a PNG of each (run by packaging/screenshots.sh under Xvfb).
+
+Uses the embedded engine on the example images and a models folder with made-up manifests (the model manager
+only reads manifests), in a throwaway data folder: nothing of the user's is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from PySide6.QtWidgets import QApplication, QWidget
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+TIMEOUT_S = 120
+
+
+def main(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="edgevl-screenshots-"))
+    os.environ["EDGEVL_MODELS"] = str(scratch / "models")
+    write_example_models(scratch / "models")
+    app = QApplication(sys.argv[:1])
+
+    from edgevl.gui.app import create_window
+    from edgevl.gui.settings import SETTINGS_FILE, Settings
+
+    window = create_window(scratch / "en")
+    show(window)
+    save(window, out / "1-empty.png")
+
+    window.add_files([EXAMPLES / "receipt.png"])
+    wait_for_answer(window, count=1)
+    save(window, out / "2-ocr.png")
+
+    window.task.setCurrentIndex(window.task.findData("table"))
+    window.add_files([EXAMPLES / "table.png"])
+    wait_for_answer(window, count=2)
+    save(window, out / "3-table.png")
+
+    from edgevl.gui.widgets.model_manager import ModelManager
+    from edgevl.gui.widgets.settings_dialog import SettingsDialog
+
+    manager = ModelManager(window.host, window)
+    show(manager)
+    save(manager, out / "4-model-manager.png")
+    manager.close()
+    dialog = SettingsDialog(window.settings, window)
+    show(dialog)
+    save(dialog, out / "5-settings.png")
+    dialog.close()
+    window.close()
+
+    for name, settings in (("6-dark", Settings(theme="dark", task="table")),
+                           ("7-zh-cn", Settings(language="zh_CN", task="table"))):
+        settings.save(scratch / name / SETTINGS_FILE)
+        window = create_window(scratch / name)
+        show(window)
+        window.add_files([EXAMPLES / "table.png"])
+        wait_for_answer(window, count=1)
+        save(window, out / f"{name}.png")
+        window.close()
+    app.quit()
+    print(f"screenshots in {out}")
+
+
+def write_example_models(folder: Path) -> None:
+    """Manifests of two converted models as the converter writes them (the GGUF files themselves are absent)."""
+    from edgevl.manifest import FileEntry, Manifest, write_manifest
+
+    for name, quant, text_mb in (("qwen2-vl-2b-q4", "q4_k_m", 986), ("qwen2-vl-7b-q8", "q8_0", 8100)):
+        (folder / name).mkdir(parents=True)
+        files = {"text": FileEntry(f"{name}.gguf", text_mb * 10**6, "0" * 64),
+                 "mmproj": FileEntry("mmproj-f16.gguf", 1_330 * 10**6, "0" * 64)}
+        write_manifest(folder / name, Manifest(format="gguf", family="qwen2vl", quant=quant, files=files,
+                                               card=name.rsplit("-", 1)[0] + "-instruct"))
+
+
+def show(widget: QWidget) -> None:
+    widget.show()
+    widget.raise_()
+    pump(0.5)  # let it lay out and paint
+
+
+def wait_for_answer(window, count: int) -> None:
+    deadline = time.monotonic() + TIMEOUT_S
+    while not (len(window.queue.items()) == count and window.job is None and window.queue.next_waiting() is None):
+        if time.monotonic() > deadline:
+            raise TimeoutError("no answer in time")
+        pump(0.05)
+    pump(0.3)
+
+
+def pump(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        QApplication.processEvents()
+        time.sleep(0.01)
+
+
+def save(widget: QWidget, path: Path) -> None:
+    widget.grab().save(str(path))
+    print(path)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "build" / "screenshots")
