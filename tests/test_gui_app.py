@@ -3,6 +3,7 @@ cancel, errors. Offscreen Qt; select with `pytest -m gui`."""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 
@@ -183,3 +184,20 @@ def test_auto_copy_puts_each_result_on_the_clipboard(qtbot, window):
     window.add_image(render_text(LINES[:1]), "a.png")
     wait_until_idle(qtbot, window)
     assert similarity(LINES[0], QGuiApplication.clipboard().text()) >= 0.98
+
+
+def test_settings_dialog_changes_apply_and_persist(qtbot, window, data_dir):
+    from edgevl.gui.widgets.settings_dialog import SettingsDialog
+
+    dialog = SettingsDialog(window.settings, window)
+    qtbot.addWidget(dialog)
+    dialog.threads.setValue(3)
+    dialog.gpu.setChecked(False)
+    dialog.theme.setCurrentIndex(dialog.theme.findData("dark"))
+    window.apply_settings(dialog.chosen())
+    assert window._engine_choice().threads == 3 and not window._engine_choice().gpu
+    assert QGuiApplication.palette().window().color().lightness() < 100  # dark, even where Qt has no theme
+    stored = json.loads((data_dir / "settings.json").read_text())
+    assert stored["threads"] == 3 and stored["theme"] == "dark"
+    window.apply_settings(dataclasses.replace(window.settings, theme="system"))
+    assert QGuiApplication.palette().window().color().lightness() > 150

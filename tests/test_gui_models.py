@@ -49,6 +49,14 @@ def test_each_task_streams_from_the_converted_model(qtbot, window, task):
         assert "GPU not used: CPU only: this llama-cpp-python build has no GPU backend" in item.answer.engine
 
 
+def test_a_damaged_model_is_reported_in_plain_words(qtbot, window, tiny_model):
+    text_file = next(tiny_model.glob("qwen2vl*.gguf"))
+    text_file.write_bytes(text_file.read_bytes()[:1000])
+    window.add_image(render_text(["Hello"]), "hello.png")
+    wait_until_idle(qtbot, window)
+    assert "truncated" in window.error_banner.text() and "convert the model again" in window.error_banner.text()
+
+
 def test_model_manager_lists_converts_cancels_and_deletes(qtbot, window, tiny_model, qwen2vl_checkpoint,
                                                           models_folder):
     manager = ModelManager(window.host, window)

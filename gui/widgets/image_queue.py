@@ -49,6 +49,10 @@ class ImageQueue(QListWidget):
     def items(self) -> list[QueueItem]:
         return [self._item(self.item(row)) for row in range(self.count())]
 
+    def current(self) -> QueueItem | None:
+        row = self.currentItem()
+        return self._item(row) if row is not None else None
+
     def next_waiting(self) -> QueueItem | None:
         return next((item for item in self.items() if item.state == "waiting"), None)
 

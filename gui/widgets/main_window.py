@@ -59,6 +59,7 @@ class MainWindow(QMainWindow):
         self.job: Job | None = None  # the task running now
         self._running: QueueItem | None = None
         self._shown: QueueItem | None = None
+        self._loading: set[Job] = set()  # file-decoding jobs, kept (with their signals) until they report
 
         self.setWindowTitle("edgevl")
         self.setWindowIcon(QIcon(str(Path(__file__).parent.parent / "resources" / "edgevl.svg")))
@@ -207,7 +208,9 @@ class MainWindow(QMainWindow):
         job = Job(lambda job: [_load_or_error(path) for path in paths])
         job.signals.finished.connect(self._on_files_loaded)
         job.signals.failed.connect(self.show_error)
-        self._loading = job  # keep it (and its signals) alive until it reports
+        for signal in (job.signals.finished, job.signals.failed):
+            signal.connect(lambda *_: self._loading.discard(job))
+        self._loading.add(job)
         QThreadPool.globalInstance().start(job)
         return job
 
@@ -252,11 +255,10 @@ class MainWindow(QMainWindow):
 
     def run_current(self) -> None:
         """Answer the selected image again, with the task and model chosen now."""
-        current = self.queue.currentItem()
-        if current is None:
+        item = self.queue.current()
+        if item is None:
             self.show_error(tr("Add an image first: capture a region, drop or paste an image, or open a file."))
             return
-        item = current.data(Qt.ItemDataRole.UserRole)
         if item is not self._running:
             item.state, item.answer, item.error = "waiting", None, ""
             self.queue.refresh(item)
