@@ -26,7 +26,11 @@ class Cancelled(Exception):
 
 
 class JobSignals(QObject):
-    """Created on the GUI thread, so receivers there get the signals queued, safely, from the worker."""
+    """Created on the GUI thread, so receivers there get the signals queued, safely, from the worker.
+
+    Connect QObject methods, functions or lambdas. Not a bound method of a built-in type (`list.append`): with
+    PySide6 6.12 that connection made later jobs' signals go undelivered (seen in the tests).
+    """
 
     progress = Signal(object)  # whatever the job reports: a streamed text piece, a conversion step...
     status = Signal(str)  # a line for the status bar ("loading model...")
@@ -41,7 +45,6 @@ class Job(QRunnable):
         self.signals = JobSignals()
         self._work = work
         self._cancel = threading.Event()
-        self.done = threading.Event()  # set after the last signal was emitted
 
     @property
     def cancel_requested(self) -> bool:
@@ -72,5 +75,3 @@ class Job(QRunnable):
                 self.signals.cancelled.emit()
             else:
                 self.signals.finished.emit(result)
-        finally:
-            self.done.set()
