@@ -56,10 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     convert = commands.add_parser("convert", help="convert a Hugging Face checkpoint folder")
     convert.add_argument("checkpoint", type=Path, help="folder with config.json, *.safetensors, tokenizer")
     convert.add_argument("-o", "--output", type=Path, required=True, help="model folder to create")
-    convert.add_argument("--to", default="gguf", choices=["gguf"], help="output format (default: gguf)")
-    convert.add_argument("--quant", help="language model: f32 f16 bf16 q8_0 q6_k q5_k_m q4_k_m "
-                                         "(default: the model card's recommendation, q4_k_m)")
-    convert.add_argument("--vision-quant", default="f16", help="vision projector: f16 (default), f32, q8_0")
+    convert.add_argument("--to", default="gguf", choices=["gguf", "onnx"], help="output format (default: gguf)")
+    convert.add_argument("--quant", help="GGUF: f32 f16 bf16 q8_0 q6_k q5_k_m q4_k_m (default: the model card's "
+                                         "recommendation, q4_k_m); ONNX: int4 (default) fp16 fp32")
+    convert.add_argument("--vision-quant", default="f16", help="GGUF vision projector: f16 (default), f32, q8_0")
+    convert.add_argument("--block-size", type=int, default=32, help="ONNX int4: weights per scale (default 32)")
+    convert.add_argument("--symmetric", action="store_true", help="ONNX int4: no zero points (default: asymmetric)")
     convert.add_argument("--force", action="store_true", help="replace the output folder if it exists")
     convert.add_argument("--threads", type=int, default=0, help="quantizer threads (default: all cores)")
     convert.set_defaults(run=run_convert)
@@ -113,11 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = commands.add_parser("doctor", help="which backends work here, GPU offload yes/no and why")
     doctor.set_defaults(run=run_doctor)
 
+    _eval_parser(commands)
+
     gui = commands.add_parser("gui", help="start the desktop app (needs the gui extra)")
     add_gui_arguments(gui)
     gui.set_defaults(run=run_gui)
-
-    _eval_parser(commands)
     return parser
 
 
@@ -198,10 +200,12 @@ def _positive_int(text: str) -> int:
 
 def run_convert(args: argparse.Namespace) -> None:
     from edgevl.converters import convert
+    from edgevl.converters.onnx_files import Int4Options
 
     with RichProgress() as progress:
         manifest = convert(args.checkpoint, args.output, to=args.to, quant=args.quant,
                            vision_quant=args.vision_quant, overwrite=args.force, threads=args.threads,
+                           int4=Int4Options(block_size=args.block_size, symmetric=args.symmetric),
                            progress=progress)
     for role, entry in manifest.files.items():
         stderr.print(f"{role:>7}: {entry.name}  {entry.bytes / 1e6:,.1f} MB")
@@ -322,6 +326,7 @@ def run_models(args: argparse.Namespace) -> None:
 
 
 def run_eval_synth(args: argparse.Namespace) -> None:
+    _require_eval_extra()
     from edgevl.eval.synth import generate
 
     with RichProgress() as progress:
@@ -330,7 +335,16 @@ def run_eval_synth(args: argparse.Namespace) -> None:
     stderr.print(f"[green]done:[/green] {manifest}  (next: edgevl eval run {args.out} -o REPORT_FOLDER)")
 
 
+def _require_eval_extra() -> None:
+    try:
+        import matplotlib  # noqa: F401  (the heaviest of the eval extra's packages)
+        import rapidfuzz  # noqa: F401
+    except ImportError as error:
+        raise EdgevlError(f"`edgevl eval` needs the eval extra ({error}): pip install 'edgevl[eval]'") from None
+
+
 def run_eval(args: argparse.Namespace) -> None:
+    _require_eval_extra()
     from rich.table import Table
 
     from edgevl.eval.datasets import load_dataset
