@@ -199,9 +199,11 @@ class RemoteEngine(Engine):
                 return attempt()
             except (TransientFailure, *TRANSIENT_ERRORS) as failure:
                 if tries > self.retries:
-                    raise EngineUnavailable(f"{self.endpoint}: {_describe(failure)} (gave up after {tries} tries)") from None
+                    message = f"{self.endpoint}: {_describe(failure)} (gave up after {tries} tries)"
+                    raise EngineUnavailable(message) from None
                 advised = getattr(failure, "retry_after", None)
-                time.sleep(advised if advised is not None else self.backoff * 2 ** (tries - 1) * random.uniform(0.5, 1.5))
+                backoff = self.backoff * 2 ** (tries - 1) * random.uniform(0.5, 1.5)
+                time.sleep(advised if advised is not None else backoff)
         raise AssertionError("unreachable")
 
     def _checked(self, response: httpx.Response) -> httpx.Response:

@@ -1,0 +1,44 @@
+"""A real `edgevl serve` in a subprocess on a free loopback port, for tests and benchmarks."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+_READY = re.compile(r" at (http://127\.0\.0\.1:\d+/v1) ")
+
+
+@contextmanager
+def edgevl_serve(*options: str, timeout: float = 120.0) -> Iterator[str]:
+    """Start `edgevl serve --port 0 OPTIONS...`, yield the API URL it announces, stop it at the end."""
+    command = [sys.executable, "-m", "edgevl.cli", "serve", "--port", "0", *options]
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        yield _announced_url(process, timeout)
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def _announced_url(process: subprocess.Popen, timeout: float) -> str:
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def read_stderr() -> None:  # reads to the end, so that the server never blocks on a full pipe
+        for line in process.stderr:
+            lines.append(line)
+            if _READY.search(line):
+                ready.set()
+
+    threading.Thread(target=read_stderr, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while not ready.wait(0.05):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"edgevl serve did not start: {''.join(lines)[-2000:]}")
+    return next(match.group(1) for line in lines if (match := _READY.search(line)))
