@@ -7,6 +7,7 @@ import onnx
 import pytest
 import torch
 from conftest import noise_image
+from parity import MAX_TOKENS, MIN_TOKENS, PROMPT, cosine, images_for, ocr_request
 from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLModel
 
 from edgevl import api
@@ -17,21 +18,7 @@ from edgevl.manifest import read_manifest
 from edgevl.preprocess import qwen2vl_rope_positions
 from edgevl.system import rss_bytes
 
-MIN_TOKENS, MAX_TOKENS = 4, 64
-PROMPT = "Read all the text in the image."
-SHAPES = {"tiny": [(40, 30)], "resized": [(150, 101)], "tall": [(180, 900)], "two-images": [(112, 84), (60, 150)]}
-
-
-def images_for(case: str) -> tuple:
-    return tuple(noise_image(w, h, seed=i + w) for i, (w, h) in enumerate(SHAPES[case]))
-
-
-def request(images: tuple, max_tokens: int = 24) -> Request:
-    return Request("ocr", images, PROMPT, sampling=Sampling(max_tokens=max_tokens))
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+SHAPES = ["smaller-than-56px", "needs-resize", "tall-screenshot-over-budget", "two-images"]
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +30,11 @@ def fp32_engine(qwen2vl_onnx):
 @pytest.mark.parametrize("case", SHAPES)
 def test_fp32_matches_reference(case, fp32_engine, qwen2vl_reference):
     images = images_for(case)
-    ours = fp32_engine.first_token_logits(request(images))
+    ours = fp32_engine.first_token_logits(ocr_request(images))
     reference = qwen2vl_reference.first_token_logits(list(images), PROMPT, MIN_TOKENS, MAX_TOKENS)
     print(f"{case}: max|d| {np.abs(ours - reference).max():.2e}")
     assert np.abs(ours - reference).max() <= 1e-4
-    tokens = list(fp32_engine.generate_token_ids(request(images)))
+    tokens = list(fp32_engine.generate_token_ids(ocr_request(images)))
     assert tokens == qwen2vl_reference.greedy_tokens(list(images), PROMPT, MIN_TOKENS, MAX_TOKENS, 24)
 
 
@@ -56,8 +43,8 @@ def test_smaller_variants_stay_close_to_fp32(quant, min_cosine, qwen2vl_onnx, fp
     similarities, top1 = [], []
     with OnnxEngine(qwen2vl_onnx(quant), image_max_tokens=MAX_TOKENS, threads=1) as engine:
         for case in SHAPES:
-            ours = engine.first_token_logits(request(images_for(case)))
-            full = fp32_engine.first_token_logits(request(images_for(case)))
+            ours = engine.first_token_logits(ocr_request(images_for(case)))
+            full = fp32_engine.first_token_logits(ocr_request(images_for(case)))
             similarities.append(cosine(ours, full))
             top1.append(int(ours.argmax() == full.argmax()))
     sizes = {role: entry.bytes for role, entry in read_manifest(qwen2vl_onnx(quant)).files.items()}
@@ -93,10 +80,10 @@ def test_streams_text_through_the_api(qwen2vl_onnx):
 def test_memory_does_not_grow_over_repeated_calls(qwen2vl_onnx):
     with OnnxEngine(qwen2vl_onnx("int4"), threads=1) as engine:
         for _ in range(3):
-            list(engine.generate_token_ids(request(images_for("tiny"), max_tokens=8)))
+            list(engine.generate_token_ids(ocr_request(images_for("smaller-than-56px"), max_tokens=8)))
         after_3 = rss_bytes()
         for _ in range(27):
-            list(engine.generate_token_ids(request(images_for("tiny"), max_tokens=8)))
+            list(engine.generate_token_ids(ocr_request(images_for("smaller-than-56px"), max_tokens=8)))
     assert rss_bytes() <= after_3 * 1.05
 
 

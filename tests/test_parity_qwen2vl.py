@@ -8,33 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import noise_image
+from parity import IMAGE_CASES, MAX_TOKENS, MIN_TOKENS, PROMPT, cosine, images_for, ocr_request
 
-from edgevl.engines.base import Request, Sampling
 from edgevl.engines.llamacpp import LlamaCppEngine
-
-MIN_TOKENS, MAX_TOKENS = 4, 64
-PROMPT = "Read all the text in the image."
-
-IMAGE_CASES = {
-    "smaller-than-56px": [(40, 30)],
-    "exact-grid": [(112, 140)],
-    "needs-resize": [(150, 101)],
-    "tall-screenshot-over-budget": [(180, 900)],
-    "wide-over-budget": [(700, 160)],
-    "two-images": [(112, 84), (60, 150)],
-}
-
-
-def images_for(case: str) -> tuple:
-    return tuple(noise_image(w, h, seed=i + w) for i, (w, h) in enumerate(IMAGE_CASES[case]))
-
-
-def request(images: tuple, max_tokens: int = 24) -> Request:
-    return Request("ocr", images, PROMPT, sampling=Sampling(max_tokens=max_tokens))
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +22,7 @@ def f32_engine(qwen2vl_gguf):
 @pytest.mark.parametrize("case", IMAGE_CASES)
 def test_f32_logits_match_reference(case, f32_engine, qwen2vl_reference):
     images = images_for(case)
-    ours = f32_engine.first_token_logits(request(images))
+    ours = f32_engine.first_token_logits(ocr_request(images))
     reference = qwen2vl_reference.first_token_logits(list(images), PROMPT, MIN_TOKENS, MAX_TOKENS)
     print(f"{case}: max|d| {np.abs(ours - reference).max():.2e}, {f32_engine.last_stats.prompt_tokens} prompt tokens")
     assert np.abs(ours - reference).max() <= 2e-3
@@ -57,14 +33,14 @@ def test_f32_logits_match_reference(case, f32_engine, qwen2vl_reference):
 def test_f32_greedy_tokens_match_reference(case, f32_engine, qwen2vl_reference):
     images = images_for(case)
     reference = qwen2vl_reference.greedy_tokens(list(images), PROMPT, MIN_TOKENS, MAX_TOKENS, 24)
-    ours = list(f32_engine.generate_token_ids(request(images)))
+    ours = list(f32_engine.generate_token_ids(ocr_request(images)))
     assert ours == reference[:len(ours)] and len(ours) == 24
 
 
 def test_image_changes_the_answer(f32_engine):
     """Guards against a silently dropped image ("I can't see the image"): different images, different logits."""
-    first = f32_engine.first_token_logits(request((noise_image(112, 112, seed=1),)))
-    second = f32_engine.first_token_logits(request((noise_image(112, 112, seed=2),)))
+    first = f32_engine.first_token_logits(ocr_request((noise_image(112, 112, seed=1),)))
+    second = f32_engine.first_token_logits(ocr_request((noise_image(112, 112, seed=2),)))
     assert np.abs(first - second).max() > 1e-3
 
 
@@ -75,7 +51,7 @@ def test_quantized_logits_stay_close(quant, vision_quant, min_cosine, qwen2vl_gg
     images = images_for("tall-screenshot-over-budget")
     reference = qwen2vl_reference.first_token_logits(list(images), PROMPT, MIN_TOKENS, MAX_TOKENS)
     with LlamaCppEngine(qwen2vl_gguf(quant, vision_quant), image_max_tokens=MAX_TOKENS) as engine:
-        ours = engine.first_token_logits(request(images))
+        ours = engine.first_token_logits(ocr_request(images))
     similarity = cosine(ours, reference)
     print(f"{quant} text + {vision_quant} vision: cosine {similarity:.5f}, max|d| {np.abs(ours - reference).max():.2e}")
     assert similarity >= min_cosine
