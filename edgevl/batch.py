@@ -7,7 +7,8 @@ done, so a crash, a kill or a power cut loses at most the images in flight. `res
 partially written last line, and skips every image that has a line, so each image ends up in the file exactly
 once. Images that cannot be read or that the engine refuses are recorded with an `error` and the run goes on; an
 engine that cannot answer at all (`EngineUnavailable`: a remote server that stays down) stops the run, ready to
-be resumed. The first Ctrl+C lets the images in flight finish and be written; a second one stops at once.
+be resumed. The first Ctrl+C lets the images in flight finish and be written; a second one gives up on them
+(a resumed run answers them again).
 
 Images are loaded one by one and at most `concurrency` are in flight, so memory stays flat however many
 there are.
@@ -202,7 +203,7 @@ def open_for_append(output: Path) -> Iterator[Callable[[Record], None]]:
 
 @contextmanager
 def stop_requested_on_ctrl_c() -> Iterator[threading.Event]:
-    """An event set by the first Ctrl+C, which finishes the images in flight; a second one interrupts at once.
+    """An event set by the first Ctrl+C, to finish the images in flight; a second one raises KeyboardInterrupt.
     Outside the main thread (signals go to the main thread only) nothing is installed."""
     stop = threading.Event()
     if threading.current_thread() is not threading.main_thread():

@@ -165,7 +165,7 @@ class RemoteEngine(Engine):
             data = line[len("data:"):].strip()
             if data == "[DONE]":
                 return
-            chunk = json.loads(data)
+            chunk = self._json(data)
             if "error" in chunk:
                 raise EdgevlError(f"{self.endpoint}: {_error_text(chunk)}")
             if chunk.get("usage"):
@@ -179,7 +179,7 @@ class RemoteEngine(Engine):
     def _served_model(self, wanted: str | None) -> dict[str, Any]:
         """The /v1/models entry of the model to use; also checks early that the URL and the key are right."""
         response = self._with_retries(lambda: self._checked(self._client.get("/models")))
-        models = response.json().get("data") or []
+        models = self._json(response.text).get("data") or []
         names = [str(model.get("id")) for model in models]
         if not models:
             raise EdgevlError(f"{self.endpoint} serves no model")
@@ -188,6 +188,15 @@ class RemoteEngine(Engine):
         if wanted not in names:
             raise EdgevlError(f"{self.endpoint} does not serve {wanted!r}; it serves: {', '.join(names)}")
         return models[names.index(wanted)]
+
+    def _json(self, text: str) -> dict[str, Any]:
+        try:
+            answer = json.loads(text)
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise EdgevlError(f"{self.endpoint} does not answer like an OpenAI-compatible API: {text[:200]!r}")
+        return answer
 
     # ---- failures -----------------------------------------------------------------------------------------------
 
