@@ -210,15 +210,15 @@ def test_resume_after_kills_at_random_moments(qwen2vl_gguf, tmp_path):
     moments = random.Random(7)
     kills = 0
     for _ in range(8):
-        size_before = output.stat().st_size if output.exists() else 0
+        lines_before = _line_count(output)
+        wanted = moments.randint(1, 6)  # new records to wait for: kills land early, late, everywhere in a run
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
-        # wait for the run to write something, then kill it a random moment later
         while process.poll() is None and time.monotonic() < deadline:
-            if output.exists() and output.stat().st_size > size_before:
-                time.sleep(moments.uniform(0, 0.3))
+            if _line_count(output) >= lines_before + wanted:
+                time.sleep(moments.uniform(0, 0.01))  # and at any point of a request or a write
                 break
-            time.sleep(0.01)
+            time.sleep(0.002)
         if process.poll() is None:
             process.kill()
             kills += 1
@@ -232,3 +232,7 @@ def test_resume_after_kills_at_random_moments(qwen2vl_gguf, tmp_path):
     assert [record["path"].endswith("corrupt.png") for record in records if record["error"]] == [True]
     print(f"{kills} kills; {len(records)} records")
     assert kills >= 3
+
+
+def _line_count(output: Path) -> int:
+    return output.read_bytes().count(b"\n") if output.exists() else 0
