@@ -37,6 +37,7 @@ from typing import Any, AsyncIterator, Callable
 
 from PIL import Image
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -173,19 +174,13 @@ def parse_chat_request(body: Any, engine: Engine, settings: ServerSettings) -> C
     task = body.get("edgevl_task", "ask")
     if not isinstance(task, str) or task not in TASKS:
         raise bad_request(f"edgevl_task must be one of {', '.join(TASKS)}, not {task!r}")
+    tasks = " and ".join(sorted(engine.tasks))
     if task not in engine.tasks:
-        raise bad_request(f"this server's engine ({engine.description}) does {' and '.join(sorted(engine.tasks))} "
-                          f"only: send \"edgevl_task\": \"ocr\" or \"table\", or serve a vision-language model "
-                          f"(edgevl serve --model ...) for {task!r}")
+        raise bad_request(f"this server's engine ({engine.description}) does {tasks} only: set \"edgevl_task\" to "
+                          f"one of them, or serve a vision-language model (edgevl serve --model ...) for {task!r}")
     if body.get("n") not in (None, 1):
         raise bad_request("n must be 1: edgevl gives one answer per request")
-    system, prompt, images = _read_messages(body.get("messages"), settings)
-    if not images and task != "ask":
-        raise bad_request(f"the {task} task needs an image: add an image_url part to the user message")
-    if not prompt:
-        if task == "ask":
-            raise bad_request("the user message has no text: ask a question, or set edgevl_task")
-        prompt = get_task(task).prompt(engine.family)
+    # the cheap checks first: images are decoded last
     max_tokens = _field(body, "max_completion_tokens", int, get_task(task).max_tokens(), 1, settings.max_tokens_limit)
     sampling = Sampling(
         max_tokens=_field(body, "max_tokens", int, max_tokens, 1, settings.max_tokens_limit),
@@ -197,6 +192,13 @@ def parse_chat_request(body: Any, engine: Engine, settings: ServerSettings) -> C
     stream = _field(body, "stream", bool, False)
     options = body.get("stream_options") or {}
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
+    system, prompt, images = _read_messages(body.get("messages"), settings)
+    if not images and task != "ask":
+        raise bad_request(f"the {task} task needs an image: add an image_url part to the user message")
+    if not prompt:
+        if task == "ask":
+            raise bad_request("the user message has no text: ask a question, or set edgevl_task")
+        prompt = get_task(task).prompt(engine.family)
     return ChatRequest(Request(task, tuple(images), prompt, system, sampling), stream, include_usage)
 
 
@@ -358,8 +360,9 @@ async def _event_stream(completion: Completion, first: str | Stats, rest: AsyncI
 def create_app(worker: EngineWorker, settings: ServerSettings) -> Starlette:
     async def chat_completions(http: HttpRequest) -> Response:
         _check_key(http, settings)
-        chat = parse_chat_request(_parse_json(await _read_body(http, settings.max_request_bytes)),
-                                  worker.engine, settings)
+        body = await _read_body(http, settings.max_request_bytes)
+        # decoding JSON and images takes a while for big ones: in a thread, so that other clients' streams go on
+        chat = await run_in_threadpool(lambda: parse_chat_request(_parse_json(body), worker.engine, settings))
         completion = Completion(settings.model_name, chat.request.sampling.max_tokens)
         answer = worker.run(chat.request)
         # Wait for the first piece before answering: a failure until then (a full queue, a prompt too long for
