@@ -172,3 +172,15 @@ def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def test_cli_commands_with_an_endpoint(classic_endpoint, tmp_path, capsys):
+    from edgevl.cli import main
+
+    render_text(["Through the CLI"]).save(tmp_path / "shot.png")
+    common = ["--endpoint", classic_endpoint, "--api-key", KEY]
+    assert main(["ocr", str(tmp_path / "shot.png"), *common]) == 0
+    assert capsys.readouterr().out.strip() == "Through the CLI"
+    output = tmp_path / "out.jsonl"
+    assert main(["batch", str(tmp_path), "-o", str(output), "--concurrency", "4", *common]) == 0
+    assert json.loads(output.read_text())["output"] == "Through the CLI"
