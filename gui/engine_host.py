@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from PIL import Image
-from PySide6.QtCore import QObject, QThreadPool
+from PySide6.QtCore import QObject, QThreadPool, QTimer
 
 from edgevl import api
 from edgevl.engines.base import Engine
@@ -84,11 +84,14 @@ class EngineHost(QObject):
     # ---- on the worker thread ------------------------------------------------------------------------------
 
     def _start(self, work: Callable[[Job], Any]) -> Job:
+        """Queue a job; it starts once the caller is back in the event loop, so the signals the caller connects
+        after this returns are connected before the job can emit (a task that fails at once, such as a caption
+        on the embedded engine, would otherwise report to nobody)."""
         job = Job(work)
         self._jobs.add(job)
         for signal in (job.signals.finished, job.signals.failed, job.signals.cancelled):
             signal.connect(lambda *_, finished=job: self._jobs.discard(finished))
-        self._pool.start(job)
+        QTimer.singleShot(0, self, lambda: self._pool.start(job))
         return job
 
     def _answer(self, job: Job, choice: EngineChoice, task: str, images: list[Image.Image],
