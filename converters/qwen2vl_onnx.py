@@ -18,17 +18,21 @@ OPSET = 17
 
 
 class VisionEncoder(nn.Module):
-    """pixel_values [patches, 3*2*14*14] + position_ids [patches, 2] -> image embeddings [patches/4, hidden]."""
+    """pixel_values [patches, 3*2*14*14] + image_grid_thw [1, 3] -> image embeddings [patches/4, hidden].
+
+    One image per call, so attention is over all its patches (no cu_seqlens splitting, which tracing would
+    freeze). The patch positions are computed from the grid with tensor arithmetic, which stays dynamic."""
 
     def __init__(self, visual: nn.Module) -> None:
         super().__init__()
         self.visual = visual
+        self.merge = visual.spatial_merge_size
 
-    def forward(self, pixel_values: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> torch.Tensor:
         from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb_vision
 
         hidden = self.visual.patch_embed(pixel_values)
-        cos, sin = self.visual.rotary_pos_emb(hidden, position_ids)
+        cos, sin = self.visual.rotary_pos_emb(hidden, self.patch_positions(hidden, image_grid_thw))
         for block in self.visual.blocks:
             attention = block.attn
             normed = block.norm1(hidden)
@@ -41,9 +45,20 @@ class VisionEncoder(nn.Module):
             hidden = hidden + block.mlp(block.norm2(hidden))
         return self.visual.merger(hidden)
 
+    def patch_positions(self, hidden: torch.Tensor, image_grid_thw: torch.Tensor) -> torch.Tensor:
+        """(row, column) of each patch; patches come block by block of merge x merge, blocks row by row."""
+        merge = self.merge
+        index = torch.arange(hidden.shape[0])
+        block, within = index // (merge * merge), index % (merge * merge)
+        blocks_per_row = image_grid_thw[0, 2] // merge
+        rows = (block // blocks_per_row) * merge + within // merge
+        cols = (block % blocks_per_row) * merge + within % merge
+        return torch.stack([rows, cols], dim=-1)
+
 
 class Embedder(nn.Module):
-    """input_ids [1, seq] + image_features [n, hidden] -> inputs_embeds, image features placed at image-pad tokens."""
+    """input_ids [1, seq] + image_features [n, hidden] (n may be 0) -> inputs_embeds, the k-th image-pad token
+    taking the k-th feature row."""
 
     def __init__(self, embed_tokens: nn.Embedding, image_token_id: int) -> None:
         super().__init__()
@@ -53,9 +68,10 @@ class Embedder(nn.Module):
     def forward(self, input_ids: torch.Tensor, image_features: torch.Tensor) -> torch.Tensor:
         embeds = self.embed_tokens(input_ids)
         is_image = input_ids == self.image_token_id
-        # the k-th image token takes the k-th feature row (cumsum counts image tokens so far)
+        # a zero row keeps the gather valid when there are no image features (text-only prompts)
+        features = torch.cat([image_features, image_features.new_zeros(1, image_features.shape[1])])
         feature_index = (torch.cumsum(is_image.long(), dim=1) - 1).clamp(min=0)
-        placed = image_features[feature_index.squeeze(0)].unsqueeze(0).to(embeds.dtype)
+        placed = features[feature_index.squeeze(0)].unsqueeze(0).to(embeds.dtype)
         return torch.where(is_image.unsqueeze(-1), placed, embeds)
 
 
@@ -75,12 +91,15 @@ class _PastCache:
 
 class Decoder(nn.Module):
     """inputs_embeds [1, seq, hidden], position_ids [3, 1, seq] (M-RoPE), past keys/values per layer
-    -> logits of the last position [1, vocab] and the present keys/values."""
+    -> logits [1, 1, vocab] of the last position (or [1, seq, vocab] with all_logits) and the present
+    keys/values."""
 
-    def __init__(self, language_model: nn.Module, lm_head: nn.Linear) -> None:
+    def __init__(self, language_model: nn.Module, lm_head: nn.Linear, all_logits: bool = False) -> None:
         super().__init__()
         self.language_model = language_model
         self.lm_head = lm_head
+        # edgevl needs only the last position's logits; onnxruntime-genai insists on one row per input token
+        self.all_logits = all_logits
 
     def forward(self, inputs_embeds, position_ids, *past_flat):
         past = [(past_flat[2 * i], past_flat[2 * i + 1]) for i in range(len(past_flat) // 2)]
@@ -91,7 +110,7 @@ class Decoder(nn.Module):
         for layer in self.language_model.layers:
             hidden = layer(hidden, attention_mask=mask, position_embeddings=position_embeddings,
                            past_key_values=cache, use_cache=True)
-        logits = self.lm_head(self.language_model.norm(hidden[:, -1:, :]))[:, 0, :]
+        logits = self.lm_head(self.language_model.norm(hidden if self.all_logits else hidden[:, -1:, :]))
         return (logits, *[tensor for pair in cache.present for tensor in pair])
 
 
@@ -110,7 +129,7 @@ def load_reference_model(checkpoint: Path):
     return model.eval()
 
 
-def export_graphs(model, folder: Path, on_graph=lambda name: None) -> dict[str, Path]:
+def export_graphs(model, folder: Path, on_graph=lambda name: None, all_logits: bool = False) -> dict[str, Path]:
     """Export the three fp32 graphs into `folder`; returns {"vision": path, "embed": path, "decoder": path}.
     `on_graph(name)` is called after each graph is written."""
     config = model.config
@@ -120,10 +139,10 @@ def export_graphs(model, folder: Path, on_graph=lambda name: None) -> dict[str, 
     patch_dim = 3 * config.vision_config.temporal_patch_size * config.vision_config.patch_size ** 2
 
     with torch.no_grad():
-        positions = torch.stack(torch.meshgrid(torch.arange(4), torch.arange(4), indexing="ij"), -1).reshape(-1, 2)
-        _export(VisionEncoder(model.model.visual), (torch.randn(16, patch_dim), positions), paths["vision"],
-                ["pixel_values", "position_ids"], ["image_features"],
-                {"pixel_values": {0: "patches"}, "position_ids": {0: "patches"}, "image_features": {0: "tokens"}})
+        grid = torch.tensor([[1, 4, 6]])
+        _export(VisionEncoder(model.model.visual), (torch.randn(24, patch_dim), grid), paths["vision"],
+                ["pixel_values", "image_grid_thw"], ["image_features"],
+                {"pixel_values": {0: "patches"}, "image_features": {0: "tokens"}})
 
         on_graph("vision")
         ids = torch.tensor([[1, config.image_token_id, config.image_token_id, 2]])
@@ -142,7 +161,8 @@ def export_graphs(model, folder: Path, on_graph=lambda name: None) -> dict[str, 
         axes = {"inputs_embeds": {1: "seq"}, "position_ids": {2: "seq"}}
         axes.update({name: {2: "past"} for name in past_names})
         axes.update({name: {2: "total"} for name in present_names})
-        _export(Decoder(model.model.language_model, model.lm_head), example, paths["decoder"],
+        axes["logits"] = {1: "seq"}
+        _export(Decoder(model.model.language_model, model.lm_head, all_logits), example, paths["decoder"],
                 ["inputs_embeds", "position_ids", *past_names], ["logits", *present_names], axes)
         on_graph("decoder")
     return paths
@@ -153,8 +173,9 @@ def _export(module, args, path: Path, inputs, outputs, axes) -> None:
                       opset_version=OPSET, dynamo=False, do_constant_folding=True)
 
 
-def write_model(checkpoint: Path, folder: Path, quant: str, int4, progress) -> dict[str, Path]:
-    """Export, convert to the asked precision, validate; returns {role: file} of everything written."""
+def write_model(checkpoint: Path, folder: Path, quant: str, int4, progress, all_logits: bool = False) -> dict[str, Path]:
+    """Export, convert to the asked precision, validate; returns {role: file} of everything written.
+    `all_logits` makes the decoder return logits for every input position (what onnxruntime-genai expects)."""
     import json
     import shutil
     import tempfile
@@ -166,7 +187,7 @@ def write_model(checkpoint: Path, folder: Path, quant: str, int4, progress) -> d
     files: dict[str, Path] = {}
     with tempfile.TemporaryDirectory(dir=folder, prefix=".fp32-") as scratch:
         progress.step("exporting vision, embedding and decoder graphs", 3)
-        exported = export_graphs(model, Path(scratch), on_graph=lambda name: progress.advance())
+        exported = export_graphs(model, Path(scratch), on_graph=lambda name: progress.advance(), all_logits=all_logits)
         progress.step(f"writing {quant} graphs", 3)
         for role, path in exported.items():
             graph = onnx_files.load(path)

@@ -59,14 +59,6 @@ def qwen2vl_patches(
     return np.ascontiguousarray(flat), (1, grid_h, grid_w)
 
 
-def qwen2vl_patch_positions(grid_h: int, grid_w: int, merge: int = 2) -> np.ndarray:
-    """(row, column) of each patch in the block-by-block order of `qwen2vl_patches`: the vision rotary input."""
-    rows, cols = np.meshgrid(np.arange(grid_h), np.arange(grid_w), indexing="ij")
-    shape = (grid_h // merge, merge, grid_w // merge, merge)
-    return np.stack([rows.reshape(shape).transpose(0, 2, 1, 3).ravel(),
-                     cols.reshape(shape).transpose(0, 2, 1, 3).ravel()], axis=-1).astype(np.int64)
-
-
 def qwen2vl_rope_positions(
     input_ids: Sequence[int], image_token_id: int, grids: Sequence[tuple[int, int, int]], merge: int = 2
 ) -> np.ndarray:

@@ -23,7 +23,7 @@ from edgevl.chat import format_prompt
 from edgevl.engines.base import Engine, Request, Sampling, Stats, StopFilter
 from edgevl.errors import BackendUnavailable, EdgevlError, ModelError
 from edgevl.manifest import check_files, read_manifest
-from edgevl.preprocess import qwen2vl_patch_positions, qwen2vl_patches, qwen2vl_rope_positions, resize_for_qwen2vl
+from edgevl.preprocess import qwen2vl_patches, qwen2vl_rope_positions, resize_for_qwen2vl
 from edgevl.system import default_threads
 
 log = logging.getLogger(__name__)
@@ -160,12 +160,13 @@ class OnnxEngine(Engine):
             resized = resize_for_qwen2vl(image, min_tokens, max_tokens)
             pixels, grid = qwen2vl_patches(resized, config["image_mean"], config["image_std"], config["patch_size"],
                                            config["temporal_patch_size"], config["merge_size"])
-            positions = qwen2vl_patch_positions(grid[1], grid[2], config["merge_size"])
-            features.append(self.sessions["vision"].run(None, {"pixel_values": pixels, "position_ids": positions})[0])
+            inputs = {"pixel_values": pixels, "image_grid_thw": np.asarray([grid], dtype=np.int64)}
+            features.append(self.sessions["vision"].run(None, inputs)[0])
             grids.append(grid)
-        if not features:  # the embedding graph always takes a feature matrix
-            features.append(np.zeros((1, config["hidden_size"]), dtype=np.float32))
-        return np.concatenate(features), grids
+        return np.concatenate(features or [self._no_features()]), grids
+
+    def _no_features(self) -> np.ndarray:
+        return np.zeros((0, self.config["hidden_size"]), dtype=np.float32)
 
     def _prompt_ids(self, request: Request, grids) -> list[int]:
         merge_area = self.config["merge_size"] ** 2
@@ -181,7 +182,7 @@ class OnnxEngine(Engine):
         return self.sessions["embed"].run(None, {"input_ids": input_ids, "image_features": features})[0]
 
     def _decode_step(self, token: int, position: int, binding) -> np.ndarray:
-        embeds = self._embed(np.asarray([[token]], dtype=np.int64), np.zeros((1, self.config["hidden_size"]), np.float32))
+        embeds = self._embed(np.asarray([[token]], dtype=np.int64), self._no_features())
         positions = np.full((3, 1, 1), position, dtype=np.int64)
         return self._run_decoder(binding, embeds, positions, past=binding.get_outputs()[1:])
 
@@ -203,7 +204,7 @@ class OnnxEngine(Engine):
         for name in names:
             binding.bind_output(name.replace("past.", "present."), device)
         session.run_with_iobinding(binding)
-        return binding.get_outputs()[0].numpy()[0]
+        return binding.get_outputs()[0].numpy()[0, -1]
 
 
 def _sample(logits: np.ndarray, sampling: Sampling, rng: np.random.Generator) -> int:
