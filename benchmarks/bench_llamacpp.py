@@ -507,11 +507,12 @@ def metrics(run: dict) -> dict[str, float | None]:
     }
 
 
-def summarize(runs: list[dict]) -> dict:
+def summarize(runs: list[dict], metrics_of=None, metrics_shown=METRICS) -> dict:
     """Median of each metric over the runs, and its spread (max - min) / median: the noise to read ratios against."""
+    metrics_of = metrics_of or metrics
     summary: dict = {"spread": {}}
-    for key, _, _ in METRICS:
-        values = [value for value in (metrics(run)[key] for run in runs) if value is not None]
+    for key, _, _ in metrics_shown:
+        values = [value for value in (metrics_of(run)[key] for run in runs) if value is not None]
         summary[key] = statistics.median(values) if values else None
         summary["spread"][key] = (max(values) - min(values)) / summary[key] if values else None
     return summary
@@ -524,12 +525,13 @@ def ratio(ours: float | None, other: float | None, higher_is_better: bool) -> fl
     return ours / other if higher_is_better else other / ours
 
 
-def table(summaries: dict[str, dict]) -> str:
+def table(summaries: dict[str, dict], reference: str = "direct", metrics_shown=METRICS) -> str:
+    """Median of each metric for ours and the reference (and the CLI when measured), with ratios and noise."""
     has_cli = "cli" in summaries
-    header = ["metric", "ours", "direct", "ours vs direct", "noise"] + (["cli", "ours vs cli"] if has_cli else [])
+    header = ["metric", "ours", reference, f"ours vs {reference}", "noise"] + (["cli", "ours vs cli"] if has_cli else [])
     rows = [header]
-    ours, direct = summaries["ours"], summaries["direct"]
-    for key, label, higher in METRICS:
+    ours, direct = summaries["ours"], summaries[reference]
+    for key, label, higher in metrics_shown:
         noise = max(ours["spread"][key], direct["spread"][key])
         row = [label, number(ours[key]), number(direct[key]), times(ratio(ours[key], direct[key], higher)),
                f"{100 * noise:.0f}%"]
