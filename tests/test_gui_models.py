@@ -85,3 +85,20 @@ def test_model_manager_lists_converts_cancels_and_deletes(qtbot, window, tiny_mo
     qtbot.waitUntil(lambda: not tiny_model.exists(), timeout=TIMEOUT_MS)
     assert [model.name for model in manager.models] == ["converted-q8"]
     assert window.model.findData(str(tiny_model)) == -1
+
+
+def test_model_manager_exports_onnx_and_the_app_runs_it(qtbot, window, qwen2vl_checkpoint, models_folder):
+    manager = ModelManager(window.host, window)
+    qtbot.addWidget(manager)
+    manager.models_changed.connect(window.refresh_models)
+    assert manager.quant.findData("onnx:int4") >= 0
+    manager.start_conversion(qwen2vl_checkpoint, "tiny-onnx", "int4", "onnx")
+    qtbot.waitUntil(lambda: manager.job is None, timeout=TIMEOUT_MS)
+    assert "Converted" in manager.step_label.text()
+    row = [model.name for model in manager.models].index("tiny-onnx")
+    assert manager.table.item(row, 1).text() == "ONNX"
+
+    window.model.setCurrentIndex(window.model.findData(str(models_folder / "tiny-onnx")))
+    window.add_image(render_text(["Hi"]), "hi.png")
+    wait_until_idle(qtbot, window)
+    assert "ONNX Runtime" in window.statusBar().currentMessage()

@@ -7,6 +7,8 @@ raises from the progress callback) leaves nothing behind.
 
 from __future__ import annotations
 
+import importlib.util
+
 import re
 import shutil
 from pathlib import Path
@@ -45,27 +47,32 @@ class JobProgress:
             raise Cancelled
 
 
-def convert_checkpoint(job: Job, checkpoint: Path, output: Path, quant: str) -> Path:
+def convert_checkpoint(job: Job, checkpoint: Path, output: Path, quant: str, fmt: str = "gguf") -> Path:
     """Runs on a pool thread. A cancel that arrives after the last progress call (during llama.cpp's
     quantizer, which cannot be interrupted) still leaves no model behind."""
     try:
         from edgevl.converters import convert
     except ImportError:
         raise EdgevlError(tr("Converting needs the converter: {command}", command=CONVERT_HINT)) from None
-    convert(checkpoint, output, quant=quant, progress=JobProgress(job))
+    convert(checkpoint, output, to=fmt, quant=quant, progress=JobProgress(job))
     if job.cancel_requested:
         shutil.rmtree(output, ignore_errors=True)
         raise Cancelled
     return output
 
 
-def quant_levels() -> list[str]:
-    """The converter's quant levels, recommended first; empty when the converter is not installed."""
+def quant_levels() -> list[tuple[str, str]]:
+    """(format, quant) choices, recommended first: GGUF when the converter is installed, ONNX when the export
+    extra (torch, onnx) is too; empty when neither is."""
     try:
         from edgevl.converters.gguf_files import QUANTS
+        from edgevl.converters.onnx_files import ONNX_QUANTS
     except ImportError:
         return []
-    return sorted(QUANTS, key=lambda name: name != "q4_k_m")
+    levels = [("gguf", name) for name in sorted(QUANTS, key=lambda name: name != "q4_k_m")]
+    if all(importlib.util.find_spec(package) for package in ("torch", "onnx", "transformers")):
+        levels += [("onnx", name) for name in ONNX_QUANTS]
+    return levels
 
 
 class ModelManager(QDialog):
@@ -108,7 +115,8 @@ class ModelManager(QDialog):
         browse.clicked.connect(self._browse_checkpoint)
         self.output_name = QLineEdit()
         self.quant = QComboBox()
-        self.quant.addItems(quant_levels())
+        for fmt, quant in quant_levels():
+            self.quant.addItem(f"{quant} ({fmt.upper()})", f"{fmt}:{quant}")
         self.quant.currentTextChanged.connect(lambda _: self._suggest_name(self.checkpoint.text()))
         self.convert_button = QPushButton(tr("Convert"))
         self.convert_button.clicked.connect(self._convert_clicked)
@@ -181,9 +189,9 @@ class ModelManager(QDialog):
 
     # ---- converting -------------------------------------------------------------------------------------------
 
-    def start_conversion(self, checkpoint: Path, name: str, quant: str) -> Job:
+    def start_conversion(self, checkpoint: Path, name: str, quant: str, fmt: str = "gguf") -> Job:
         output = api.models_dir() / name
-        self.job = Job(lambda job: convert_checkpoint(job, checkpoint, output, quant))
+        self.job = Job(lambda job: convert_checkpoint(job, checkpoint, output, quant, fmt))
         self.job.signals.progress.connect(self._on_progress)
         self.job.signals.finished.connect(lambda _: self._conversion_ended(tr("Converted: {folder}", folder=output)))
         self.job.signals.failed.connect(self._conversion_ended)
@@ -206,7 +214,8 @@ class ModelManager(QDialog):
         elif not name or "/" in name or "\\" in name:
             self.step_label.setText(tr("Give the model a name (no slashes)."))
         else:
-            self.start_conversion(checkpoint, name, self.quant.currentText())
+            fmt, quant = self.quant.currentData().split(":")
+            self.start_conversion(checkpoint, name, quant, fmt)
 
     def _on_progress(self, event: tuple) -> None:
         if event[0] == "step":
@@ -241,7 +250,8 @@ class ModelManager(QDialog):
     def _suggest_name(self, checkpoint: str) -> None:
         base = re.sub(r"[^a-z0-9._-]+", "-", Path(checkpoint.strip()).name.lower()).strip("-")
         if base:
-            self.output_name.setText(f"{base}-{self.quant.currentText()}")
+            fmt, quant = (self.quant.currentData() or "gguf:").split(":")
+            self.output_name.setText(f"{base}-{quant}" if fmt == "gguf" else f"{base}-onnx-{quant}")
 
     def done(self, result: int) -> None:
         """Closing the window cancels a running conversion (it would otherwise go on unseen)."""
