@@ -81,3 +81,107 @@ def qwen2vl_rope_positions(
         positions[2, index:index + count] = next_position + np.tile(np.arange(cols), rows)
         index, next_position = index + count, next_position + max(rows, cols)
     return positions
+
+
+# MiniCPM-V 2.5 / 2.6: the image is seen as an overview (about 448x448 px, aspect kept) plus up to 9 slices of a
+# grid chosen for the aspect ratio, each slice about 448x448 px too; every piece becomes `query_num` tokens.
+# The rules below follow the released MiniCPMVImageProcessor (the same arithmetic, including Python's rounding).
+
+MINICPMV_UNK = "<unk>"
+
+
+def get_sliced_grid(
+    size: tuple[int, int], max_slice_nums: int = 9, scale_resolution: int = 448
+) -> tuple[int, int] | None:
+    """(columns, rows) of the slice grid for an image of size (width, height), or None when the image is small
+    enough to be seen whole (at most one 448x448 area). Candidates are all factorisations of n-1, n and n+1
+    slices (n = the area in 448x448 units, capped at max_slice_nums; a 1x1 grid is never a candidate); the one
+    whose log aspect ratio is closest to the image's wins, the first one on a tie."""
+    width, height = size
+    multiple = min(math.ceil(width * height / (scale_resolution * scale_resolution)), max_slice_nums)
+    if multiple <= 1:
+        return None
+    counts = [n for n in (multiple - 1, multiple, multiple + 1) if n != 1 and n <= max_slice_nums]
+    candidates = [(cols, n // cols) for n in counts for cols in range(1, n + 1) if n % cols == 0]
+    log_ratio = math.log(width / height)
+    return min(candidates, key=lambda grid: abs(log_ratio - math.log(grid[0] / grid[1])))
+
+
+def _ensure_divide(length: float, patch_size: int) -> int:
+    """The nearest multiple of patch_size (at least one patch), with Python's round like the release."""
+    return max(round(length / patch_size) * patch_size, patch_size)
+
+
+def find_best_resize(
+    size: tuple[float, float], scale_resolution: int, patch_size: int, allow_upscale: bool = False
+) -> tuple[int, int]:
+    """(width, height) in whole patches: scaled to about scale_resolution² pixels with the aspect kept when the
+    image is larger than that (or always, when allow_upscale), otherwise only rounded to the patch size."""
+    width, height = size
+    if width * height > scale_resolution * scale_resolution or allow_upscale:
+        ratio = width / height
+        height = int(scale_resolution / math.sqrt(ratio))
+        width = int(height * ratio)
+    return _ensure_divide(width, patch_size), _ensure_divide(height, patch_size)
+
+
+def get_refine_size(
+    size: tuple[int, int], grid: tuple[int, int], scale_resolution: int, patch_size: int,
+    allow_upscale: bool = False,
+) -> tuple[int, int]:
+    """(width, height) the whole image is resized to before it is cut into the grid: each cell gets the best
+    resize of the image's cell size, so every slice is about scale_resolution² pixels in whole patches."""
+    width, height = size
+    cols, rows = grid
+    cell_width = _ensure_divide(width, cols) / cols
+    cell_height = _ensure_divide(height, rows) / rows
+    best_width, best_height = find_best_resize((cell_width, cell_height), scale_resolution, patch_size, allow_upscale)
+    return best_width * cols, best_height * rows
+
+
+def minicpmv_slices(
+    image: Image.Image, max_slices: int = 9, scale_resolution: int = 448, patch_size: int = 14
+) -> tuple[Image.Image, list[Image.Image], tuple[int, int] | None]:
+    """The overview image, the slices in row-major order and the grid (columns, rows), or ([], None) for an
+    image seen whole. An image seen whole may be upscaled; an overview next to slices is only ever shrunk."""
+    image = image.convert("RGB")
+    grid = get_sliced_grid(image.size, max_slices, scale_resolution)
+    overview_size = find_best_resize(image.size, scale_resolution, patch_size, allow_upscale=grid is None)
+    overview = image.resize(overview_size, Image.Resampling.BICUBIC)
+    if grid is None:
+        return overview, [], None
+    refined = image.resize(get_refine_size(image.size, grid, scale_resolution, patch_size, allow_upscale=True),
+                           Image.Resampling.BICUBIC)
+    cell_width, cell_height = refined.width // grid[0], refined.height // grid[1]
+    slices = [
+        refined.crop((col * cell_width, row * cell_height, (col + 1) * cell_width, (row + 1) * cell_height))
+        for row in range(grid[1]) for col in range(grid[0])
+    ]
+    return overview, slices, grid
+
+
+def _grid_rows(grid: tuple[int, int] | None, piece: str) -> str:
+    """One piece per slice, the pieces of a grid row side by side, rows joined by a newline."""
+    if grid is None:
+        return ""
+    cols, rows = grid
+    return "\n".join(piece * cols for _ in range(rows))
+
+
+def minicpmv26_placeholder(
+    grid: tuple[int, int] | None, query_num: int = 64, image_index: int = 0, use_image_id: bool = True
+) -> str:
+    """MiniCPM-V 2.6's text for one image: `<image_id>i</image_id>` (when the model uses image ids), the overview
+    as `<image>` + query_num `<unk>` + `</image>`, then each slice as `<slice>` + query_num `<unk>` + `</slice>`."""
+    image_id = f"<image_id>{image_index}</image_id>" if use_image_id else ""
+    overview = "<image>" + MINICPMV_UNK * query_num + "</image>"
+    return image_id + overview + _grid_rows(grid, "<slice>" + MINICPMV_UNK * query_num + "</slice>")
+
+
+def minicpmv25_placeholder(grid: tuple[int, int] | None, query_num: int = 96) -> str:
+    """MiniCPM-Llama3-V 2.5's text for one image: the overview as `<image>` + query_num `<unk>` + `</image>`, then
+    one `<slice>`...`</slice>` block holding every slice as its own `<image>`...`</image>`."""
+    piece = "<image>" + MINICPMV_UNK * query_num + "</image>"
+    if grid is None:
+        return piece
+    return piece + "<slice>" + _grid_rows(grid, piece) + "</slice>"

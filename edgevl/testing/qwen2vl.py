@@ -205,13 +205,13 @@ def build_qwen2vl_checkpoint(
 
 def _spread_norm_weights(model, seed: int) -> None:
     """Random init leaves every norm weight at 1 and bias at 0, which would hide a converter that drops or
-    swaps them. Give them distinct values."""
+    swaps them. Give them distinct values (LayerNorms named `norm*` or `ln_*`)."""
     import torch
 
     generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if "norm" in name or "ln_q" in name:
+            if "norm" in name or ".ln_" in name:
                 noise = torch.rand(param.shape, generator=generator) * 0.4
                 param.copy_(1.0 + noise - 0.2 if name.endswith("weight") else noise - 0.2)
 
