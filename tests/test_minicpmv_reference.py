@@ -179,3 +179,31 @@ def test_greedy_generation(minicpmv):
     assert all(0 <= t < reference.config["vocab_size"] for t in tokens)
     logits = reference.first_token_logits([noise_image(300, 1500)], "What is written here?")
     assert tokens[0] == int(np.argmax(logits))
+
+
+def test_one_row_layout_keeps_the_patches_in_row_major_order(minicpmv):
+    """2.5 feeds the vision tower the released one-row layout; its patch embeddings must be the image's patches
+    in row-major order (only the position ids differ from 2.6's 2-D input)."""
+    from edgevl.testing.minicpmv import patches_in_one_row
+
+    _, reference = minicpmv
+    pixels = reference.normalise(noise_image(42, 28))
+    conv = reference.model.vpm.embeddings.patch_embedding
+    with torch.no_grad():
+        two_d = conv(pixels[None]).flatten(2)
+        one_row = conv(patches_in_one_row(pixels, 14)[None]).flatten(2)
+    torch.testing.assert_close(one_row, two_d)
+
+
+def test_drop_vision_last_layer_is_honoured(minicpmv, tmp_path):
+    from edgevl.testing.minicpmv import load_minicpmv
+
+    folder, reference = minicpmv
+    for file in folder.iterdir():
+        (tmp_path / file.name).symlink_to(file)
+    config = json.loads((folder / "config.json").read_text())
+    (tmp_path / "config.json").unlink()
+    (tmp_path / "config.json").write_text(json.dumps({**config, "drop_vision_last_layer": True}))
+    layers = config["vision_config"]["num_hidden_layers"]
+    assert len(load_minicpmv(tmp_path).vpm.encoder.layers) == layers - 1
+    assert len(reference.model.vpm.encoder.layers) == layers
