@@ -179,7 +179,7 @@ def measure_genai(job: Job) -> dict:
 
     family = model_cards.family_card("qwen2vl").settings
     marker = "<|vision_start|><|image_pad|><|vision_end|>"
-    prompt = format_prompt(family["chat_template"], family["system_prompt"], PROMPT, 1, marker)
+    prompt = format_prompt(family["chat_template"], family["system_prompt"], PROMPT, [marker])
     set_genai_threads(Path(job.genai), job.threads)
     started = time.perf_counter()
     config = og.Config(job.genai)

@@ -2,16 +2,19 @@
 
 The model card names the template family. Images come first in the user turn, as in the models' own examples;
 each engine passes its media marker (llama.cpp's mtmd expands it to the image tokens and the wrapping
-vision-start/end tokens). No BOS here: the tokenizer adds it where the vocabulary asks for one (Llama-3).
+vision-start/end tokens; the ONNX engine passes the expanded image-pad run). No BOS here: the tokenizer adds it where the vocabulary asks for one (Llama-3).
 """
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from edgevl.errors import EdgevlError
 
 
-def format_prompt(template: str, system: str | None, user_text: str, n_images: int, image_marker: str) -> str:
-    images = image_marker * n_images
+def format_prompt(template: str, system: str | None, user_text: str, image_markers: Sequence[str]) -> str:
+    """The whole prompt for one user turn; `image_markers` holds each image's text in the order of the images."""
+    images = "".join(image_markers)
     if template == "chatml":
         system_turn = f"<|im_start|>system\n{system}<|im_end|>\n" if system else ""
         return f"{system_turn}<|im_start|>user\n{images}{user_text}<|im_end|>\n<|im_start|>assistant\n"

@@ -8,9 +8,15 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Iterator
+from pathlib import Path
+from typing import Iterator, Sequence
 
 from PIL import Image
+
+from edgevl import model_cards
+from edgevl.chat import format_prompt
+from edgevl.errors import ModelError
+from edgevl.manifest import check_files, read_manifest
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,35 @@ class Engine(abc.ABC):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class ModelFolderEngine(Engine):
+    """What the engines of converted model folders share: the checked manifest, the model card, the image-token
+    budget and the chat prompt. Subclasses set `format` and do the backend's work."""
+
+    format: str = ""
+
+    def __init__(self, folder: str | Path, image_max_tokens: int | None) -> None:
+        super().__init__()
+        self.folder = Path(folder).expanduser()
+        self.manifest = read_manifest(self.folder)
+        if self.manifest.format != self.format:
+            raise ModelError(f"{self.folder}: holds a {self.manifest.format} model, not {self.format.upper()}")
+        check_files(self.folder, self.manifest)
+        self.card = (model_cards.card_by_id(self.manifest.card) if self.manifest.card
+                     else model_cards.family_card(self.manifest.family))
+        self.family = self.manifest.family
+        self.image_max_tokens = image_max_tokens
+
+    def image_budget(self, task: str) -> tuple[int, int]:
+        """(min, max) image tokens per image: the engine's override, else the model card's for the task."""
+        max_tokens = self.image_max_tokens or self.card.image_max_tokens(task)
+        return min(int(self.card.settings["image_min_tokens"]), max_tokens), max_tokens
+
+    def prompt(self, request: Request, image_markers: Sequence[str]) -> str:
+        """The request in the model's chat template; the card's system prompt unless the request brings one."""
+        system = request.system if request.system is not None else self.card.settings.get("system_prompt")
+        return format_prompt(self.card.settings["chat_template"], system, request.prompt, image_markers)
 
 
 class StopFilter:

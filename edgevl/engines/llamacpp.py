@@ -21,12 +21,9 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-from edgevl import model_cards
-from edgevl.chat import format_prompt
-from edgevl.engines.base import Engine, Request, Sampling, StopFilter
+from edgevl.engines.base import ModelFolderEngine, Request, Sampling, StopFilter
 from edgevl.errors import EdgevlError, ModelError
 from edgevl.llamacpp_lib import INSTALL_HINT, load_llama_cpp
-from edgevl.manifest import check_files, read_manifest
 from edgevl.preprocess import resize_for_qwen2vl
 from edgevl.system import default_threads
 
@@ -34,7 +31,9 @@ log = logging.getLogger(__name__)
 ALL_LAYERS = 999  # n_gpu_layers meaning "everything"
 
 
-class LlamaCppEngine(Engine):
+class LlamaCppEngine(ModelFolderEngine):
+    format = "gguf"
+
     def __init__(
         self,
         folder: str | Path,
@@ -45,20 +44,13 @@ class LlamaCppEngine(Engine):
         batch_size: int = 512,
         image_max_tokens: int | None = None,
     ) -> None:
-        super().__init__()
-        self.folder = Path(folder).expanduser()
-        self.manifest = read_manifest(self.folder)
-        if self.manifest.format != "gguf":
-            raise ModelError(f"{self.folder}: holds a {self.manifest.format} model, not GGUF")
-        check_files(self.folder, self.manifest)
-        self.card = (model_cards.card_by_id(self.manifest.card) if self.manifest.card
-                     else model_cards.family_card(self.manifest.family))
-        self.family = self.manifest.family
+        super().__init__(folder, image_max_tokens)
         self.threads = threads or default_threads()
         self.batch_size = batch_size
-        self.image_max_tokens = image_max_tokens
         self._llama = load_llama_cpp("Running GGUF models")
-        self._mtmd = __import__("llama_cpp.mtmd_cpp", fromlist=["mtmd_cpp"])
+        from llama_cpp import mtmd_cpp  # importable once load_llama_cpp succeeded
+
+        self._mtmd = mtmd_cpp
         self._resources = ExitStack()  # C objects, freed in reverse order by close()
         try:
             self._load(gpu, context_size)
@@ -170,8 +162,7 @@ class LlamaCppEngine(Engine):
         """Resize as the reference does, within the model card's image-token budget for the task."""
         if self.family != "qwen2vl":
             return list(images)
-        max_tokens = self.image_max_tokens or self.card.image_max_tokens(task)
-        min_tokens = min(int(self.card.settings["image_min_tokens"]), max_tokens)
+        min_tokens, max_tokens = self.image_budget(task)
         return [resize_for_qwen2vl(image, min_tokens, max_tokens) for image in images]
 
     def _prefill(self, request: Request) -> int:
@@ -180,8 +171,7 @@ class LlamaCppEngine(Engine):
         llama.llama_memory_clear(llama.llama_get_memory(self._ctx), True)
         self.last_stats = stats = type(self.last_stats)()
         images = self.prepare_images(request.images, request.task)
-        system = request.system if request.system is not None else self.card.settings.get("system_prompt")
-        prompt = format_prompt(self.card.settings["chat_template"], system, request.prompt, len(images), self._marker)
+        prompt = self.prompt(request, [self._marker] * len(images))
 
         with ExitStack() as request_resources:
             bitmaps = (mtmd.mtmd_bitmap_p_ctypes * max(1, len(images)))()

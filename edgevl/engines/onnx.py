@@ -18,11 +18,8 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-from edgevl import model_cards
-from edgevl.chat import format_prompt
-from edgevl.engines.base import Engine, Request, Sampling, Stats, StopFilter
-from edgevl.errors import BackendUnavailable, EdgevlError, ModelError
-from edgevl.manifest import check_files, read_manifest
+from edgevl.engines.base import ModelFolderEngine, Request, Sampling, Stats, StopFilter
+from edgevl.errors import BackendUnavailable, ModelError
 from edgevl.preprocess import qwen2vl_patches, qwen2vl_rope_positions, resize_for_qwen2vl
 from edgevl.system import default_threads
 
@@ -46,26 +43,19 @@ def choose_providers(device: str) -> tuple[list[str], str]:
     return ["CPUExecutionProvider"], "CPU: this ONNX Runtime has no CUDA provider (install onnxruntime-gpu)"
 
 
-class OnnxEngine(Engine):
+class OnnxEngine(ModelFolderEngine):
+    format = "onnx"
+
     def __init__(self, folder: str | Path, *, threads: int | None = None, device: str = "auto",
                  image_max_tokens: int | None = None) -> None:
-        super().__init__()
         try:
             import onnxruntime
             from tokenizers import Tokenizer
         except ImportError as error:
             raise BackendUnavailable(f"ONNX models need onnxruntime and tokenizers ({error})") from None
+        super().__init__(folder, image_max_tokens)
         self.ort = onnxruntime
-        self.folder = Path(folder).expanduser()
-        self.manifest = read_manifest(self.folder)
-        if self.manifest.format != "onnx":
-            raise ModelError(f"{self.folder}: holds a {self.manifest.format} model, not ONNX")
-        check_files(self.folder, self.manifest)
         self.config = json.loads(self.manifest.path(self.folder, "config").read_text(encoding="utf-8"))
-        self.card = (model_cards.card_by_id(self.manifest.card) if self.manifest.card
-                     else model_cards.family_card(self.manifest.family))
-        self.family = self.manifest.family
-        self.image_max_tokens = image_max_tokens
         self.tokenizer = Tokenizer.from_file(str(self.manifest.path(self.folder, "tokenizer")))
         providers, reason = choose_providers(device)
         self.sessions = {role: self._session(role, providers, threads or default_threads())
@@ -91,17 +81,13 @@ class OnnxEngine(Engine):
     # ---- requests -----------------------------------------------------------------------------------------------
 
     def stream(self, request: Request) -> Iterator[str]:
+        from tokenizers.decoders import DecodeStream
+
         stops = StopFilter(request.sampling.stop)
-        token_ids: list[int] = []
-        shown = ""
+        # text token by token; holds back a token that ends inside a multi-byte character
+        decoder = DecodeStream(skip_special_tokens=True)
         for token in self.generate_token_ids(request):
-            token_ids.append(token)
-            # decode the whole answer so far: multi-byte characters may span tokens
-            text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
-            if text.endswith("\ufffd"):
-                continue
-            piece = stops.feed(text[len(shown):])
-            shown = text
+            piece = stops.feed(decoder.step(self.tokenizer, token) or "")
             if piece:
                 yield piece
             if stops.stopped:
@@ -153,8 +139,7 @@ class OnnxEngine(Engine):
 
     def _encode_images(self, images: tuple[Image.Image, ...], task: str):
         config = self.config
-        max_tokens = self.image_max_tokens or self.card.image_max_tokens(task)
-        min_tokens = min(int(self.card.settings["image_min_tokens"]), max_tokens)
+        min_tokens, max_tokens = self.image_budget(task)
         features, grids = [], []
         for image in images:
             resized = resize_for_qwen2vl(image, min_tokens, max_tokens)
@@ -172,10 +157,7 @@ class OnnxEngine(Engine):
         merge_area = self.config["merge_size"] ** 2
         markers = ["<|vision_start|>" + "<|image_pad|>" * (h * w // merge_area) + "<|vision_end|>"
                    for _, h, w in grids]
-        system = request.system if request.system is not None else self.card.settings.get("system_prompt")
-        prompt = format_prompt(self.card.settings["chat_template"], system, request.prompt, len(markers), "\0")
-        for marker in markers:
-            prompt = prompt.replace("\0", marker, 1)
+        prompt = self.prompt(request, markers)
         return self.tokenizer.encode(prompt, add_special_tokens=False).ids
 
     def _embed(self, input_ids: np.ndarray, features: np.ndarray) -> np.ndarray:
