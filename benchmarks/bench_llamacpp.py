@@ -452,14 +452,16 @@ def run_measured(command: list[str], log: Path) -> tuple[int, int]:
     return process.returncode, rss
 
 
-def measure_interleaved(job: Job, repeats: int) -> dict[str, list[dict]]:
-    """`repeats` fresh processes per engine in the order ours, direct, direct, ours, ...: a drift in machine load
-    then weighs on both engines alike."""
-    runs: dict[str, list[dict]] = {"ours": [], "direct": []}
+def measure_interleaved(job, repeats: int, engines=("ours", "direct"), measure=None) -> dict[str, list[dict]]:
+    """`repeats` runs of `measure(engine, job)` per engine in the order ours, other, other, ours, ...: a drift in
+    machine load then weighs on both engines alike."""
+    measure = measure or measure_in_subprocess
+    first, second = engines
+    runs: dict[str, list[dict]] = {first: [], second: []}
     for index in range(repeats):
-        for engine in ("ours", "direct") if index % 2 == 0 else ("direct", "ours"):
+        for engine in (first, second) if index % 2 == 0 else (second, first):
             say(f"measuring {engine} ({len(runs[engine]) + 1}/{repeats}) ...")
-            runs[engine].append(measure_in_subprocess(engine, job))
+            runs[engine].append(measure(engine, job))
     return runs
 
 

@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench_llamacpp import (
-    REPO, build_checkpoint, checkpoint_folder, load_average, load_image, ms_since, number, run_measured, say,
-    screenshot, summarize, table,
+    REPO, build_checkpoint, checkpoint_folder, load_average, load_image, measure_interleaved, ms_since, number,
+    run_measured, say, screenshot, summarize, table,
 )
 
 PROMPT = "Read all the text in this image."
@@ -272,11 +272,7 @@ def main() -> None:
     job = Job(str(paths["int4"]), str(paths["genai"]), str(image), args.image_tokens, args.tokens, args.threads,
               str(args.out / "runs"))
     Path(job.workdir).mkdir(exist_ok=True)
-    runs: dict[str, list[dict]] = {"ours": [], "genai": []}
-    for index in range(args.repeats):
-        for engine in ("ours", "genai") if index % 2 == 0 else ("genai", "ours"):
-            say(f"measuring {engine} ({len(runs[engine]) + 1}/{args.repeats}) ...")
-            runs[engine].append(measure(engine, job))
+    runs = measure_interleaved(job, args.repeats, engines=("ours", "genai"), measure=measure)
     summaries = {name: summarize(found, run_metrics, METRICS) for name, found in runs.items()}
     same = runs["ours"][0]["tokens"][: len(runs["genai"][0]["tokens"])] == runs["genai"][0]["tokens"]
     print()
