@@ -28,7 +28,7 @@ from PIL import Image
 from torch import nn
 
 from edgevl.preprocess import minicpmv25_placeholder, minicpmv26_placeholder, minicpmv_slices
-from edgevl.testing.qwen2vl import _save_sharded, _spread_norm_weights, tokenizer_source_dir
+from edgevl.testing.qwen2vl import save_sharded, spread_norm_weights, tokenizer_source_dir
 
 VERSIONS = ("2.6", "2.5")
 QUERY_NUM = {"2.6": 64, "2.5": 96}
@@ -356,8 +356,6 @@ def build_minicpmv_checkpoint(
     """Write a random MiniCPM-V checkpoint folder (config.json, sharded safetensors with the released names
     `vpm.*` / `resampler.*` / `llm.model.*` / `llm.lm_head.weight`, preprocessor_config.json, tokenizer) and
     return its path. Deterministic for a given seed."""
-    from safetensors.torch import save_file
-
     if version not in VERSIONS:
         raise ValueError(f"MiniCPM-V version {version!r}: expected one of {VERSIONS}")
     out = Path(out)
@@ -365,12 +363,12 @@ def build_minicpmv_checkpoint(
     config = released_config(version, size, dtype)
     torch.manual_seed(seed)
     model = MiniCPMV(config).eval()
-    _spread_norm_weights(model, seed)
+    spread_norm_weights(model, seed)
     _spread_zero_biases(model, seed)
 
     torch_dtype = getattr(torch, dtype)
     state = {k: v.to(torch_dtype).contiguous() for k, v in model.state_dict().items()}
-    _save_sharded(state, out, shards, save_file)
+    save_sharded(state, out, shards)
     (out / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     (out / "preprocessor_config.json").write_text(json.dumps(preprocessor_config(version), indent=2),
                                                   encoding="utf-8")

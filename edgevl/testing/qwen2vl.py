@@ -176,7 +176,6 @@ def build_qwen2vl_checkpoint(
 ) -> Path:
     """Write a random Qwen2-VL checkpoint folder and return its path. Deterministic for a given seed."""
     import torch
-    from safetensors.torch import save_file
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
     from edgevl.converters.qwen2vl import Qwen2VLConverter
@@ -186,13 +185,13 @@ def build_qwen2vl_checkpoint(
     config = released_config(size, dtype)
     torch.manual_seed(seed)
     model = Qwen2VLForConditionalGeneration(Qwen2VLConfig(**config)).eval()
-    _spread_norm_weights(model, seed)
+    spread_norm_weights(model, seed)
 
     torch_dtype = getattr(torch, dtype)
     state = {Qwen2VLConverter.canonical_name(k): v.to(torch_dtype).contiguous() for k, v in model.state_dict().items()}
     if size.tie_word_embeddings:
         state.pop("lm_head.weight", None)
-    _save_sharded(state, out, shards, save_file)
+    save_sharded(state, out, shards)
 
     (out / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     (out / "generation_config.json").write_text(json.dumps(
@@ -203,7 +202,7 @@ def build_qwen2vl_checkpoint(
     return out
 
 
-def _spread_norm_weights(model, seed: int) -> None:
+def spread_norm_weights(model, seed: int) -> None:
     """Random init leaves every norm weight at 1 and bias at 0, which would hide a converter that drops or
     swaps them. Give them distinct values (LayerNorms named `norm*` or `ln_*`)."""
     import torch
@@ -216,7 +215,10 @@ def _spread_norm_weights(model, seed: int) -> None:
                 param.copy_(1.0 + noise - 0.2 if name.endswith("weight") else noise - 0.2)
 
 
-def _save_sharded(state: dict, out: Path, shards: int, save_file) -> None:
+def save_sharded(state: dict, out: Path, shards: int) -> None:
+    """Safetensors shards with an index, as the hub's checkpoints are laid out (one file when shards is 1)."""
+    from safetensors.torch import save_file
+
     names = list(state)
     per_shard = -(-len(names) // shards)
     weight_map = {}
