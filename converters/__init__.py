@@ -19,13 +19,14 @@ from edgevl.converters.gguf_files import (
 )
 from edgevl.converters.onnx_files import ONNX_QUANTS, Int4Options
 from edgevl.converters.output import staged_folder
+from edgevl.converters.minicpmv import MiniCPMVConverter
 from edgevl.converters.qwen2vl import Qwen2VLConverter
 from edgevl.errors import CheckpointError, EdgevlError
 from edgevl.manifest import Manifest, file_entry, write_manifest
 
-CONVERTERS: tuple[type[Converter], ...] = (Qwen2VLConverter,)
+CONVERTERS: tuple[type[Converter], ...] = (Qwen2VLConverter, MiniCPMVConverter)
 #: recognised, but their conversion has not landed yet
-PLANNED = {"MiniCPMV": "MiniCPM-V 2.5 / 2.6", "Qwen2_5_VLForConditionalGeneration": "Qwen2.5-VL"}
+PLANNED = {"Qwen2_5_VLForConditionalGeneration": "Qwen2.5-VL"}
 FORMATS = ("gguf", "onnx")
 
 
@@ -94,6 +95,7 @@ def convert(
             quant=text_quant,
             vision_quant=vision,
             card=converter.card.id if converter.card else None,
+            **converter.prompt_settings(),
             files={role: file_entry(path) for role, path in files.items()},
             source={
                 "path": str(converter.checkpoint.folder.absolute()),

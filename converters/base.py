@@ -48,6 +48,11 @@ class Converter(abc.ABC):
         """The matching released model's card, or the family defaults for other sizes."""
         return self.card or family_card(self.family)
 
+    def prompt_settings(self) -> dict[str, str]:
+        """How to prompt the converted model (chat template family, default system prompt); kept in the manifest."""
+        settings = self.settings_card.settings
+        return {"chat_template": settings["chat_template"], "system_prompt": settings.get("system_prompt", "")}
+
     @property
     def model_name(self) -> str:
         return self.card.name if self.card else self.checkpoint.folder.name

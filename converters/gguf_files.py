@@ -127,6 +127,21 @@ def write_gguf(
     writer.close()
 
 
+def add_decoder_metadata(writer: gguf.GGUFWriter, text: dict, quant: Quant, name: str, rope_theta: float) -> None:
+    """The settings every decoder-only language model GGUF carries, from the checkpoint's (flat) text config."""
+    writer.add_name(name)
+    writer.add_quantized_by("edgevl")
+    writer.add_file_type(quant.file_type)
+    writer.add_block_count(text["num_hidden_layers"])
+    writer.add_context_length(text.get("max_position_embeddings", 32768))
+    writer.add_embedding_length(text["hidden_size"])
+    writer.add_feed_forward_length(text["intermediate_size"])
+    writer.add_head_count(text["num_attention_heads"])
+    writer.add_head_count_kv(text.get("num_key_value_heads", text["num_attention_heads"]))
+    writer.add_rope_freq_base(rope_theta)
+    writer.add_layer_norm_rms_eps(text.get("rms_norm_eps", 1e-6))
+
+
 def add_bpe_vocab(writer: gguf.GGUFWriter, folder: Path, vocab_size: int, pre_tokenizer: str) -> None:
     """A GPT-2 style byte-level BPE vocabulary from tokenizer.json, padded to the embedding rows.
 
@@ -139,9 +154,12 @@ def add_bpe_vocab(writer: gguf.GGUFWriter, folder: Path, vocab_size: int, pre_to
     tokenizer = json.loads(path.read_text(encoding="utf-8"))
     if tokenizer.get("model", {}).get("type") != "BPE":
         raise CheckpointError(f"{path}: expected a BPE tokenizer")
-    id_to_token = {token_id: token for token, token_id in tokenizer["model"]["vocab"].items()}
+    # an added token wins over a BPE token of the same text (as in the tokenizer's own vocabulary): llama.cpp
+    # needs every text once, and the BPE token's old id becomes an unused row
+    token_to_id = dict(tokenizer["model"]["vocab"])
+    token_to_id.update({entry["content"]: entry["id"] for entry in tokenizer.get("added_tokens", [])})
+    id_to_token = {token_id: token for token, token_id in token_to_id.items()}
     special = {entry["id"] for entry in tokenizer.get("added_tokens", []) if entry.get("special")}
-    id_to_token.update({entry["id"]: entry["content"] for entry in tokenizer.get("added_tokens", [])})
     if max(id_to_token) >= vocab_size:
         raise CheckpointError(f"{path}: token id {max(id_to_token)} does not fit the {vocab_size} embedding rows")
 

@@ -15,7 +15,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as QType
 
 from edgevl.converters.base import Converter, GGUFPlan
-from edgevl.converters.gguf_files import PlannedTensor, Quant, add_bpe_vocab, storage_type
+from edgevl.converters.gguf_files import PlannedTensor, Quant, add_bpe_vocab, add_decoder_metadata, storage_type
 from edgevl.errors import CheckpointError
 
 VISION_LAYER_NORM_EPS = 1e-6  # nn.LayerNorm(eps=1e-6) in the released vision blocks and merger
@@ -62,20 +62,9 @@ class Qwen2VLConverter(Converter):
         return GGUFPlan("qwen2vl", lambda writer: self._text_metadata(writer, quant), tensors)
 
     def _text_metadata(self, writer: gguf.GGUFWriter, quant: Quant) -> None:
-        text = self.text
-        writer.add_name(self.model_name)
-        writer.add_quantized_by("edgevl")
-        writer.add_file_type(quant.file_type)
-        writer.add_block_count(text["num_hidden_layers"])
-        writer.add_context_length(text.get("max_position_embeddings", 32768))
-        writer.add_embedding_length(text["hidden_size"])
-        writer.add_feed_forward_length(text["intermediate_size"])
-        writer.add_head_count(text["num_attention_heads"])
-        writer.add_head_count_kv(text.get("num_key_value_heads", text["num_attention_heads"]))
-        writer.add_rope_freq_base(self._rope()["rope_theta"])
+        add_decoder_metadata(writer, self.text, quant, self.model_name, rope_theta=self._rope()["rope_theta"])
         writer.add_rope_dimension_sections(list(self._rope()["mrope_section"]) + [0])
-        writer.add_layer_norm_rms_eps(text.get("rms_norm_eps", 1e-6))
-        add_bpe_vocab(writer, self.checkpoint.folder, text["vocab_size"], pre_tokenizer="qwen2")
+        add_bpe_vocab(writer, self.checkpoint.folder, self.text["vocab_size"], pre_tokenizer="qwen2")
 
     def _rope(self) -> dict[str, Any]:
         """rope_theta and mrope_section, from the released `rope_scaling` or transformers 5 `rope_parameters`."""

@@ -99,9 +99,11 @@ def open_engine(
     manifest = read_manifest(folder)
     if manifest.format == "gguf":
         from edgevl.engines.llamacpp import LlamaCppEngine
+        from edgevl.engines.llamacpp_minicpmv import MiniCPMVLlamaCppEngine
 
-        return LlamaCppEngine(folder, threads=threads, gpu=gpu, image_max_tokens=image_max_tokens,
-                              context_size=context_size)
+        engine_class = MiniCPMVLlamaCppEngine if manifest.family == "minicpmv" else LlamaCppEngine
+        return engine_class(folder, threads=threads, gpu=gpu, image_max_tokens=image_max_tokens,
+                            context_size=context_size)
     if manifest.format == "onnx":
         from edgevl.engines.onnx import OnnxEngine
 

@@ -33,6 +33,9 @@ class Manifest:
     files: dict[str, FileEntry]  # role ("text", "mmproj", ...) -> file
     card: str | None = None  # model card id when the checkpoint is a released model
     vision_quant: str = "f16"
+    #: how to prompt it, as the converter read the checkpoint (None in folders from before: the card decides)
+    chat_template: str | None = None
+    system_prompt: str | None = None
     source: dict[str, Any] = field(default_factory=dict)  # checkpoint path, architecture, config digest
     edgevl_version: str = ""
     version: int = MANIFEST_VERSION

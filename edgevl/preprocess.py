@@ -185,3 +185,62 @@ def minicpmv25_placeholder(grid: tuple[int, int] | None, query_num: int = 96) ->
     if grid is None:
         return piece
     return piece + "<slice>" + _grid_rows(grid, piece) + "</slice>"
+
+
+def minicpmv_placeholder(version: str, grid: tuple[int, int] | None, query_num: int, image_index: int,
+                         use_image_id: bool = True) -> str:
+    """The placeholder text of one image for MiniCPM-V `version` ("2.5" or "2.6")."""
+    if version == "2.5":
+        return minicpmv25_placeholder(grid, query_num)
+    return minicpmv26_placeholder(grid, query_num, image_index, use_image_id)
+
+
+def minicpmv_feature_markers(version: str) -> tuple[tuple[str, str], ...]:
+    """The marker pairs whose `<unk>` runs take a slice's features: `<image>` for both versions, and `<slice>`
+    for 2.6 (2.5's `<slice>` wraps whole `<image>` pieces)."""
+    return (("<image>", "</image>"),) + ((("<slice>", "</slice>"),) if version != "2.5" else ())
+
+
+def feature_spans(token_ids: Sequence[int], starts: set[int], ends: set[int], length: int) -> list[tuple[int, int]]:
+    """(start, end) of the token runs between start and end markers, in order; each must hold `length` tokens."""
+    spans = list(zip([i + 1 for i, token in enumerate(token_ids) if token in starts],
+                     [i for i, token in enumerate(token_ids) if token in ends]))
+    wrong = [span for span in spans if span[1] - span[0] != length]
+    if wrong:
+        raise ValueError(f"image markers around {wrong} do not hold {length} tokens each")
+    return spans
+
+
+def minicpmv_patches(piece: Image.Image, mean: Sequence[float], std: Sequence[float],
+                     patch: int = 14) -> tuple[np.ndarray, tuple[int, int]]:
+    """One slice (whole patches) -> its normalised patches [rows*cols, 3*patch*patch] in row-major order, each
+    flattened channel-first like the patch-embedding kernel, and the patch grid (rows, cols)."""
+    pixels = (np.asarray(piece.convert("RGB"), dtype=np.float32) / 255 - np.asarray(mean, dtype=np.float32)) \
+        / np.asarray(std, dtype=np.float32)
+    rows, cols = piece.height // patch, piece.width // patch
+    blocks = pixels[:rows * patch, :cols * patch].reshape(rows, patch, cols, patch, 3).transpose(0, 2, 4, 1, 3)
+    return np.ascontiguousarray(blocks.reshape(rows * cols, 3 * patch * patch)), (rows, cols)
+
+
+def siglip_position_ids(rows: int, cols: int, side: int = 70) -> np.ndarray:
+    """NaViT SigLIP's position ids for a rows x cols patch grid: each patch's fractional coordinates bucketed
+    onto the side x side table, in float32 like the reference (transformers' Idefics2 embeddings)."""
+    boundaries = (np.arange(1, side) / side).astype(np.float32)
+
+    def buckets(count: int) -> np.ndarray:
+        coords = np.arange(count, dtype=np.float32) * (np.float32(1.0) / np.float32(count))
+        return np.searchsorted(boundaries, np.minimum(coords, np.float32(1 - 1e-6)), side="right")
+
+    return (buckets(rows)[:, None] * side + buckets(cols)[None, :]).reshape(-1).astype(np.int64)
+
+
+def resampler_key_positions(dim: int, height: int, width: int) -> np.ndarray:
+    """The resampler's key position embedding for a height x width patch grid, [height*width, dim], row-major:
+    [sin(w·ω), cos(w·ω), sin(h·ω), cos(h·ω)] with ω_i = 1 / 10000^(i / (dim/4)) - the column coordinate first,
+    as in the release (float32 arithmetic, like its numpy code)."""
+    quarter = dim // 4
+    omega = 1.0 / 10000 ** (np.arange(quarter, dtype=np.float32) / np.float32(quarter))
+    cols, rows = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    angles_w = cols.reshape(-1, 1) * omega
+    angles_h = rows.reshape(-1, 1) * omega
+    return np.concatenate([np.sin(angles_w), np.cos(angles_w), np.sin(angles_h), np.cos(angles_h)], axis=1)

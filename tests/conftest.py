@@ -60,6 +60,55 @@ def qwen2vl_reference(qwen2vl_checkpoint):
     return Qwen2VLReference(qwen2vl_checkpoint)
 
 
+@pytest.fixture(scope="session")
+def minicpmv_checkpoint(tmp_path_factory):
+    """Function version ("2.6", "2.5") -> tiny MiniCPM-V checkpoint folder in the released layout, built once."""
+    from edgevl.testing.minicpmv import build_minicpmv_checkpoint
+
+    root = tmp_path_factory.mktemp("minicpmv-checkpoints")
+    folders: dict[str, Path] = {}
+
+    def built(version: str) -> Path:
+        if version not in folders:
+            folders[version] = build_minicpmv_checkpoint(root / version, version)
+        return folders[version]
+
+    return built
+
+
+@pytest.fixture(scope="session")
+def minicpmv_reference(minicpmv_checkpoint):
+    """Function version -> the transformers-parts reference of that checkpoint, loaded once."""
+    from edgevl.testing.minicpmv import MiniCPMVReference
+
+    references = {}
+
+    def loaded(version: str):
+        if version not in references:
+            references[version] = MiniCPMVReference(minicpmv_checkpoint(version))
+        return references[version]
+
+    return loaded
+
+
+@pytest.fixture(scope="session")
+def minicpmv_gguf(minicpmv_checkpoint, tmp_path_factory):
+    """Function (version, quant, vision_quant) -> converted model folder, each converted once per session."""
+    from edgevl.converters import convert
+
+    root = tmp_path_factory.mktemp("minicpmv-gguf")
+    folders: dict[tuple[str, str, str], Path] = {}
+
+    def converted(version: str, quant: str = "f32", vision_quant: str | None = None) -> Path:
+        key = (version, quant, vision_quant or ("f32" if quant == "f32" else "f16"))
+        if key not in folders:
+            folders[key] = root / "-".join(key)
+            convert(minicpmv_checkpoint(version), folders[key], quant=quant, vision_quant=key[2])
+        return folders[key]
+
+    return converted
+
+
 def noise_image(width: int, height: int, seed: int = 0) -> Image.Image:
     """A deterministic busy image: every pixel matters, so preprocessing mistakes show in the logits."""
     pixels = np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)

@@ -81,12 +81,9 @@ def test_placeholders():
 
 # --- checkpoints and reference ---------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module", params=["2.6", "2.5"])
-def minicpmv(request, tmp_path_factory):
-    from edgevl.testing.minicpmv import MiniCPMVReference, build_minicpmv_checkpoint
-
-    folder = build_minicpmv_checkpoint(tmp_path_factory.mktemp("minicpmv") / request.param, request.param)
-    return folder, MiniCPMVReference(folder)
+@pytest.fixture(params=["2.6", "2.5"])
+def minicpmv(request, minicpmv_checkpoint, minicpmv_reference):
+    return minicpmv_checkpoint(request.param), minicpmv_reference(request.param)
 
 
 def test_checkpoint_has_the_released_layout(minicpmv):
@@ -127,9 +124,9 @@ def test_special_tokens_are_single_tokens(minicpmv):
 def test_resampler_position_embedding_is_the_2d_sincos_formula(minicpmv):
     _, reference = minicpmv
     dim, rows, cols = 256, 3, 5
-    from edgevl.testing.minicpmv import sincos_pos_embed_2d
+    from edgevl.preprocess import resampler_key_positions
 
-    table = sincos_pos_embed_2d(dim, rows, cols)
+    table = resampler_key_positions(dim, rows, cols)
     omega = [1 / 10000 ** (i / (dim / 4)) for i in range(dim // 4)]
     for h in range(rows):
         for w in range(cols):

@@ -117,8 +117,11 @@ class ModelFolderEngine(Engine):
 
     def prompt(self, request: Request, image_markers: Sequence[str]) -> str:
         """The request in the model's chat template; the card's system prompt unless the request brings one."""
-        system = request.system if request.system is not None else self.card.settings.get("system_prompt")
-        return format_prompt(self.card.settings["chat_template"], system, request.prompt, image_markers)
+        manifest, settings = self.manifest, self.card.settings
+        default_system = manifest.system_prompt if manifest.system_prompt is not None else settings.get("system_prompt")
+        system = request.system if request.system is not None else default_system
+        template = manifest.chat_template or settings["chat_template"]
+        return format_prompt(template, system, request.prompt, image_markers)
 
 
 class StopFilter:

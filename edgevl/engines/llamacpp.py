@@ -61,7 +61,7 @@ class LlamaCppEngine(ModelFolderEngine):
     # ---- loading ------------------------------------------------------------------------------------------------
 
     def _load(self, gpu: bool, context_size: int) -> None:
-        llama, mtmd = self._llama, self._mtmd
+        llama = self._llama
         llama.llama_backend_init()
         self.gpu_offload, reason = _gpu_decision(llama, gpu)
         log.info("llama.cpp: %s", reason)
@@ -89,6 +89,17 @@ class LlamaCppEngine(ModelFolderEngine):
         self._resources.callback(llama.llama_free, self._ctx)
         self.context_size = llama.llama_n_ctx(self._ctx)
 
+        self._batch = llama.llama_batch_init(self.batch_size, 0, 1)
+        self._resources.callback(llama.llama_batch_free, self._batch)
+        self._vocab = llama.llama_model_get_vocab(self._model)
+        self.vocab_size = llama.llama_vocab_n_tokens(self._vocab)
+        self._load_vision()
+        device = "GPU" if self.gpu_offload else "CPU"
+        self.description = f"llama.cpp {self.card.name} {self.manifest.quant.upper()} ({device}, {self.threads} threads)"
+
+    def _load_vision(self) -> None:
+        """The vision projector, through libmtmd (which also tokenizes prompts with images)."""
+        mtmd = self._mtmd
         mtmd_params = mtmd.mtmd_context_params_default()
         mtmd_params.use_gpu = self.gpu_offload
         mtmd_params.n_threads = self.threads
@@ -103,13 +114,6 @@ class LlamaCppEngine(ModelFolderEngine):
             raise ModelError(f"{mmproj_path}: libmtmd could not load the vision projector")
         self._resources.callback(mtmd.mtmd_free, self._mctx)
         self._marker = mtmd.mtmd_default_marker().decode()
-
-        self._batch = llama.llama_batch_init(1, 0, 1)
-        self._resources.callback(llama.llama_batch_free, self._batch)
-        self._vocab = llama.llama_model_get_vocab(self._model)
-        self.vocab_size = llama.llama_vocab_n_tokens(self._vocab)
-        device = "GPU" if self.gpu_offload else "CPU"
-        self.description = f"llama.cpp {self.card.name} {self.manifest.quant.upper()} ({device}, {self.threads} threads)"
 
     def close(self) -> None:
         self._resources.close()
@@ -220,15 +224,34 @@ class LlamaCppEngine(ModelFolderEngine):
         return n_past.value
 
     def _decode_one(self, token: int, position: int) -> None:
+        # text after images: llama.cpp spreads a 1-D position over M-RoPE's sections
+        self.decode_tokens([token], position, logits_at_end=True)
+
+    def decode_tokens(self, tokens: list[int], position: int, logits_at_end: bool) -> int:
+        """Decode text tokens from `position` on, batch by batch; returns the next position."""
         batch = self._batch
-        batch.n_tokens = 1
-        batch.token[0] = token
-        batch.pos[0] = position  # text after images: llama.cpp spreads a 1-D position over M-RoPE's sections
-        batch.n_seq_id[0] = 1
-        batch.seq_id[0][0] = 0
-        batch.logits[0] = True
+        for first in range(0, len(tokens), self.batch_size):
+            part = tokens[first:first + self.batch_size]
+            for index, token in enumerate(part):
+                batch.token[index] = token
+                set_batch_slot(batch, index, position + index, logits=False)
+            batch.logits[len(part) - 1] = logits_at_end and first + len(part) == len(tokens)
+            batch.n_tokens = len(part)
+            self._decode(batch)
+            position += len(part)
+        return position
+
+    def _decode(self, batch) -> None:
         if self._llama.llama_decode(self._ctx, batch) != 0:
-            raise EdgevlError("llama.cpp failed to decode a token (context full?)")
+            raise EdgevlError("llama.cpp failed to decode (context full?)")
+
+
+def set_batch_slot(batch, index: int, position: int, logits: bool) -> None:
+    """Slot `index` of a llama_batch: its position, sequence 0, and whether to keep its logits."""
+    batch.pos[index] = position
+    batch.n_seq_id[index] = 1
+    batch.seq_id[index][0] = 0
+    batch.logits[index] = logits
 
 
 def _make_sampler(llama, sampling: Sampling):

