@@ -136,7 +136,11 @@ def screenshot(image_tokens: int) -> Image.Image:
     of about `image_tokens` cells at 16:10, so that no engine resizes it and every engine sees the same pixels."""
     columns = max(1, round(math.sqrt(image_tokens * 1.6)))
     rows = max(1, image_tokens // columns)
-    width, height = columns * CELL, rows * CELL
+    return page(columns * CELL, rows * CELL)
+
+
+def page(width: int, height: int) -> Image.Image:
+    """The screenshot-like page at any size; the same size always draws the same pixels."""
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default(size=15)
@@ -465,14 +469,16 @@ def measure_interleaved(job, repeats: int, engines=("ours", "direct"), measure=N
     return runs
 
 
-def measure_in_subprocess(engine: str, job: Job) -> dict:
-    job_file = Path(job.workdir) / f"job-{engine}.json"
+def measure_in_subprocess(engine: str, job, script: str = __file__, prefix: str = "") -> dict:
+    """One request in a fresh process, `script --worker ENGINE --job FILE`, which writes its run to
+    workdir/{prefix}{engine}.json; adds the process's peak RSS."""
+    job_file = Path(job.workdir) / f"job-{prefix}{engine}.json"
     job_file.write_text(json.dumps(asdict(job)))
-    log = Path(job.workdir) / f"{engine}.log"
-    code, rss = run_measured([sys.executable, __file__, "--worker", engine, "--job", str(job_file)], log)
+    log = Path(job.workdir) / f"{prefix}{engine}.log"
+    code, rss = run_measured([sys.executable, script, "--worker", engine, "--job", str(job_file)], log)
     if code != 0:
         sys.exit(f"the {engine} measurement failed (exit {code}):\n{log.read_text(errors='replace')[-3000:]}")
-    run = json.loads((Path(job.workdir) / f"{engine}.json").read_text())
+    run = json.loads((Path(job.workdir) / f"{prefix}{engine}.json").read_text())
     return {**run, "peak_rss_mb": rss / 2**20}
 
 

@@ -24,7 +24,6 @@ class ModelCard:
     parameters_b: float = 0.0
     recommended_quant: str = "q4_k_m"
     license: str = ""
-    supported: bool = True
     scores: dict[str, float] = field(default_factory=dict)
     sizes_mb: dict[str, int] = field(default_factory=dict)
     #: family defaults merged with the card's own overrides (chat_template, image budgets, ...)

@@ -93,12 +93,13 @@ class LlamaCppEngine(ModelFolderEngine):
         self._resources.callback(llama.llama_batch_free, self._batch)
         self._vocab = llama.llama_model_get_vocab(self._model)
         self.vocab_size = llama.llama_vocab_n_tokens(self._vocab)
-        self._load_vision()
         device = "GPU" if self.gpu_offload else "CPU"
         self.description = f"llama.cpp {self.card.name} {self.manifest.quant.upper()} ({device}, {self.threads} threads)"
+        self._load_vision(gpu)
 
-    def _load_vision(self) -> None:
-        """The vision projector, through libmtmd (which also tokenizes prompts with images)."""
+    def _load_vision(self, gpu: bool) -> None:
+        """The vision projector, through libmtmd (which also tokenizes prompts with images); on the GPU when
+        the language model is."""
         mtmd = self._mtmd
         mtmd_params = mtmd.mtmd_context_params_default()
         mtmd_params.use_gpu = self.gpu_offload

@@ -26,12 +26,15 @@ log = logging.getLogger(__name__)
 
 
 class MiniCPMVLlamaCppEngine(LlamaCppEngine):
-    def _load_vision(self) -> None:
+    def _load_vision(self, gpu: bool) -> None:
+        """The vision tower on ONNX Runtime (CUDA when onnxruntime-gpu is installed, even if llama.cpp was built
+        for the CPU), the embedding batch, and the marker tokens that bound each slice's embeddings."""
         llama = self._llama
-        providers, reason = choose_providers("auto" if self.gpu_offload else "cpu")
+        providers, reason = choose_providers("auto" if gpu else "cpu")
         self.vision = MiniCPMVVision(self.manifest.path(self.folder, "mmproj"), providers, self.threads)
         self._resources.callback(self.vision.close)
         log.info("MiniCPM-V vision encoder: ONNX Runtime, %s", reason)
+        self.description += f", vision on ONNX Runtime {self.vision.device.upper()}"
         self.release = self.vision.release
         self._width = llama.llama_model_n_embd(self._model)
         if self._width != self.vision.width:
