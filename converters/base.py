@@ -74,6 +74,13 @@ class Converter(abc.ABC):
         largest = max(self.tensors.values(), key=lambda tensor: tensor.nbytes)
         return largest.dtype
 
+    def require_decoder(self, prefix: str, layers: int) -> None:
+        """A Llama-style decoder (Qwen2, Llama) under `prefix` ("model." or "llm.model."): every tensor present."""
+        parts = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
+                 "mlp.up_proj", "mlp.down_proj", "input_layernorm", "post_attention_layernorm")
+        self.require_tensors([f"{prefix}embed_tokens.weight", f"{prefix}norm.weight"] + [
+            f"{prefix}layers.{i}.{part}.weight" for i in range(layers) for part in parts])
+
     def require_tensors(self, names: list[str]) -> None:
         missing = [name for name in names if name not in self.tensors]
         if missing:

@@ -142,6 +142,42 @@ def add_decoder_metadata(writer: gguf.GGUFWriter, text: dict, quant: Quant, name
     writer.add_layer_norm_rms_eps(text.get("rms_norm_eps", 1e-6))
 
 
+@dataclass(frozen=True)
+class VisionTower:
+    """What every mmproj GGUF says about its vision encoder, in llama.cpp's clip keys."""
+
+    projector_type: str  # llama.cpp's name: "qwen2vl_merger", "resampler", ...
+    projection_dim: int  # the language model's width
+    image_size: int
+    patch_size: int
+    width: int
+    feed_forward: int
+    blocks: int
+    heads: int
+    layer_norm_eps: float
+    mean: Sequence[float]
+    std: Sequence[float]
+
+
+def add_vision_metadata(writer: gguf.GGUFWriter, tower: VisionTower, quant: Quant, name: str) -> None:
+    writer.add_type(gguf.GGUFType.MMPROJ)
+    writer.add_name(f"{name} vision projector")
+    writer.add_quantized_by("edgevl")
+    writer.add_file_type(quant.file_type)
+    writer.add_clip_has_vision_encoder(True)
+    writer.add_clip_projector_type(tower.projector_type)
+    writer.add_vision_projection_dim(tower.projection_dim)
+    writer.add_vision_image_size(tower.image_size)
+    writer.add_vision_patch_size(tower.patch_size)
+    writer.add_vision_embedding_length(tower.width)
+    writer.add_vision_feed_forward_length(tower.feed_forward)
+    writer.add_vision_block_count(tower.blocks)
+    writer.add_vision_head_count(tower.heads)
+    writer.add_vision_attention_layernorm_eps(tower.layer_norm_eps)
+    writer.add_vision_image_mean(list(tower.mean))
+    writer.add_vision_image_std(list(tower.std))
+
+
 def add_bpe_vocab(writer: gguf.GGUFWriter, folder: Path, vocab_size: int, pre_tokenizer: str) -> None:
     """A GPT-2 style byte-level BPE vocabulary from tokenizer.json, padded to the embedding rows.
 

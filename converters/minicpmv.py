@@ -21,7 +21,8 @@ import numpy as np
 from gguf import GGMLQuantizationType as QType
 
 from edgevl.converters.base import Converter, GGUFPlan
-from edgevl.converters.gguf_files import PlannedTensor, Quant, add_bpe_vocab, add_decoder_metadata, storage_type
+from edgevl.converters.gguf_files import (PlannedTensor, Quant, VisionTower, add_bpe_vocab, add_decoder_metadata,
+                                          add_vision_metadata, storage_type)
 from edgevl.errors import CheckpointError
 from edgevl.preprocess import resampler_key_positions
 
@@ -99,12 +100,7 @@ class MiniCPMVConverter(Converter):
         name_map = gguf.get_tensor_name_map(arch, layers)
         tied = self.text.get("tie_word_embeddings", False) or "llm.lm_head.weight" not in self.tensors
         sources = [n for n in self.tensors if n.startswith("llm.") and not (tied and n == "llm.lm_head.weight")]
-        self.require_tensors(["llm.model.embed_tokens.weight", "llm.model.norm.weight"] + [
-            f"llm.model.layers.{i}.{part}.weight" for i in range(layers)
-            for part in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                         "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj", "input_layernorm",
-                         "post_attention_layernorm")
-        ])
+        self.require_decoder("llm.model.", layers)
         tensors = [self._text_tensor(name_map, name, quant.direct) for name in sources]
         return GGUFPlan(gguf.MODEL_ARCH_NAMES[arch], lambda writer: self._text_metadata(writer, quant), tensors)
 
@@ -167,6 +163,8 @@ class MiniCPMVConverter(Converter):
         wanted = quant.direct
         if name == "vpm.embeddings.patch_embedding.weight":  # llama.cpp's convolution needs F16 or F32
             wanted = QType.F16 if quant.direct == QType.F16 else QType.F32
+        elif name == "resampler.query":  # llama.cpp layer-norms it as it is: ggml_norm runs on F32 only
+            wanted = QType.F32
         return PlannedTensor(self._gguf_name(name_map, name), source.shape, storage_type(source.shape, wanted),
                              source.load)
 
@@ -185,23 +183,14 @@ class MiniCPMVConverter(Converter):
     def _vision_metadata(self, writer: gguf.GGUFWriter, quant: Quant) -> None:
         vision = self.vision
         preprocessor = self.checkpoint.read_json("preprocessor_config.json")
-        writer.add_type(gguf.GGUFType.MMPROJ)
-        writer.add_name(f"{self.model_name} vision projector")
-        writer.add_quantized_by("edgevl")
-        writer.add_file_type(quant.file_type)
-        writer.add_clip_has_vision_encoder(True)
-        writer.add_clip_projector_type(PROJECTOR_TYPE)
-        writer.add_vision_projection_dim(self.text["hidden_size"])
-        writer.add_vision_image_size(preprocessor.get("scale_resolution", SLICE_SIZE))
-        writer.add_vision_patch_size(vision.get("patch_size", 14))
-        writer.add_vision_embedding_length(vision["hidden_size"])
-        writer.add_vision_feed_forward_length(vision["intermediate_size"])
-        writer.add_vision_block_count(self._vision_layers())
-        writer.add_vision_head_count(vision["num_attention_heads"])
-        writer.add_vision_attention_layernorm_eps(vision.get("layer_norm_eps", LAYER_NORM_EPS))
+        tower = VisionTower(
+            projector_type=PROJECTOR_TYPE, projection_dim=self.text["hidden_size"],
+            image_size=preprocessor.get("scale_resolution", SLICE_SIZE), patch_size=vision.get("patch_size", 14),
+            width=vision["hidden_size"], feed_forward=vision["intermediate_size"], blocks=self._vision_layers(),
+            heads=vision["num_attention_heads"], layer_norm_eps=vision.get("layer_norm_eps", LAYER_NORM_EPS),
+            mean=preprocessor.get("norm_mean", [0.5] * 3), std=preprocessor.get("norm_std", [0.5] * 3))
+        add_vision_metadata(writer, tower, quant, self.model_name)
         writer.add_vision_use_gelu(True)  # SigLIP's tanh GELU (without it llama.cpp would use quick GELU)
-        writer.add_vision_image_mean(preprocessor.get("norm_mean", [0.5, 0.5, 0.5]))
-        writer.add_vision_image_std(preprocessor.get("norm_std", [0.5, 0.5, 0.5]))
         writer.add_int32("clip.minicpmv_version", self.llama_cpp_version)
         writer.add_uint32("clip.minicpmv_query_num", self.checkpoint.config.get("query_num", QUERY_NUM[self.version]))
 

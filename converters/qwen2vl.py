@@ -15,7 +15,8 @@ import numpy as np
 from gguf import GGMLQuantizationType as QType
 
 from edgevl.converters.base import Converter, GGUFPlan
-from edgevl.converters.gguf_files import PlannedTensor, Quant, add_bpe_vocab, add_decoder_metadata, storage_type
+from edgevl.converters.gguf_files import (PlannedTensor, Quant, VisionTower, add_bpe_vocab, add_decoder_metadata,
+                                          add_vision_metadata, storage_type)
 from edgevl.errors import CheckpointError
 
 VISION_LAYER_NORM_EPS = 1e-6  # nn.LayerNorm(eps=1e-6) in the released vision blocks and merger
@@ -52,12 +53,7 @@ class Qwen2VLConverter(Converter):
         name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.QWEN2VL, layers)
         tied = self.text.get("tie_word_embeddings", False) or "lm_head.weight" not in self.tensors
         sources = [n for n in self.tensors if not n.startswith("visual.") and not (tied and n == "lm_head.weight")]
-        self.require_tensors(["model.embed_tokens.weight", "model.norm.weight"] + [
-            f"model.layers.{i}.{part}.weight" for i in range(layers)
-            for part in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                         "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj", "input_layernorm",
-                         "post_attention_layernorm")
-        ])
+        self.require_decoder("model.", layers)
         tensors = [self._planned(name_map, name, quant.direct) for name in sources]
         return GGUFPlan("qwen2vl", lambda writer: self._text_metadata(writer, quant), tensors)
 
@@ -94,23 +90,14 @@ class Qwen2VLConverter(Converter):
     def _vision_metadata(self, writer: gguf.GGUFWriter, quant: Quant) -> None:
         vision = self.vision
         preprocessor = self.checkpoint.read_json("preprocessor_config.json")
-        writer.add_type(gguf.GGUFType.MMPROJ)
-        writer.add_name(f"{self.model_name} vision projector")
-        writer.add_quantized_by("edgevl")
-        writer.add_file_type(quant.file_type)
-        writer.add_clip_has_vision_encoder(True)
-        writer.add_clip_projector_type(gguf.VisionProjectorType.QWEN2VL)
-        writer.add_vision_projection_dim(self.text["hidden_size"])
-        writer.add_vision_image_size(LLAMA_CPP_IMAGE_SIZE)
-        writer.add_vision_patch_size(vision.get("patch_size", 14))
-        writer.add_vision_embedding_length(vision["embed_dim"])
-        writer.add_vision_feed_forward_length(vision["embed_dim"] * vision.get("mlp_ratio", 4))
-        writer.add_vision_block_count(vision["depth"])
-        writer.add_vision_head_count(vision["num_heads"])
-        writer.add_vision_attention_layernorm_eps(VISION_LAYER_NORM_EPS)
+        tower = VisionTower(
+            projector_type=gguf.VisionProjectorType.QWEN2VL, projection_dim=self.text["hidden_size"],
+            image_size=LLAMA_CPP_IMAGE_SIZE, patch_size=vision.get("patch_size", 14), width=vision["embed_dim"],
+            feed_forward=vision["embed_dim"] * vision.get("mlp_ratio", 4), blocks=vision["depth"],
+            heads=vision["num_heads"], layer_norm_eps=VISION_LAYER_NORM_EPS,
+            mean=preprocessor["image_mean"], std=preprocessor["image_std"])
+        add_vision_metadata(writer, tower, quant, self.model_name)
         writer.add_vision_spatial_merge_size(vision.get("spatial_merge_size", 2))
-        writer.add_vision_image_mean(preprocessor["image_mean"])
-        writer.add_vision_image_std(preprocessor["image_std"])
 
     def _split_patch_embedding(self, name: str, quant: Quant) -> list[PlannedTensor]:
         """[out, in, t=2, 14, 14] -> two Conv2D kernels. llama.cpp's conv needs them F16 or F32."""
