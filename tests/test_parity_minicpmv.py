@@ -86,6 +86,19 @@ def test_the_image_and_its_slice_order_change_the_answer(version, f32_engine):
     assert np.abs(logits - mirrored).max() > 1e-2
 
 
+@pytest.mark.parametrize("budget_in_pieces, pieces", [(None, 5), (4, 4), (2, 1)])
+def test_image_token_budget_caps_the_slices(budget_in_pieces, pieces, version, minicpmv_gguf):
+    """--image-tokens: each piece costs 64 (2.6) or 96 (2.5) tokens; the tall image has 1 + 4 pieces at most,
+    and under two slices' worth an image is seen whole."""
+    budget = budget_in_pieces and budget_in_pieces * {"2.6": 64, "2.5": 96}[version]
+    with MiniCPMVLlamaCppEngine(minicpmv_gguf(version, "f32"), threads=2, image_max_tokens=budget) as engine:
+        encoded = []
+        encode = engine.vision.encode
+        engine.vision.encode = lambda piece: encoded.append(piece.size) or encode(piece)
+        engine.first_token_logits(request_for(image_for("tall-screenshot")))
+    assert len(encoded) == pieces
+
+
 @pytest.mark.parametrize("quant, vision_quant, min_cosine", QUANTS)
 def test_quantized_logits_stay_close(quant, vision_quant, min_cosine, version, minicpmv_gguf, minicpmv_reference):
     image = image_for("wide-screenshot")

@@ -51,9 +51,8 @@ class MiniCPMVLlamaCppEngine(LlamaCppEngine):
         llama = self._llama
         llama.llama_memory_clear(llama.llama_get_memory(self._ctx), True)
         self.last_stats = stats = type(self.last_stats)()
-        settings = self.card.settings
-        sliced = [minicpmv_slices(image, settings["max_slices"], self.vision.settings["slice_size"],
-                                  self.vision.patch) for image in request.images]
+        sliced = [minicpmv_slices(image, self.max_slices(), self.vision.settings["slice_size"], self.vision.patch)
+                  for image in request.images]
         placeholders = [minicpmv_placeholder(self.release, grid, self.vision.query_num, index) + "\n"
                         for index, (_, _, grid) in enumerate(sliced)]
         tokens = self.tokenize(self.prompt(request, placeholders))
@@ -78,6 +77,14 @@ class MiniCPMVLlamaCppEngine(LlamaCppEngine):
         stats.prefill_ms = 1000 * (time.perf_counter() - encoded)
         stats.prompt_tokens = len(tokens)
         return position
+
+    def max_slices(self) -> int:
+        """The model card's slice limit (9), lowered to fit an image-token budget the caller set: every piece
+        (overview or slice) costs query_num tokens, and below two slices an image is seen whole."""
+        limit = int(self.card.settings["max_slices"])
+        if self.image_max_tokens:
+            limit = min(limit, self.image_max_tokens // self.vision.query_num - 1)
+        return max(1, limit)
 
     def tokenize(self, text: str) -> list[int]:
         """Token ids of the whole prompt; special tokens written as text are parsed, BOS added if the model has one."""
