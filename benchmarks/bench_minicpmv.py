@@ -39,7 +39,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--layers", type=int, default=2, help=f"LLM layers (the real model has {REAL_LAYERS})")
     parser.add_argument("--vision-layers", type=int, default=4,
                         help=f"vision layers (the real model has {REAL_VISION_LAYERS})")
-    parser.add_argument("--full", action="store_true", help="all layers (an 8B model: ~20 GB RAM to build)")
+    parser.add_argument("--full", action="store_true", help="all layers (8B: ~20 GB RAM, ~36 GB disk to build)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random checkpoint")
     parser.add_argument("--quant", choices=QUANTS, default="q4_k_m", help="LLM quant (mmproj is f16)")
     parser.add_argument("--image", default="448x448", help="WxH; anything but 448x448 is sliced, differently")
@@ -94,7 +94,7 @@ def prepare(args: argparse.Namespace) -> None:
         # built in bf16 from the start: in fp32 the 151,666 x 3584 embedding and lm_head alone take 4.3 GB
         torch.set_default_dtype(torch.bfloat16)
         partial_folder = checkpoint.with_name(checkpoint.name + ".partial")
-        build_minicpmv_checkpoint(partial_folder, "2.6", size, dtype="bfloat16", seed=args.seed)
+        build_minicpmv_checkpoint(partial_folder, "2.6", size, dtype="bfloat16", seed=args.seed, shards=8)
         partial_folder.rename(checkpoint)
     if not folder.is_dir():
         say(f"converting to {args.quant} + f16 mmproj in {folder} (once) ...")
@@ -120,8 +120,9 @@ def engine_class(name: str):
 
         def _eval_chunks(self, chunks, stats):
             mtmd = self._mtmd
-            self.pieces = sum(mtmd.mtmd_input_chunk_get_type(mtmd.mtmd_input_chunks_get(chunks, index))
-                              == mtmd.MTMD_INPUT_CHUNK_TYPE_IMAGE for index in range(mtmd.mtmd_input_chunks_size(chunks)))
+            types = (mtmd.mtmd_input_chunk_get_type(mtmd.mtmd_input_chunks_get(chunks, index))
+                     for index in range(mtmd.mtmd_input_chunks_size(chunks)))
+            self.pieces = sum(kind == mtmd.MTMD_INPUT_CHUNK_TYPE_IMAGE for kind in types)
             return super()._eval_chunks(chunks, stats)
 
     return {"ours": Ours, "mtmd": Mtmd}[name]
@@ -159,10 +160,11 @@ def worker(args: argparse.Namespace) -> None:
 
 # ---- report ----------------------------------------------------------------------------------------------------
 
-def notes(runs: dict[str, list[dict]], tokens: int) -> list[str]:
+def notes(runs: dict[str, list[dict]], tokens: int, size: tuple[int, int]) -> list[str]:
     ours, mtmd = runs["ours"][0], runs["mtmd"][0]
-    lines = [f"image pieces: ours {ours['pieces']}, mtmd {mtmd['pieces']}"
-             + ("" if ours["pieces"] == mtmd["pieces"] else " - the paths slice differently: different work"),
+    lines = [f"image pieces: ours {ours['pieces']}, mtmd {mtmd['pieces']}" + (
+             "" if size == (448, 448) else f" - DIFFERENT WORK: at {size[0]}x{size[1]} the paths cut and resize "
+             "the image differently (piece counts and sizes), compare whole requests with that in mind"),
              f"prompt tokens: ours {ours['prompt_tokens']}, mtmd {mtmd['prompt_tokens']} (ours adds 2.6's "
              "<image_id>; mtmd leaves it out)",
              f"generated tokens: ours {ours['generated_tokens']}, mtmd {mtmd['generated_tokens']}"]
@@ -201,7 +203,7 @@ def main() -> None:
     print()
     print("ratios: > 1 means ours is better (ours/mtmd for speeds, mtmd/ours for times and memory). "
           "noise: (max - min) / median over the runs.")
-    for line in notes(runs, args.tokens):
+    for line in notes(runs, args.tokens, (width, height)):
         print(line)
     output = args.out / "minicpmv.json"
     output.write_text(json.dumps({"settings": {k: str(v) for k, v in vars(args).items()}, "job": asdict(job),

@@ -116,6 +116,27 @@ def test_truncated_mmproj_is_refused(minicpmv_gguf, tmp_path):
         MiniCPMVVision(mmproj, ["CPUExecutionProvider"], 1)
 
 
+def test_vision_session_keeps_its_own_copy_of_the_weights(minicpmv_gguf):
+    """MiniCPMVVision drops its float32 weights once the session exists; that is only safe while ONNX Runtime
+    copies external initializers. Overwriting them after the session is made must change nothing."""
+    import onnxruntime
+
+    from edgevl.engines import minicpmv_vision
+
+    mmproj = read_manifest(minicpmv_gguf("2.6", "f32")).path(minicpmv_gguf("2.6", "f32"), "mmproj")
+    vision = MiniCPMVVision(mmproj, ["CPUExecutionProvider"], 1)
+    reader = gguf.GGUFReader(mmproj)
+    graph, weights = minicpmv_vision._build_graph({t.name: minicpmv_vision._as_float32(t) for t in reader.tensors},
+                                                  vision.settings)
+    session = minicpmv_vision.create_session(onnxruntime, graph, weights, ["CPUExecutionProvider"], 1)
+    vision.session = session
+    image = noise_image(448, 448)
+    before = vision.encode(image)
+    for array in weights.values():
+        array[...] = np.nan
+    np.testing.assert_array_equal(vision.encode(image), before)
+
+
 # --- the vision path's inputs, against the reference's own code -------------------------------------------------
 
 @pytest.mark.parametrize("rows, cols", [(32, 32), (18, 55), (36, 29), (1, 1024), (1, 1190), (7, 3), (70, 70)])
@@ -169,9 +190,10 @@ def mtmd_image_embeddings(engine: LlamaCppEngine, image) -> np.ndarray:
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_llama_cpp_mtmd_reads_the_mmproj(version, minicpmv_gguf):
-    """For 2.6 and a 448x448 image (no resize, no slices on either side) llama.cpp's clip gives edgevl's
-    embeddings. For 2.5 it cannot: llama.cpp lays the patches out as a grid where the release uses one row."""
-    folder = minicpmv_gguf(version, "f32")
+    """The default output (f16 mmproj) in llama.cpp's own multimodal path. For 2.6 and a 448x448 image (no
+    resize, no slices on either side) llama.cpp's clip gives edgevl's embeddings. For 2.5 it cannot: llama.cpp
+    lays the patches out as a grid where the release uses one row."""
+    folder = minicpmv_gguf(version, "f16")
     image = noise_image(448, 448, seed=5)
     with LlamaCppEngine(folder, threads=2) as engine:
         theirs = mtmd_image_embeddings(engine, image)

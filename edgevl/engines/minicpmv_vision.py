@@ -8,9 +8,9 @@ this graph, and feeds the embeddings to llama.cpp's language model. The mmproj s
 so the same folder also works with llama-mtmd-cli, Ollama or LM Studio (with their preprocessing).
 
 The graph is built in memory at load time; its weights are the GGUF's tensors widened to float32 and handed to
-ONNX Runtime as external initializers (no copy into a protobuf, no 2 GB limit). One run encodes one slice:
-patches [N, 3*14*14], SigLIP position ids [N] and the resampler's key positions [N, width] in, [queries, width]
-out.
+ONNX Runtime as external initializers (no protobuf copy, no 2 GB limit), which ONNX Runtime copies and keeps.
+One run encodes one slice: patches [N, 3*14*14], SigLIP position ids [N] and the resampler's key positions
+[N, width] in, [queries, width] out.
 """
 
 from __future__ import annotations
@@ -53,16 +53,10 @@ class MiniCPMVVision:
         self.width = self.settings["width"]
         self.mean, self.std = self.settings["mean"], self.settings["std"]
         self.patch = self.settings["patch"]
-        graph, self._weights = _build_graph({t.name: _as_float32(t) for t in reader.tensors}, self.settings)
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.log_severity_level = 3
-        names = list(self._weights)
-        options.add_external_initializers(names, [onnxruntime.OrtValue.ortvalue_from_numpy(self._weights[n])
-                                                  for n in names])
+        graph, weights = _build_graph({t.name: _as_float32(t) for t in reader.tensors}, self.settings)
+        del reader  # unmaps the file: every weight was copied out of it
         try:
-            self.session = onnxruntime.InferenceSession(graph.SerializeToString(), options, providers=providers)
+            self.session = create_session(onnxruntime, graph, weights, providers, threads)
         except Exception as error:  # ONNX Runtime raises its own exception types
             raise ModelError(f"{mmproj}: ONNX Runtime could not build the MiniCPM-V vision graph ({error})") from None
         self.device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
@@ -77,7 +71,18 @@ class MiniCPMVVision:
 
     def close(self) -> None:
         self.session = None
-        self._weights = {}
+
+
+def create_session(onnxruntime, graph, weights: dict[str, np.ndarray], providers: list[str], threads: int):
+    """An inference session for the graph, its weights handed over as external initializers. ONNX Runtime copies
+    them into its own buffers (on the GPU, or prepacked for the CPU), so the caller's arrays can go right after
+    (tests/test_convert_minicpmv.py checks that the session does not read them)."""
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    names = list(weights)
+    options.add_external_initializers(names, [onnxruntime.OrtValue.ortvalue_from_numpy(weights[n]) for n in names])
+    return onnxruntime.InferenceSession(graph.SerializeToString(), options, providers=providers)
 
 
 def _read_settings(reader, path: Path) -> dict:
@@ -111,14 +116,12 @@ def _read_settings(reader, path: Path) -> dict:
 
 
 def _as_float32(tensor) -> np.ndarray:
-    """A GGUF tensor as a float32 array in numpy order (a view of the memory-mapped file when it is F32)."""
+    """A GGUF tensor as a float32 array in numpy order, copied out of the memory-mapped file."""
     from gguf import GGMLQuantizationType as QType
     from gguf.quants import dequantize
 
-    if tensor.tensor_type == QType.F32:
-        return np.ascontiguousarray(tensor.data)
-    if tensor.tensor_type == QType.F16:
-        return tensor.data.astype(np.float32)
+    if tensor.tensor_type in (QType.F32, QType.F16):
+        return np.array(tensor.data, dtype=np.float32)
     return np.ascontiguousarray(dequantize(tensor.data, tensor.tensor_type), dtype=np.float32)
 
 
