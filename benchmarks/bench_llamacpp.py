@@ -444,6 +444,13 @@ def build_cli(source: Path, build: Path, timeout_s: int) -> bool:
 
 # ---- running and reporting -----------------------------------------------------------------------------------
 
+def prepare_in_subprocess(script: str, ready: bool) -> None:
+    """Build and convert the benchmark's model (`--worker prepare`) unless it is `ready`, in a process of its own
+    so that this one stays small (see run_measured)."""
+    if not ready:
+        subprocess.run([sys.executable, script, *sys.argv[1:], "--worker", "prepare"], check=True)
+
+
 def run_measured(command: list[str], log: Path) -> tuple[int, int]:
     """Run a command with its output in `log`; returns (exit code, its own peak RSS in bytes).
 
@@ -588,8 +595,7 @@ def main() -> None:
     say(f"load average at start: {load_before}")
     args.out.mkdir(parents=True, exist_ok=True)
     folder = model_folder(args)
-    if not folder.is_dir():  # in a process of its own, to keep this one small (see run_measured)
-        subprocess.run([sys.executable, __file__, *sys.argv[1:], "--worker", "prepare"], check=True)
+    prepare_in_subprocess(__file__, ready=folder.is_dir())
     manifest = read_manifest(folder)
     image_path = args.out / f"screenshot-{args.image_tokens}.png"
     screenshot(args.image_tokens).save(image_path)

@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 
 from bench_llamacpp import (
-    QUANTS, REPO, Run, load_average, load_image, measure_in_subprocess, measure_interleaved, ms_since, page, say,
-    summarize, table,
+    QUANTS, REPO, Run, load_average, load_image, measure_in_subprocess, measure_interleaved, ms_since, page,
+    prepare_in_subprocess, say, summarize, table,
 )
 
 PROMPT = "Read all the text in this image."
@@ -184,8 +182,7 @@ def main() -> None:
     say(f"load average at start: {load_before}")
     args.out.mkdir(parents=True, exist_ok=True)
     folder = model_folder(args)
-    if not folder.is_dir():  # in a process of its own, to keep this one small (see run_measured)
-        subprocess.run([sys.executable, __file__, *sys.argv[1:], "--worker", "prepare"], check=True)
+    prepare_in_subprocess(__file__, ready=folder.is_dir())
     width, height = (int(side) for side in args.image.lower().split("x"))
     image = args.out / f"page-{width}x{height}.png"
     page(width, height).save(image)

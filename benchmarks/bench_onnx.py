@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -26,7 +25,7 @@ from pathlib import Path
 
 from bench_llamacpp import (
     REPO, build_checkpoint, checkpoint_folder, load_average, load_image, measure_interleaved, ms_since, number,
-    run_measured, say, screenshot, summarize, table,
+    prepare_in_subprocess, run_measured, say, screenshot, summarize, table,
 )
 
 PROMPT = "Read all the text in this image."
@@ -265,8 +264,7 @@ def main() -> None:
     load_before = load_average()
     args.out.mkdir(parents=True, exist_ok=True)
     paths = folders(args)
-    if not all(paths[name].is_dir() for name in (*QUANTS, "genai")):  # a process of its own: keep this one small
-        subprocess.run([sys.executable, __file__, *sys.argv[1:], "--worker", "prepare"], check=True)
+    prepare_in_subprocess(__file__, ready=all(paths[name].is_dir() for name in (*QUANTS, "genai")))
     image = args.out / f"screenshot-{args.image_tokens}.png"
     screenshot(args.image_tokens).save(image)
     job = Job(str(paths["int4"]), str(paths["genai"]), str(image), args.image_tokens, args.tokens, args.threads,

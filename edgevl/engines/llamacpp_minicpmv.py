@@ -35,14 +35,14 @@ class MiniCPMVLlamaCppEngine(LlamaCppEngine):
         self._resources.callback(self.vision.close)
         log.info("MiniCPM-V vision encoder: ONNX Runtime, %s", reason)
         self.description += f", vision on ONNX Runtime {self.vision.device.upper()}"
-        self.release = self.vision.release
-        self._width = llama.llama_model_n_embd(self._model)
-        if self._width != self.vision.width:
-            raise EdgevlError(f"{self.folder}: the vision projector gives {self.vision.width}-wide embeddings but "
-                              f"the language model is {self._width} wide; convert the model again")
-        self._embedding_batch = llama.llama_batch_init(self.batch_size, self._width, 1)
+        self.vision_settings = settings = self.vision.settings
+        width = llama.llama_model_n_embd(self._model)
+        if width != settings.width:
+            raise EdgevlError(f"{self.folder}: the vision projector gives {settings.width}-wide embeddings but "
+                              f"the language model is {width} wide; convert the model again")
+        self._embedding_batch = llama.llama_batch_init(self.batch_size, width, 1)
         self._resources.callback(llama.llama_batch_free, self._embedding_batch)
-        markers = minicpmv_feature_markers(self.release)
+        markers = minicpmv_feature_markers(settings.release)
         self._starts = {self._token_id(start) for start, _ in markers}
         self._ends = {self._token_id(end) for _, end in markers}
 
@@ -51,16 +51,17 @@ class MiniCPMVLlamaCppEngine(LlamaCppEngine):
         llama = self._llama
         llama.llama_memory_clear(llama.llama_get_memory(self._ctx), True)
         self.last_stats = stats = type(self.last_stats)()
-        sliced = [minicpmv_slices(image, self.max_slices(), self.vision.settings["slice_size"], self.vision.patch)
+        settings = self.vision_settings
+        sliced = [minicpmv_slices(image, self.max_slices(), settings.slice_size, settings.patch)
                   for image in request.images]
-        placeholders = [minicpmv_placeholder(self.release, grid, self.vision.query_num, index) + "\n"
+        placeholders = [minicpmv_placeholder(settings.release, grid, settings.query_num, index) + "\n"
                         for index, (_, _, grid) in enumerate(sliced)]
         tokens = self.tokenize(self.prompt(request, placeholders))
         if len(tokens) >= self.context_size:
             raise EdgevlError(f"the prompt needs {len(tokens)} tokens but the context holds {self.context_size}; "
                               "send fewer images or raise the context size")
         pieces = [piece for overview, slices, _ in sliced for piece in (overview, *slices)]
-        spans = feature_spans(tokens, self._starts, self._ends, self.vision.query_num)
+        spans = feature_spans(tokens, self._starts, self._ends, settings.query_num)
         if len(spans) != len(pieces):
             raise EdgevlError("the question itself contains image markers (<image>, <slice>); remove them")
 
@@ -83,7 +84,7 @@ class MiniCPMVLlamaCppEngine(LlamaCppEngine):
         (overview or slice) costs query_num tokens, and below two slices an image is seen whole."""
         limit = int(self.card.settings["max_slices"])
         if self.image_max_tokens:
-            limit = min(limit, self.image_max_tokens // self.vision.query_num - 1)
+            limit = min(limit, self.image_max_tokens // self.vision_settings.query_num - 1)
         return max(1, limit)
 
     def tokenize(self, text: str) -> list[int]:

@@ -16,6 +16,7 @@ One run encodes one slice: patches [N, 3*14*14], SigLIP position ids [N] and the
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,11 +49,6 @@ class MiniCPMVVision:
         except (ValueError, OSError) as error:
             raise ModelError(f"{mmproj}: not a readable GGUF file ({error})") from None
         self.settings = _read_settings(reader, mmproj)
-        self.release = self.settings["release"]
-        self.query_num = self.settings["query_num"]
-        self.width = self.settings["width"]
-        self.mean, self.std = self.settings["mean"], self.settings["std"]
-        self.patch = self.settings["patch"]
         graph, weights = _build_graph({t.name: _as_float32(t) for t in reader.tensors}, self.settings)
         del reader  # unmaps the file: every weight was copied out of it
         try:
@@ -63,10 +59,12 @@ class MiniCPMVVision:
 
     def encode(self, piece: Image.Image) -> np.ndarray:
         """One slice (or overview) in whole patches -> [query_num, width] embeddings."""
-        patches, (rows, cols) = minicpmv_patches(piece, self.mean, self.std, self.patch)
+        settings = self.settings
+        patches, (rows, cols) = minicpmv_patches(piece, settings.mean, settings.std, settings.patch)
         # 2.5 hands the tower each slice as one row of patches, 2.6 as its grid (see edgevl.testing.minicpmv)
-        positions = siglip_position_ids(1, rows * cols) if self.release == "2.5" else siglip_position_ids(rows, cols)
-        keys = resampler_key_positions(self.width, rows, cols)
+        one_row = settings.release == "2.5"
+        positions = siglip_position_ids(1, rows * cols) if one_row else siglip_position_ids(rows, cols)
+        keys = resampler_key_positions(settings.width, rows, cols)
         return self.session.run(None, {"patches": patches, "position_ids": positions, "key_positions": keys})[0]
 
     def close(self) -> None:
@@ -85,7 +83,27 @@ def create_session(onnxruntime, graph, weights: dict[str, np.ndarray], providers
     return onnxruntime.InferenceSession(graph.SerializeToString(), options, providers=providers)
 
 
-def _read_settings(reader, path: Path) -> dict:
+@dataclass(frozen=True)
+class VisionSettings:
+    """What the mmproj says about the vision tower, in the terms the graph and the engine need."""
+
+    release: str  # "2.5" or "2.6"
+    query_num: int  # resampler queries = image tokens per piece
+    width: int  # the language model's width
+    layers: int
+    heads: int
+    eps: float
+    patch: int
+    slice_size: int
+    mean: list[float]
+    std: list[float]
+
+    @property
+    def resampler_heads(self) -> int:
+        return self.width // RESAMPLER_HEAD_WIDTH
+
+
+def _read_settings(reader, path: Path) -> VisionSettings:
     def field(key: str, default=None):
         if key in reader.fields:
             return reader.fields[key].contents()
@@ -99,20 +117,18 @@ def _read_settings(reader, path: Path) -> dict:
     if version not in RELEASES:
         raise ModelError(f"{path}: MiniCPM-V version {version} in llama.cpp's numbering; edgevl runs 2 (2.5), "
                          "3 (2.6) and 4 (MiniCPM-o 2.6)")
-    width = field("clip.vision.projection_dim")
-    return {
-        "release": RELEASES[version],
-        "query_num": field("clip.minicpmv_query_num", 96 if version == 2 else 64),
-        "width": width,
-        "resampler_heads": width // RESAMPLER_HEAD_WIDTH,
-        "layers": field("clip.vision.block_count"),
-        "heads": field("clip.vision.attention.head_count"),
-        "eps": field("clip.vision.attention.layer_norm_epsilon"),
-        "patch": field("clip.vision.patch_size"),
-        "slice_size": field("clip.vision.image_size"),
-        "mean": field("clip.vision.image_mean"),
-        "std": field("clip.vision.image_std"),
-    }
+    return VisionSettings(
+        release=RELEASES[version],
+        query_num=field("clip.minicpmv_query_num", 96 if version == 2 else 64),
+        width=field("clip.vision.projection_dim"),
+        layers=field("clip.vision.block_count"),
+        heads=field("clip.vision.attention.head_count"),
+        eps=field("clip.vision.attention.layer_norm_epsilon"),
+        patch=field("clip.vision.patch_size"),
+        slice_size=field("clip.vision.image_size"),
+        mean=field("clip.vision.image_mean"),
+        std=field("clip.vision.image_std"),
+    )
 
 
 def _as_float32(tensor) -> np.ndarray:
@@ -170,17 +186,17 @@ class _Graph:
         return self.op("Reshape", self.op("Transpose", out, perm=[1, 0, 2]), self.const([0, heads * head_width]))
 
 
-def _build_graph(weights: dict[str, np.ndarray], settings: dict):
+def _build_graph(weights: dict[str, np.ndarray], settings: VisionSettings):
     """(the ONNX model, the weights it uses) for the mmproj's tensors (GGUF names, numpy order)."""
     g = _Graph(weights)
-    eps, heads = settings["eps"], settings["heads"]
+    eps, heads = settings.eps, settings.heads
     vision_width = weights["v.patch_embd.weight"].shape[0]
     # the 14x14 convolution with stride 14 is a matrix product over flattened patches
     weights["v.patch_embd.matrix"] = weights.pop("v.patch_embd.weight").reshape(vision_width, -1)
     x = g.op("Gemm", "patches", "v.patch_embd.matrix", "v.patch_embd.bias", transB=1)
     x = g.op("Add", x, g.op("Gather", "v.position_embd.weight", "position_ids", axis=0))
 
-    for layer in range(settings["layers"]):
+    for layer in range(settings.layers):
         block = f"v.blk.{layer}"
         h = g.layer_norm(x, f"{block}.ln1", eps)
         q, k, v = (g.linear(h, f"{block}.attn_{part}") for part in ("q", "k", "v"))
@@ -197,23 +213,22 @@ def _build_graph(weights: dict[str, np.ndarray], settings: dict):
     q = g.linear(query, "resampler.attn.q")
     k = g.linear(g.op("Add", kv, "key_positions"), "resampler.attn.k")
     v = g.linear(kv, "resampler.attn.v")
-    resampler_heads = settings["resampler_heads"]
-    out = g.linear(g.attention(q, k, v, resampler_heads, settings["width"] // resampler_heads), "resampler.attn.out")
+    attention = g.attention(q, k, v, settings.resampler_heads, RESAMPLER_HEAD_WIDTH)
+    out = g.linear(attention, "resampler.attn.out")
     out = g.layer_norm(out, "resampler.ln_post", eps)
     g.op("Gemm", out, "resampler.proj.weight", transB=1, output="embeddings")
     return _model(g, settings)
 
 
-def _model(g: _Graph, settings: dict):
+def _model(g: _Graph, settings: VisionSettings):
     helper, TensorProto = g.helper, g.TensorProto
-    patch_values = 3 * settings["patch"] ** 2
+    patch_values = 3 * settings.patch ** 2
     inputs = [
         helper.make_tensor_value_info("patches", TensorProto.FLOAT, ["patches", patch_values]),
         helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["patches"]),
-        helper.make_tensor_value_info("key_positions", TensorProto.FLOAT, ["patches", settings["width"]]),
+        helper.make_tensor_value_info("key_positions", TensorProto.FLOAT, ["patches", settings.width]),
     ]
-    outputs = [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, [settings["query_num"],
-                                                                               settings["width"]])]
+    outputs = [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, [settings.query_num, settings.width])]
     used = {name for node in g.nodes for name in node.input}
     weights = {name: array for name, array in g.weights.items() if name in used}  # pos_embed_k is llama.cpp's
     initializers = [_external(helper, TensorProto, name, array) for name, array in weights.items()]
