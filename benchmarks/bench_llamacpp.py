@@ -540,12 +540,14 @@ def ratio(ours: float | None, other: float | None, higher_is_better: bool) -> fl
     return ours / other if higher_is_better else other / ours
 
 
-def table(summaries: dict[str, dict], reference: str = "direct", metrics_shown=METRICS) -> str:
-    """Median of each metric for ours and the reference (and the CLI when measured), with ratios and noise."""
+def table(summaries: dict[str, dict], reference: str = "direct", metrics_shown=METRICS, subject: str = "ours") -> str:
+    """Median of each metric for the subject (ours) and the reference (and the CLI when measured), with ratios
+    and noise."""
     has_cli = "cli" in summaries
-    header = ["metric", "ours", reference, f"ours vs {reference}", "noise"] + (["cli", "ours vs cli"] if has_cli else [])
+    header = ["metric", subject, reference, f"{subject} vs {reference}", "noise"] + (
+        ["cli", f"{subject} vs cli"] if has_cli else [])
     rows = [header]
-    ours, direct = summaries["ours"], summaries[reference]
+    ours, direct = summaries[subject], summaries[reference]
     for key, label, higher in metrics_shown:
         noise = max(ours["spread"][key], direct["spread"][key])
         row = [label, number(ours[key]), number(direct[key]), times(ratio(ours[key], direct[key], higher)),

@@ -23,6 +23,7 @@ from gguf import GGMLQuantizationType as QType
 from edgevl.converters.base import Converter, GGUFPlan
 from edgevl.converters.gguf_files import (PlannedTensor, Quant, VisionTower, add_bpe_vocab, add_decoder_metadata,
                                           add_vision_metadata, storage_type)
+from edgevl.engines.minicpmv_vision import VisionSettings
 from edgevl.errors import CheckpointError
 from edgevl.preprocess import resampler_key_positions
 
@@ -180,19 +181,35 @@ class MiniCPMVConverter(Converter):
             for index, part in enumerate(("q", "k", "v"))
         ]
 
-    def _vision_metadata(self, writer: gguf.GGUFWriter, quant: Quant) -> None:
+    def vision_settings(self) -> VisionSettings:
+        """The vision tower in the terms of edgevl's vision graph (also what the mmproj's metadata says)."""
         vision = self.vision
         preprocessor = self.checkpoint.read_json("preprocessor_config.json")
-        tower = VisionTower(
-            projector_type=PROJECTOR_TYPE, projection_dim=self.text["hidden_size"],
-            image_size=preprocessor.get("scale_resolution", SLICE_SIZE), patch_size=vision.get("patch_size", 14),
-            width=vision["hidden_size"], feed_forward=vision["intermediate_size"], blocks=self._vision_layers(),
-            heads=vision["num_attention_heads"], layer_norm_eps=vision.get("layer_norm_eps", LAYER_NORM_EPS),
+        return VisionSettings(
+            release=self.version, query_num=self.checkpoint.config.get("query_num", QUERY_NUM[self.version]),
+            width=self.text["hidden_size"], layers=self._vision_layers(), heads=vision["num_attention_heads"],
+            eps=vision.get("layer_norm_eps", LAYER_NORM_EPS), patch=vision.get("patch_size", 14),
+            slice_size=preprocessor.get("scale_resolution", SLICE_SIZE),
             mean=preprocessor.get("norm_mean", [0.5] * 3), std=preprocessor.get("norm_std", [0.5] * 3))
+
+    def _vision_metadata(self, writer: gguf.GGUFWriter, quant: Quant) -> None:
+        settings = self.vision_settings()
+        tower = VisionTower(
+            projector_type=PROJECTOR_TYPE, projection_dim=settings.width, image_size=settings.slice_size,
+            patch_size=settings.patch, width=self.vision["hidden_size"], feed_forward=self.vision["intermediate_size"],
+            blocks=settings.layers, heads=settings.heads, layer_norm_eps=settings.eps, mean=settings.mean,
+            std=settings.std)
         add_vision_metadata(writer, tower, quant, self.model_name)
         writer.add_vision_use_gelu(True)  # SigLIP's tanh GELU (without it llama.cpp would use quick GELU)
         writer.add_int32("clip.minicpmv_version", self.llama_cpp_version)
-        writer.add_uint32("clip.minicpmv_query_num", self.checkpoint.config.get("query_num", QUERY_NUM[self.version]))
+        writer.add_uint32("clip.minicpmv_query_num", settings.query_num)
+
+    # ---- ONNX -------------------------------------------------------------------------------------------------
+
+    def write_onnx(self, folder, quant, int4, progress):
+        from edgevl.converters.minicpmv_onnx import write_model  # needs torch: only for ONNX export
+
+        return write_model(self, folder, quant, int4, progress)
 
     # ---- shared ------------------------------------------------------------------------------------------------
 

@@ -7,9 +7,12 @@ after the decoder is int4 (quantizing the vision tower costs OCR accuracy).
 
 from __future__ import annotations
 
+import json
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:  # onnx is imported where it is used: GGUF conversion must work without the export extra
     import onnx
@@ -17,6 +20,8 @@ if TYPE_CHECKING:  # onnx is imported where it is used: GGUF conversion must wor
 ONNX_QUANTS = ("int4", "fp16", "fp32")
 #: above this a graph keeps its weights in a side file: protobuf cannot hold more than 2 GB
 EXTERNAL_DATA_BYTES = 1_500_000_000
+#: the decoder's output projection node, as the exporters trace it (an `lm_head` module)
+OUTPUT_PROJECTION = "/lm_head/MatMul"
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,39 @@ class Int4Options:
     # asymmetric (a zero point per block) measured closer to fp32 than symmetric on our test models
     symmetric: bool = False
     accuracy_level: int = 4  # int8 activations in the MatMulNBits kernel: the fast CPU path
+
+
+#: exports the fp32 graphs into a scratch folder, calling the second argument after each; returns {role: path}
+ExportGraphs = Callable[[Path, Callable[[], None]], dict[str, Path]]
+
+
+def write_model_folder(folder: Path, quant: str, int4: Int4Options, progress, export: ExportGraphs,
+                       tokenizer: Path, engine_config: dict) -> dict[str, Path]:
+    """What every family's ONNX export writes: its graphs at `quant` - int4 makes the decoder int4 and the other
+    graphs fp16 - validated, the tokenizer and the engine's model.json; returns {role: file}. `progress` is a
+    converters.Progress."""
+    files: dict[str, Path] = {}
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".fp32-") as scratch:
+        progress.step("exporting vision, embedding and decoder graphs", 3)
+        exported = export(Path(scratch), progress.advance)
+        progress.step(f"writing {quant} graphs", len(exported))
+        for role, path in exported.items():
+            graph = load(path)
+            if quant == "fp16" or (quant == "int4" and role != "decoder"):
+                graph = to_fp16(graph)
+            elif quant == "int4":
+                graph = to_int4(graph, int4, output_projection=OUTPUT_PROJECTION)
+            written = save(graph, folder / path.name)
+            check(written[0])
+            files[role] = written[0]
+            if len(written) > 1:
+                files[f"{role}_data"] = written[1]
+            del graph
+            progress.advance()
+    files["tokenizer"] = Path(shutil.copy(tokenizer, folder / "tokenizer.json"))
+    files["config"] = folder / "model.json"
+    files["config"].write_text(json.dumps(engine_config, indent=2), encoding="utf-8")
+    return files
 
 
 def save(model: onnx.ModelProto, path: Path) -> list[Path]:

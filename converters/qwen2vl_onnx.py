@@ -1,10 +1,9 @@
 """Qwen2-VL -> three ONNX graphs (vision encoder, embedding with image merge, decoder with KV cache).
 
-Optimum cannot export Qwen2-VL, so edgevl traces small wrapper modules around transformers' own layers with
-`torch.onnx.export` (the TorchScript exporter: about 4x faster to export than dynamo here, opset 17). The
-wrappers avoid what tracing would freeze into constants: the vision graph takes the patch position ids as an
-input (one image per call, full attention), and the decoder takes a ready-made causal mask built from shapes
-and an explicit past key/value per layer. Needs the `export` extra (torch, transformers).
+The embedding and decoder are traced as for every family (converters/onnx_export.py), the decoder with M-RoPE
+position ids [3, 1, seq]. The vision wrapper avoids what tracing would freeze into constants: it computes the
+patch positions from the grid input with tensor arithmetic (one image per call, full attention). Needs the
+`export` extra (torch, transformers).
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-OPSET = 17
+from edgevl.converters.onnx_export import decoder_config, export, export_decoder, export_embedding
 
 
 class VisionEncoder(nn.Module):
@@ -56,71 +55,6 @@ class VisionEncoder(nn.Module):
         return torch.stack([rows, cols], dim=-1)
 
 
-class Embedder(nn.Module):
-    """input_ids [1, seq] + image_features [n, hidden] (n may be 0) -> inputs_embeds, the k-th image-pad token
-    taking the k-th feature row."""
-
-    def __init__(self, embed_tokens: nn.Embedding, image_token_id: int) -> None:
-        super().__init__()
-        self.embed_tokens = embed_tokens
-        self.image_token_id = image_token_id
-
-    def forward(self, input_ids: torch.Tensor, image_features: torch.Tensor) -> torch.Tensor:
-        embeds = self.embed_tokens(input_ids)
-        is_image = input_ids == self.image_token_id
-        # a zero row keeps the gather valid when there are no image features (text-only prompts)
-        features = torch.cat([image_features, image_features.new_zeros(1, image_features.shape[1])])
-        feature_index = (torch.cumsum(is_image.long(), dim=1) - 1).clamp(min=0)
-        placed = features[feature_index.squeeze(0)].unsqueeze(0).to(embeds.dtype)
-        return torch.where(is_image.unsqueeze(-1), placed, embeds)
-
-
-class _PastCache:
-    """The minimal cache interface the attention layers call: append new keys/values to the given past ones."""
-
-    def __init__(self, past: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        self.past = past
-        self.present: list[tuple[torch.Tensor, torch.Tensor]] = [None] * len(past)
-
-    def update(self, keys, values, layer_idx, *args, **kwargs):
-        past_keys, past_values = self.past[layer_idx]
-        keys, values = torch.cat([past_keys, keys], dim=2), torch.cat([past_values, values], dim=2)
-        self.present[layer_idx] = (keys, values)
-        return keys, values
-
-
-class Decoder(nn.Module):
-    """inputs_embeds [1, seq, hidden], position_ids [3, 1, seq] (M-RoPE), past keys/values per layer
-    -> logits [1, 1, vocab] of the last position (or [1, seq, vocab] with all_logits) and the present
-    keys/values."""
-
-    def __init__(self, language_model: nn.Module, lm_head: nn.Linear, all_logits: bool = False) -> None:
-        super().__init__()
-        self.language_model = language_model
-        self.lm_head = lm_head
-        # edgevl needs only the last position's logits; onnxruntime-genai insists on one row per input token
-        self.all_logits = all_logits
-
-    def forward(self, inputs_embeds, position_ids, *past_flat):
-        past = [(past_flat[2 * i], past_flat[2 * i + 1]) for i in range(len(past_flat) // 2)]
-        cache = _PastCache(past)
-        hidden = inputs_embeds
-        position_embeddings = self.language_model.rotary_emb(hidden, position_ids)
-        mask = causal_mask(hidden.shape[1], past[0][0].shape[2], hidden.dtype)
-        for layer in self.language_model.layers:
-            hidden = layer(hidden, attention_mask=mask, position_embeddings=position_embeddings,
-                           past_key_values=cache, use_cache=True)
-        logits = self.lm_head(self.language_model.norm(hidden if self.all_logits else hidden[:, -1:, :]))
-        return (logits, *[tensor for pair in cache.present for tensor in pair])
-
-
-def causal_mask(seq_len: torch.Tensor, past_len: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """[1, 1, seq, past+seq] additive mask: query i sees keys up to past+i."""
-    query = torch.arange(seq_len).unsqueeze(1) + past_len
-    key = torch.arange(past_len + seq_len).unsqueeze(0)
-    return torch.where(key <= query, 0.0, torch.finfo(dtype).min).to(dtype)[None, None]
-
-
 def load_reference_model(checkpoint: Path):
     from transformers import Qwen2VLForConditionalGeneration
 
@@ -129,83 +63,35 @@ def load_reference_model(checkpoint: Path):
     return model.eval()
 
 
-def export_graphs(model, folder: Path, on_graph=lambda name: None, all_logits: bool = False) -> dict[str, Path]:
+def export_graphs(model, folder: Path, on_graph=lambda: None, all_logits: bool = False) -> dict[str, Path]:
     """Export the three fp32 graphs into `folder`; returns {"vision": path, "embed": path, "decoder": path}.
-    `on_graph(name)` is called after each graph is written."""
+    `on_graph()` is called after each graph is written."""
     config = model.config
-    text = config.text_config
-    head_dim = text.hidden_size // text.num_attention_heads
     paths = {name: folder / f"{name}.onnx" for name in ("vision", "embed", "decoder")}
     patch_dim = 3 * config.vision_config.temporal_patch_size * config.vision_config.patch_size ** 2
-
     with torch.no_grad():
-        grid = torch.tensor([[1, 4, 6]])
-        _export(VisionEncoder(model.model.visual), (torch.randn(24, patch_dim), grid), paths["vision"],
-                ["pixel_values", "image_grid_thw"], ["image_features"],
-                {"pixel_values": {0: "patches"}, "image_features": {0: "tokens"}})
-
-        on_graph("vision")
-        ids = torch.tensor([[1, config.image_token_id, config.image_token_id, 2]])
-        _export(Embedder(model.model.language_model.embed_tokens, config.image_token_id),
-                (ids, torch.randn(2, text.hidden_size)), paths["embed"], ["input_ids", "image_features"],
-                ["inputs_embeds"], {"input_ids": {1: "seq"}, "image_features": {0: "image_tokens"},
-                                    "inputs_embeds": {1: "seq"}})
-
-        on_graph("embed")
-        layers = text.num_hidden_layers
-        past_names = [f"past.{i}.{kind}" for i in range(layers) for kind in ("key", "value")]
-        present_names = [name.replace("past.", "present.") for name in past_names]
-        # a general case for tracing: 2 new tokens after 3 cached ones
-        past = [torch.randn(1, text.num_key_value_heads, 3, head_dim) for _ in past_names]
-        example = (torch.randn(1, 2, text.hidden_size), torch.arange(3, 5).view(1, 1, 2).expand(3, 1, 2), *past)
-        axes = {"inputs_embeds": {1: "seq"}, "position_ids": {2: "seq"}}
-        axes.update({name: {2: "past"} for name in past_names})
-        axes.update({name: {2: "total"} for name in present_names})
-        axes["logits"] = {1: "seq"}
-        _export(Decoder(model.model.language_model, model.lm_head, all_logits), example, paths["decoder"],
-                ["inputs_embeds", "position_ids", *past_names], ["logits", *present_names], axes)
-        on_graph("decoder")
+        export(VisionEncoder(model.model.visual), (torch.randn(24, patch_dim), torch.tensor([[1, 4, 6]])),
+               paths["vision"], ["pixel_values", "image_grid_thw"], ["image_features"],
+               {"pixel_values": {0: "patches"}, "image_features": {0: "tokens"}})
+    on_graph()
+    export_embedding(model.model.language_model.embed_tokens, config.image_token_id, paths["embed"])
+    on_graph()
+    export_decoder(model.model.language_model, model.lm_head, config.text_config, paths["decoder"], mrope=True,
+                   all_logits=all_logits)
+    on_graph()
     return paths
-
-
-def _export(module, args, path: Path, inputs, outputs, axes) -> None:
-    torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs, dynamic_axes=axes,
-                      opset_version=OPSET, dynamo=False, do_constant_folding=True)
 
 
 def write_model(checkpoint: Path, folder: Path, quant: str, int4, progress, all_logits: bool = False) -> dict[str, Path]:
     """Export, convert to the asked precision, validate; returns {role: file} of everything written.
     `all_logits` makes the decoder return logits for every input position (what onnxruntime-genai expects)."""
-    import json
-    import shutil
-    import tempfile
-
     from edgevl.converters import onnx_files
 
     progress.step("loading the checkpoint with transformers", None)
     model = load_reference_model(checkpoint)
-    files: dict[str, Path] = {}
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".fp32-") as scratch:
-        progress.step("exporting vision, embedding and decoder graphs", 3)
-        exported = export_graphs(model, Path(scratch), on_graph=lambda name: progress.advance(), all_logits=all_logits)
-        progress.step(f"writing {quant} graphs", 3)
-        for role, path in exported.items():
-            graph = onnx_files.load(path)
-            if quant == "fp16" or (quant == "int4" and role != "decoder"):
-                graph = onnx_files.to_fp16(graph)
-            elif quant == "int4":
-                graph = onnx_files.to_int4(graph, int4, output_projection="/lm_head/MatMul")
-            written = onnx_files.save(graph, folder / path.name)
-            onnx_files.check(written[0])
-            files[role] = written[0]
-            if len(written) > 1:
-                files[f"{role}_data"] = written[1]
-            del graph
-            progress.advance()
-    files["tokenizer"] = Path(shutil.copy(checkpoint / "tokenizer.json", folder / "tokenizer.json"))
-    files["config"] = folder / "model.json"
-    files["config"].write_text(json.dumps(engine_config(model, checkpoint), indent=2), encoding="utf-8")
-    return files
+    return onnx_files.write_model_folder(
+        folder, quant, int4, progress, lambda scratch, on_graph: export_graphs(model, scratch, on_graph, all_logits),
+        checkpoint / "tokenizer.json", engine_config(model, checkpoint))
 
 
 def engine_config(model, checkpoint: Path) -> dict:
@@ -218,13 +104,8 @@ def engine_config(model, checkpoint: Path) -> dict:
     eos = json.loads(generation.read_text()).get("eos_token_id") if generation.is_file() else text.eos_token_id
     return {
         "family": "qwen2vl",
-        "hidden_size": text.hidden_size,
-        "num_layers": text.num_hidden_layers,
-        "num_kv_heads": text.num_key_value_heads,
-        "head_dim": text.hidden_size // text.num_attention_heads,
-        "vocab_size": text.vocab_size,
+        **decoder_config(text, eos if isinstance(eos, list) else [eos]),
         "image_token_id": config.image_token_id,
-        "eos_token_ids": eos if isinstance(eos, list) else [eos],
         "patch_size": config.vision_config.patch_size,
         "temporal_patch_size": config.vision_config.temporal_patch_size,
         "merge_size": config.vision_config.spatial_merge_size,

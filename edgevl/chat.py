@@ -11,6 +11,9 @@ from typing import Sequence
 
 from edgevl.errors import EdgevlError
 
+#: the token that ends a turn in each template: the model stops there (as well as at its end-of-sequence token)
+END_OF_TURN = {"chatml": "<|im_end|>", "llama3": "<|eot_id|>"}
+
 
 def format_prompt(template: str, system: str | None, user_text: str, image_markers: Sequence[str]) -> str:
     """The whole prompt for one user turn; `image_markers` holds each image's text in the order of the images."""

@@ -109,6 +109,23 @@ def minicpmv_gguf(minicpmv_checkpoint, tmp_path_factory):
     return converted
 
 
+@pytest.fixture(scope="session")
+def minicpmv_onnx(minicpmv_checkpoint, tmp_path_factory):
+    """Function (version, quant) -> exported ONNX model folder ("fp32", "fp16", "int4"), each exported once."""
+    from edgevl.converters import convert
+
+    root = tmp_path_factory.mktemp("minicpmv-onnx")
+    folders: dict[tuple[str, str], Path] = {}
+
+    def exported(version: str, quant: str = "fp32") -> Path:
+        if (version, quant) not in folders:
+            folders[version, quant] = root / f"{version}-{quant}"
+            convert(minicpmv_checkpoint(version), folders[version, quant], to="onnx", quant=quant)
+        return folders[version, quant]
+
+    return exported
+
+
 def noise_image(width: int, height: int, seed: int = 0) -> Image.Image:
     """A deterministic busy image: every pixel matters, so preprocessing mistakes show in the logits."""
     pixels = np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)

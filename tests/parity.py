@@ -22,6 +22,19 @@ IMAGE_CASES = {
 }
 
 
+#: MiniCPM-V slices by area (448x448 px per piece), so its cases are larger; every backend runs these
+MINICPMV_IMAGE_CASES = {
+    "small-one-slice": (320, 240),  # under one 448x448 area: upscaled, seen whole
+    "wide-screenshot": (1400, 420),  # 3 slices side by side: checks slice order
+    "tall-screenshot": (300, 1500),  # 4 slices stacked
+}
+
+
+def minicpmv_image(case: str):
+    width, height = MINICPMV_IMAGE_CASES[case]
+    return noise_image(width, height, seed=width)
+
+
 def images_for(case: str) -> tuple:
     return tuple(noise_image(w, h, seed=i + w) for i, (w, h) in enumerate(IMAGE_CASES[case]))
 

@@ -8,25 +8,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import noise_image
-from parity import cosine
+from parity import MINICPMV_IMAGE_CASES as IMAGE_CASES
+from parity import PROMPT, cosine
+from parity import minicpmv_image as image_for
 
 from edgevl.engines.base import Request, Sampling
 from edgevl.engines.llamacpp_minicpmv import MiniCPMVLlamaCppEngine
 
 VERSIONS = ("2.6", "2.5")
-PROMPT = "Read all the text in the image."
-IMAGE_CASES = {
-    "small-one-slice": (320, 240),  # under one 448x448 area: upscaled, seen whole
-    "wide-screenshot": (1400, 420),  # 3 slices side by side: checks slice order
-    "tall-screenshot": (300, 1500),  # 4 slices stacked
-}
 #: (text quant, vision quant, lowest cosine to the reference's next-token logits)
 QUANTS = [("f16", "f16", 0.999), ("q8_0", "f16", 0.999), ("q4_k_m", "f16", 0.98), ("q4_k_m", "q8_0", 0.98)]
-
-
-def image_for(case: str) -> object:
-    width, height = IMAGE_CASES[case]
-    return noise_image(width, height, seed=width)
 
 
 def request_for(image, max_tokens: int = 24) -> Request:

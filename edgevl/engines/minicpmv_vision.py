@@ -236,6 +236,18 @@ def _model(g: _Graph, settings: VisionSettings):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION), weights
 
 
+def standalone_graph(weights: dict[str, np.ndarray], settings: VisionSettings):
+    """The same graph with its weights inside, for saving as a file (`edgevl convert --to onnx`); `weights` are
+    float32 arrays under the mmproj's tensor names."""
+    from onnx import numpy_helper
+
+    model, used = _build_graph(weights, settings)
+    for tensor in model.graph.initializer:
+        if tensor.name in used:
+            tensor.CopyFrom(numpy_helper.from_array(used[tensor.name], tensor.name))
+    return model
+
+
 def _external(helper, TensorProto, name: str, array: np.ndarray):
     """An initializer whose data ONNX Runtime gets from SessionOptions.add_external_initializers."""
     tensor = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=array.shape,

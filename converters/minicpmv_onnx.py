@@ -1,0 +1,99 @@
+"""MiniCPM-V 2.6 / 2.5 (and MiniCPM-o 2.6's vision and language parts) -> three ONNX graphs.
+
+- vision: SigLIP + resampler for one slice of any size the released slicing makes. It is the graph the GGUF
+  engine builds from the mmproj (edgevl/engines/minicpmv_vision.py), here built from the checkpoint's tensors
+  under the same names and saved with its weights: patches [N, 3*14*14], SigLIP position ids [N] and the
+  resampler's key positions [N, width] in (the engine computes both, so the patch grid stays free),
+  [query_num, width] out.
+- embedding and decoder: the language model (`llm.*`: Qwen2 for 2.6 and o-2.6, Llama-3 for 2.5) rebuilt with
+  transformers from the checkpoint's own tensors (no remote code) and traced as for every family
+  (converters/onnx_export.py), plain RoPE. Each slice's features replace the `<unk>` tokens of its placeholder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgevl.chat import END_OF_TURN
+from edgevl.converters import onnx_files
+from edgevl.converters.gguf_files import QUANTS
+from edgevl.converters.onnx_export import decoder_config, export_decoder, export_embedding
+from edgevl.errors import CheckpointError
+from edgevl.preprocess import MINICPMV_UNK
+
+#: config.json keys that describe MiniCPM-V itself, not its language model
+MINICPMV_CONFIG_KEYS = {"architectures", "model_type", "auto_map", "version", "query_num", "slice_mode",
+                        "slice_config", "use_image_id", "drop_vision_last_layer", "batch_vision_input",
+                        "vision_config", "image_size", "patch_size", "audio_config", "tts_config"}
+
+
+def write_model(converter, folder: Path, quant: str, int4, progress) -> dict[str, Path]:
+    """Export, convert to the asked precision, validate; returns {role: file} of everything written.
+    `converter` is the checkpoint's MiniCPMVConverter."""
+    from tokenizers import Tokenizer
+
+    tokenizer_file = converter.checkpoint.folder / "tokenizer.json"
+    if not tokenizer_file.is_file():
+        raise CheckpointError(f"{converter.checkpoint.folder}: tokenizer.json is missing; copy the whole folder")
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    image_token_id = tokenizer.token_to_id(MINICPMV_UNK)
+    if image_token_id is None:
+        raise CheckpointError(f"{tokenizer_file}: no {MINICPMV_UNK} token (MiniCPM-V's image placeholder)")
+    progress.step("loading the language model with transformers", None)
+    llm = load_language_model(converter)
+    settings = converter.vision_settings()
+
+    def export(scratch: Path, on_graph) -> dict[str, Path]:
+        paths = {"vision": export_vision(converter, scratch / "vision.onnx")}
+        on_graph()
+        paths["embed"] = export_embedding(llm.model.embed_tokens, image_token_id, scratch / "embed.onnx")
+        on_graph()
+        paths["decoder"] = export_decoder(llm.model, llm.lm_head, llm.config, scratch / "decoder.onnx", mrope=False)
+        on_graph()
+        return paths
+
+    config = {"family": "minicpmv", **decoder_config(llm.config, eos_token_ids(converter, tokenizer)),
+              "image_token_id": image_token_id, "vision": asdict(settings)}
+    return onnx_files.write_model_folder(folder, quant, int4, progress, export, tokenizer_file, config)
+
+
+def export_vision(converter, path: Path) -> Path:
+    """The vision graph of edgevl/engines/minicpmv_vision.py, its weights the checkpoint's in float32, saved."""
+    from edgevl.engines.minicpmv_vision import standalone_graph
+
+    weights = {t.name: np.asarray(t.compute(), dtype=np.float32) for t in converter.vision_plan(QUANTS["f32"]).tensors}
+    onnx_files.save(standalone_graph(weights, converter.vision_settings()), path)
+    return path
+
+
+def load_language_model(converter) -> torch.nn.Module:
+    """`llm.*` as transformers' Qwen2ForCausalLM (2.6, o-2.6) or LlamaForCausalLM (2.5), fp32, eval mode."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    config_class, model_class = {"2.6": (Qwen2Config, Qwen2ForCausalLM),
+                                 "2.5": (LlamaConfig, LlamaForCausalLM)}[converter.version]
+    fields = {key: value for key, value in converter.text.items()
+              if key not in MINICPMV_CONFIG_KEYS and not key.startswith("_")}
+    config = config_class(**fields)
+    config._attn_implementation = "eager"
+    converter.require_decoder("llm.model.", config.num_hidden_layers)
+    state = {name.removeprefix("llm."): torch.from_numpy(np.asarray(tensor.load(), dtype=np.float32))
+             for name, tensor in converter.tensors.items() if name.startswith("llm.")}
+    if "lm_head.weight" not in state:  # tied output projection
+        state["lm_head.weight"] = state["model.embed_tokens.weight"]
+    model = model_class(config)
+    model.load_state_dict(state, strict=True)
+    return model.float().eval()
+
+
+def eos_token_ids(converter, tokenizer) -> list[int]:
+    """Where generation stops: the checkpoint's end-of-sequence id(s) and its chat template's end of turn (the
+    release stops at both: `<|im_end|>` / `<|endoftext|>` for 2.6, `<|eot_id|>` / `<|end_of_text|>` for 2.5)."""
+    configured = converter.text.get("eos_token_id")
+    ids = configured if isinstance(configured, list) else [configured] if configured is not None else []
+    end_of_turn = tokenizer.token_to_id(END_OF_TURN[converter.prompt_settings()["chat_template"]])
+    return sorted(set(ids) | ({end_of_turn} if end_of_turn is not None else set()))
