@@ -21,8 +21,8 @@ from edgevl.converters import convert
 from edgevl.engines.llamacpp import LlamaCppEngine
 from edgevl.engines.minicpmv_vision import MiniCPMVVision
 from edgevl.errors import CheckpointError, ModelError
+from edgevl.families.minicpmv import minicpmv_patches, siglip_position_ids
 from edgevl.manifest import read_manifest
-from edgevl.preprocess import minicpmv_patches, siglip_position_ids
 
 VERSIONS = ("2.6", "2.5")
 

@@ -7,10 +7,11 @@ import shutil
 import pytest
 from conftest import noise_image
 
-from edgevl.engines.base import Request, Sampling, StopFilter
+from edgevl.engines.base import StopFilter
 from edgevl.engines.llamacpp import LlamaCppEngine
 from edgevl.errors import EdgevlError, ModelError
 from edgevl.manifest import read_manifest
+from edgevl.request import Request, Sampling
 from edgevl.system import rss_bytes
 
 

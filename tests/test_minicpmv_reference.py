@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from edgevl.preprocess import (find_best_resize, get_refine_size, get_sliced_grid, minicpmv25_placeholder,
-                               minicpmv26_placeholder, minicpmv_slices)
+from edgevl.families.minicpmv import (find_best_resize, get_refine_size, get_sliced_grid, minicpmv25_placeholder,
+                                      minicpmv26_placeholder, minicpmv_slices)
 from conftest import noise_image
 
 
@@ -124,7 +124,7 @@ def test_special_tokens_are_single_tokens(minicpmv):
 def test_resampler_position_embedding_is_the_2d_sincos_formula(minicpmv):
     _, reference = minicpmv
     dim, rows, cols = 256, 3, 5
-    from edgevl.preprocess import resampler_key_positions
+    from edgevl.families.minicpmv import resampler_key_positions
 
     table = resampler_key_positions(dim, rows, cols)
     omega = [1 / 10000 ** (i / (dim / 4)) for i in range(dim // 4)]

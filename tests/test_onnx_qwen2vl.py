@@ -11,11 +11,11 @@ from parity import MAX_TOKENS, MIN_TOKENS, PROMPT, cosine, images_for, ocr_reque
 from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLModel
 
 from edgevl import api
-from edgevl.engines.base import Request, Sampling
 from edgevl.engines.onnx import OnnxEngine
 from edgevl.errors import BackendUnavailable, EdgevlError
+from edgevl.families.qwen2vl import qwen2vl_rope_positions
 from edgevl.manifest import read_manifest
-from edgevl.preprocess import qwen2vl_rope_positions
+from edgevl.request import Request, Sampling
 from edgevl.system import rss_bytes
 
 SHAPES = ["smaller-than-56px", "needs-resize", "tall-screenshot-over-budget", "two-images"]

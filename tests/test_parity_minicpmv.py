@@ -10,8 +10,8 @@ import pytest
 from conftest import noise_image
 from parity import cosine
 
-from edgevl.engines.base import Request, Sampling
 from edgevl.engines.llamacpp_minicpmv import MiniCPMVLlamaCppEngine
+from edgevl.request import Request, Sampling
 
 VERSIONS = ("2.6", "2.5")
 PROMPT = "Read all the text in the image."

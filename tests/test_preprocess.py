@@ -8,7 +8,7 @@ from conftest import noise_image
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil, smart_resize
 
 from edgevl.errors import ImageError
-from edgevl.preprocess import qwen2vl_grid_size, resize_for_qwen2vl
+from edgevl.families.qwen2vl import qwen2vl_grid_size, resize_for_qwen2vl
 
 SIZES = [(1, 1), (13, 9), (40, 30), (56, 56), (100, 140), (333, 77), (1920, 1080), (1080, 2400), (7000, 120)]
 
