@@ -34,6 +34,8 @@ def request_for(image, max_tokens: int = 24) -> Request:
     return Request("ocr", (image,), PROMPT, sampling=Sampling(max_tokens=max_tokens))
 
 
+pytestmark = pytest.mark.slow  # every test converts the tiny checkpoint and runs the reference
+
 @pytest.fixture(scope="module", params=VERSIONS)
 def version(request):
     return request.param
