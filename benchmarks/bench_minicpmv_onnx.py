@@ -79,14 +79,14 @@ def prepare(args: argparse.Namespace) -> None:
 
 def measure(name: str, job: Job) -> dict:
     """One request as an application makes it: load the folder, stream() the answer; timings from last_stats."""
-    from edgevl.engines.base import Request, Sampling
     from edgevl.engines.llamacpp_minicpmv import MiniCPMVLlamaCppEngine
-    from edgevl.engines.onnx_minicpmv import MiniCPMVOnnxEngine
+    from edgevl.engines.onnx import OnnxEngine
+    from edgevl.request import Request, Sampling
 
     image = load_image(job.image)
     started = time.perf_counter()
     if name == "onnx":
-        engine = MiniCPMVOnnxEngine(job.folders[name], threads=job.threads, device="cpu")
+        engine = OnnxEngine(job.folders[name], threads=job.threads, device="cpu")
     else:
         engine = MiniCPMVLlamaCppEngine(job.folders[name], threads=job.threads, gpu=False)
     load_ms = ms_since(started)

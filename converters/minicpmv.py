@@ -23,9 +23,8 @@ from gguf import GGMLQuantizationType as QType
 from edgevl.converters.base import Converter, GGUFPlan
 from edgevl.converters.gguf_files import (PlannedTensor, Quant, VisionTower, add_bpe_vocab, add_decoder_metadata,
                                           add_vision_metadata, storage_type)
-from edgevl.engines.minicpmv_vision import VisionSettings
 from edgevl.errors import CheckpointError
-from edgevl.families.minicpmv import QUERY_NUM, SLICE_SIZE, chat_defaults, resampler_key_positions
+from edgevl.families.minicpmv import QUERY_NUM, SLICE_SIZE, VisionSettings, chat_defaults, resampler_key_positions
 from edgevl.model_cards import card_for_config
 
 log = logging.getLogger(__name__)

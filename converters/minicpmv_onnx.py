@@ -23,7 +23,7 @@ from edgevl.converters import onnx_files
 from edgevl.converters.gguf_files import QUANTS
 from edgevl.converters.onnx_export import decoder_config, export_decoder, export_embedding
 from edgevl.errors import CheckpointError
-from edgevl.preprocess import MINICPMV_UNK
+from edgevl.families.minicpmv import MINICPMV_UNK
 
 #: config.json keys that describe MiniCPM-V itself, not its language model
 MINICPMV_CONFIG_KEYS = {"architectures", "model_type", "auto_map", "version", "query_num", "slice_mode",

@@ -87,12 +87,17 @@ def test_model_manager_lists_converts_cancels_and_deletes(qtbot, window, tiny_mo
     assert window.model.findData(str(tiny_model)) == -1
 
 
-def test_model_manager_exports_onnx_and_the_app_runs_it(qtbot, window, qwen2vl_checkpoint, models_folder):
+@pytest.mark.parametrize("checkpoint", ["qwen2vl", "minicpmv-2.6", "minicpmv-2.5"])
+def test_model_manager_exports_onnx_and_the_app_runs_it(qtbot, window, checkpoint, request, models_folder):
+    if checkpoint == "qwen2vl":
+        source = request.getfixturevalue("qwen2vl_checkpoint")
+    else:
+        source = request.getfixturevalue("minicpmv_checkpoint")(checkpoint.split("-")[1])
     manager = ModelManager(window.host, window)
     qtbot.addWidget(manager)
     manager.models_changed.connect(window.refresh_models)
     assert manager.quant.findData("onnx:int4") >= 0
-    manager.start_conversion(qwen2vl_checkpoint, "tiny-onnx", "int4", "onnx")
+    manager.start_conversion(source, "tiny-onnx", "int4", "onnx")
     qtbot.waitUntil(lambda: manager.job is None, timeout=TIMEOUT_MS)
     assert "Converted" in manager.step_label.text()
     row = [model.name for model in manager.models].index("tiny-onnx")

@@ -12,10 +12,10 @@ from parity import PROMPT, cosine, minicpmv_image, ocr_request
 
 from edgevl import api
 from edgevl.engines.llamacpp_minicpmv import MiniCPMVLlamaCppEngine
-from edgevl.engines.onnx_minicpmv import MiniCPMVOnnxEngine
+from edgevl.engines.onnx import OnnxEngine
 from edgevl.errors import EdgevlError
 from edgevl.manifest import read_manifest
-from edgevl.engines.base import Request, Sampling
+from edgevl.request import Request, Sampling
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ def version(request):
 
 @pytest.fixture(scope="module")
 def fp32_engine(version, minicpmv_onnx):
-    with MiniCPMVOnnxEngine(minicpmv_onnx(version, "fp32"), threads=2) as engine:
+    with OnnxEngine(minicpmv_onnx(version, "fp32"), threads=2) as engine:
         yield engine
 
 
@@ -58,7 +58,7 @@ def test_fp32_greedy_tokens_match_reference(case, version, fp32_engine, minicpmv
 @pytest.mark.parametrize("quant, min_cosine", QUANTS)
 def test_smaller_variants_stay_close_to_reference(quant, min_cosine, version, minicpmv_onnx, minicpmv_reference):
     similarities = []
-    with MiniCPMVOnnxEngine(minicpmv_onnx(version, quant), threads=2) as engine:
+    with OnnxEngine(minicpmv_onnx(version, quant), threads=2) as engine:
         for case in IMAGE_CASES:
             image = minicpmv_image(case)
             ours = engine.first_token_logits(ocr_request((image,)))
@@ -98,7 +98,7 @@ def test_text_only_question(version, fp32_engine, minicpmv_reference):
 
 def test_image_markers_in_the_question_are_refused(fp32_engine):
     request = Request("ask", (minicpmv_image("small-one-slice"),), "What is <unk> here?")
-    with pytest.raises(EdgevlError, match="image markers"):
+    with pytest.raises(EdgevlError, match="image placeholder tokens"):
         fp32_engine.first_token_logits(request)
 
 

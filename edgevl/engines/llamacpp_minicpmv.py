@@ -19,7 +19,7 @@ from edgevl.engines.llamacpp import LlamaCppEngine, set_batch_slot
 from edgevl.engines.minicpmv_vision import MiniCPMVVision
 from edgevl.engines.onnx import choose_providers
 from edgevl.errors import EdgevlError
-from edgevl.families.minicpmv import feature_spans, minicpmv_feature_markers, minicpmv_placeholder, minicpmv_slices
+from edgevl.families.minicpmv import feature_spans, minicpmv_feature_markers, slice_images, slice_limit
 from edgevl.request import Request
 
 log = logging.getLogger(__name__)
@@ -52,15 +52,11 @@ class MiniCPMVLlamaCppEngine(LlamaCppEngine):
         llama.llama_memory_clear(llama.llama_get_memory(self._ctx), True)
         self.last_stats = stats = type(self.last_stats)()
         settings = self.vision_settings
-        sliced = [minicpmv_slices(image, self.max_slices(), settings.slice_size, settings.patch)
-                  for image in request.images]
-        placeholders = [minicpmv_placeholder(settings.release, grid, settings.query_num, index) + "\n"
-                        for index, (_, _, grid) in enumerate(sliced)]
+        pieces, placeholders = slice_images(request.images, settings, self.max_slices())
         tokens = self.tokenize(self.prompt(request, placeholders))
         if len(tokens) >= self.context_size:
             raise EdgevlError(f"the prompt needs {len(tokens)} tokens but the context holds {self.context_size}; "
                               "send fewer images or raise the context size")
-        pieces = [piece for overview, slices, _ in sliced for piece in (overview, *slices)]
         spans = feature_spans(tokens, self._starts, self._ends, settings.query_num)
         if len(spans) != len(pieces):
             raise EdgevlError("the question itself contains image markers (<image>, <slice>); remove them")
@@ -80,12 +76,8 @@ class MiniCPMVLlamaCppEngine(LlamaCppEngine):
         return position
 
     def max_slices(self) -> int:
-        """The model card's slice limit (9), lowered to fit an image-token budget the caller set: every piece
-        (overview or slice) costs query_num tokens, and below two slices an image is seen whole."""
-        limit = int(self.card.settings["max_slices"])
-        if self.image_max_tokens:
-            limit = min(limit, self.image_max_tokens // self.vision_settings.query_num - 1)
-        return max(1, limit)
+        """The model card's slice limit (9), lowered to fit an image-token budget the caller set."""
+        return slice_limit(int(self.card.settings["max_slices"]), self.image_max_tokens, self.vision_settings.query_num)
 
     def tokenize(self, text: str) -> list[int]:
         """Token ids of the whole prompt; special tokens written as text are parsed, BOS added if the model has one."""

@@ -22,8 +22,7 @@ import numpy as np
 from PIL import Image
 
 from edgevl.errors import BackendUnavailable, ModelError
-from edgevl.families.minicpmv import (QUERY_NUM, RESAMPLER_HEAD_WIDTH, VisionSettings, minicpmv_patches,
-                                      resampler_key_positions, siglip_position_ids)
+from edgevl.families.minicpmv import QUERY_NUM, RESAMPLER_HEAD_WIDTH, VisionSettings, vision_inputs
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +57,7 @@ class MiniCPMVVision:
 
     def encode(self, piece: Image.Image) -> np.ndarray:
         """One slice (or overview) in whole patches -> [query_num, width] embeddings."""
-        settings = self.settings
-        patches, (rows, cols) = minicpmv_patches(piece, settings.mean, settings.std, settings.patch)
-        # 2.5 hands the tower each slice as one row of patches, 2.6 as its grid (see edgevl.testing.minicpmv)
-        one_row = settings.release == "2.5"
-        positions = siglip_position_ids(1, rows * cols) if one_row else siglip_position_ids(rows, cols)
-        keys = resampler_key_positions(settings.width, rows, cols)
-        return self.session.run(None, {"patches": patches, "position_ids": positions, "key_positions": keys})[0]
+        return self.session.run(None, vision_inputs(piece, self.settings))[0]
 
     def close(self) -> None:
         self.session = None

@@ -19,7 +19,7 @@ from typing import Iterator
 import numpy as np
 
 from edgevl.engines.base import ModelFolderEngine, StopFilter
-from edgevl.errors import BackendUnavailable, ModelError
+from edgevl.errors import BackendUnavailable, EdgevlError, ModelError
 from edgevl.request import Request, Sampling, Stats
 from edgevl.system import default_threads
 
@@ -136,7 +136,11 @@ class OnnxEngine(ModelFolderEngine):
         stats.image_encode_ms = 1000 * (time.perf_counter() - started)
 
         started = time.perf_counter()
-        input_ids = self.tokenizer.encode(self.prompt(request, encoded.markers), add_special_tokens=False).ids
+        # special tokens: the tokenizer adds a BOS where the vocabulary has one (Llama-3), nothing for Qwen2
+        input_ids = self.tokenizer.encode(self.prompt(request, encoded.markers), add_special_tokens=True).ids
+        if input_ids.count(self.config["image_token_id"]) != len(encoded.features):
+            raise EdgevlError("the question itself contains image placeholder tokens (such as <unk> or "
+                              "<|image_pad|>); remove them")
         positions = self.family_images.position_ids(input_ids, encoded)
         embeds = self._embed(np.asarray([input_ids], dtype=np.int64), encoded.features)
         binding = self.sessions["decoder"].io_binding()

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image
 
-from edgevl.families.base import Family
+from edgevl.families.base import EncodedImages, Family, OnnxImages, RunVision
 
 #: resampler queries (image tokens per piece) of each release
 QUERY_NUM = {"2.5": 96, "2.6": 64}
@@ -202,6 +202,51 @@ class VisionSettings:
         return self.width // RESAMPLER_HEAD_WIDTH
 
 
+def vision_inputs(piece: Image.Image, settings: VisionSettings) -> dict[str, np.ndarray]:
+    """One slice (or overview) in whole patches -> the vision graph's inputs: its patches, SigLIP position ids and
+    the resampler's key positions. 2.5 hands the tower each slice as one row of patches, 2.6 as its grid (see
+    edgevl.testing.minicpmv)."""
+    patches, (rows, cols) = minicpmv_patches(piece, settings.mean, settings.std, settings.patch)
+    one_row = settings.release == "2.5"
+    positions = siglip_position_ids(1, rows * cols) if one_row else siglip_position_ids(rows, cols)
+    return {"patches": patches, "position_ids": positions,
+            "key_positions": resampler_key_positions(settings.width, rows, cols)}
+
+
+def slice_limit(max_slices: int, max_tokens: int | None, query_num: int) -> int:
+    """The slice limit, lowered to fit an image-token budget: every piece (overview or slice) costs query_num
+    tokens, and below two slices an image is seen whole."""
+    if max_tokens:
+        max_slices = min(max_slices, max_tokens // query_num - 1)
+    return max(1, max_slices)
+
+
+def slice_images(images: Sequence[Image.Image], settings: VisionSettings,
+                 max_slices: int) -> tuple[list[Image.Image], list[str]]:
+    """The pieces to encode in prompt order (each image's overview, then its slices row by row) and each image's
+    placeholder text, which the release follows with a newline."""
+    sliced = [minicpmv_slices(image, max_slices, settings.slice_size, settings.patch) for image in images]
+    markers = [minicpmv_placeholder(settings.release, grid, settings.query_num, index) + "\n"
+               for index, (_, _, grid) in enumerate(sliced)]
+    return [piece for overview, slices, _ in sliced for piece in (overview, *slices)], markers
+
+
+class MiniCPMVOnnxImages(OnnxImages):
+    """The exported vision graph encodes one piece per call; the pieces' features replace the `<unk>` runs of the
+    placeholders, in order. Plain RoPE: positions count up through image and text alike."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.settings = VisionSettings(**config["vision"])
+
+    def encode(self, images: Sequence[Image.Image], budget: tuple[int, int], run_vision: RunVision) -> EncodedImages:
+        settings = self.settings
+        limit = slice_limit(MiniCPMV.settings["max_slices"], budget[1], settings.query_num)
+        pieces, markers = slice_images(images, settings, limit)
+        features = [run_vision(vision_inputs(piece, settings)) for piece in pieces]
+        none = np.zeros((0, settings.width), dtype=np.float32)
+        return EncodedImages(np.concatenate(features or [none]), markers, layouts=[])  # plain RoPE needs none
+
+
 def chat_defaults(release: str) -> dict[str, str]:
     """How a release is prompted (chat template, default system prompt), for checkpoints without a model card:
     2.6 and MiniCPM-o 2.6 write ChatML with Qwen2's default system prompt, 2.5 Llama-3's template with no system
@@ -213,8 +258,8 @@ def chat_defaults(release: str) -> dict[str, str]:
 
 class MiniCPMV(Family):
     """GGUF: the language model on llama.cpp, the slices encoded on ONNX Runtime from the mmproj's weights
-    (edgevl/engines/llamacpp_minicpmv.py). An ONNX route plugs in as an "onnx" entry in `engines` and an
-    `onnx_images` override (slices, their placeholders and plain RoPE positions)."""
+    (edgevl/engines/llamacpp_minicpmv.py). ONNX: the three exported graphs (converters/minicpmv_onnx.py), fed by
+    MiniCPMVOnnxImages."""
 
     name = "minicpmv"
     settings = {
@@ -224,8 +269,13 @@ class MiniCPMV(Family):
         "max_slices": 9,
         "slice_size": SLICE_SIZE,
         "patch_size": 14,
+        # as an image-token budget: 2.5's 10 pieces of 96 (2.6's 64-token pieces reach max_slices first); a
+        # smaller budget (--image-tokens) lowers the slice limit, see slice_limit
+        "image_min_tokens": 0,
+        "image_max_tokens": 10 * QUERY_NUM["2.5"],
     }
-    engines = {"gguf": "edgevl.engines.llamacpp_minicpmv:MiniCPMVLlamaCppEngine"}
+    engines = {"gguf": "edgevl.engines.llamacpp_minicpmv:MiniCPMVLlamaCppEngine",
+               "onnx": "edgevl.engines.onnx:OnnxEngine"}
     prompts = {
         # MiniCPM-V likes to describe the image first; tell it plainly not to.
         "ocr": (
@@ -239,3 +289,6 @@ class MiniCPMV(Family):
             "row. Every row must have the same number of cells; leave blank cells empty. Output only the table."
         ),
     }
+
+    def onnx_images(self, config: dict[str, Any]) -> OnnxImages:
+        return MiniCPMVOnnxImages(config)
