@@ -43,21 +43,21 @@ def write_model(converter, folder: Path, quant: str, int4, progress) -> dict[str
     image_token_id = tokenizer.token_to_id(MINICPMV_UNK)
     if image_token_id is None:
         raise CheckpointError(f"{tokenizer_file}: no {MINICPMV_UNK} token (MiniCPM-V's image placeholder)")
-    progress.step("loading the language model with transformers", None)
-    llm = load_language_model(converter)
-    settings = converter.vision_settings()
+    text = language_model_config(converter)
+    converter.require_decoder("llm.model.", text.num_hidden_layers)
 
     def export(scratch: Path, on_graph) -> dict[str, Path]:
         paths = {"vision": export_vision(converter, scratch / "vision.onnx")}
         on_graph()
+        llm = load_language_model(converter, text)  # freed on return, before the precision conversion
         paths["embed"] = export_embedding(llm.model.embed_tokens, image_token_id, scratch / "embed.onnx")
         on_graph()
-        paths["decoder"] = export_decoder(llm.model, llm.lm_head, llm.config, scratch / "decoder.onnx", mrope=False)
+        paths["decoder"] = export_decoder(llm.model, llm.lm_head, text, scratch / "decoder.onnx", mrope=False)
         on_graph()
         return paths
 
-    config = {"family": "minicpmv", **decoder_config(llm.config, eos_token_ids(converter, tokenizer)),
-              "image_token_id": image_token_id, "vision": asdict(settings)}
+    config = {"family": "minicpmv", **decoder_config(text, eos_token_ids(converter, tokenizer)),
+              "image_token_id": image_token_id, "vision": asdict(converter.vision_settings())}
     return onnx_files.write_model_folder(folder, quant, int4, progress, export, tokenizer_file, config)
 
 
@@ -70,24 +70,33 @@ def export_vision(converter, path: Path) -> Path:
     return path
 
 
-def load_language_model(converter) -> torch.nn.Module:
-    """`llm.*` as transformers' Qwen2ForCausalLM (2.6, o-2.6) or LlamaForCausalLM (2.5), fp32, eval mode."""
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+def language_model_config(converter):
+    """`llm`'s settings as transformers' Qwen2Config (2.6, o-2.6) or LlamaConfig (2.5), eager attention."""
+    from transformers import LlamaConfig, Qwen2Config
 
-    config_class, model_class = {"2.6": (Qwen2Config, Qwen2ForCausalLM),
-                                 "2.5": (LlamaConfig, LlamaForCausalLM)}[converter.version]
+    config_class = {"2.6": Qwen2Config, "2.5": LlamaConfig}[converter.version]
     fields = {key: value for key, value in converter.text.items()
               if key not in MINICPMV_CONFIG_KEYS and not key.startswith("_")}
     config = config_class(**fields)
     config._attn_implementation = "eager"
-    converter.require_decoder("llm.model.", config.num_hidden_layers)
+    return config
+
+
+def load_language_model(converter, config) -> torch.nn.Module:
+    """`llm.*` as transformers' Qwen2ForCausalLM or LlamaForCausalLM with the checkpoint's weights, fp32."""
+    from transformers import LlamaForCausalLM, Qwen2ForCausalLM
+
+    model_class = {"2.6": Qwen2ForCausalLM, "2.5": LlamaForCausalLM}[converter.version]
     state = {name.removeprefix("llm."): torch.from_numpy(np.asarray(tensor.load(), dtype=np.float32))
              for name, tensor in converter.tensors.items() if name.startswith("llm.")}
     if "lm_head.weight" not in state:  # tied output projection
         state["lm_head.weight"] = state["model.embed_tokens.weight"]
-    model = model_class(config)
-    model.load_state_dict(state, strict=True)
-    return model.float().eval()
+    with torch.device("meta"):  # no memory for weights that the checkpoint's replace right away
+        model = model_class(config)
+    model.load_state_dict(state, strict=True, assign=True)
+    # the rotary frequencies are computed buffers, not weights: compute them for real
+    model.model.rotary_emb = type(model.model.rotary_emb)(config)
+    return model.eval()
 
 
 def eos_token_ids(converter, tokenizer) -> list[int]:

@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import struct
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,8 @@ from edgevl import api, model_cards
 from edgevl.engines.base import ModelFolderEngine
 from edgevl.errors import CheckpointError, ModelError
 from edgevl.families import ENGINES, FAMILIES, engine_class, get_family, wording
-from edgevl.families.base import EncodedImages
+from edgevl.families.base import EncodedImages, Family
+from edgevl.families.minicpmv import VisionSettings, minicpmv_placeholder
 from edgevl.families.qwen2vl import Qwen2VLOnnxImages, image_placeholder
 from edgevl.manifest import Manifest, write_manifest
 from edgevl.tasks import get_task
@@ -29,7 +31,7 @@ ROOT = Path(edgevl.__file__).parent.parent
 
 
 def test_every_registered_engine_is_a_model_folder_engine_of_its_format() -> None:
-    assert {("gguf", "qwen2vl"), ("onnx", "qwen2vl"), ("gguf", "minicpmv")} <= set(ENGINES)
+    assert {("gguf", "qwen2vl"), ("onnx", "qwen2vl"), ("gguf", "minicpmv"), ("onnx", "minicpmv")} <= set(ENGINES)
     for (fmt, family), _ in ENGINES.items():
         engine = engine_class(fmt, family)
         assert issubclass(engine, ModelFolderEngine) and engine.format == fmt
@@ -95,9 +97,33 @@ def test_qwen2vl_onnx_hooks_place_one_pad_per_image_token_on_an_m_rope_grid() ->
     assert positions.shape == (3, 8) and positions[:, -1].tolist() == [4, 4, 4]  # 1 + max(3 rows, 2 columns)
 
 
+def test_minicpmv_onnx_hooks_encode_the_overview_then_the_slices_and_count_positions_up() -> None:
+    settings = VisionSettings(release="2.6", query_num=4, width=8, layers=1, heads=1, eps=1e-6, patch=14,
+                              slice_size=448, mean=[0.5] * 3, std=[0.5] * 3)
+    hooks = FAMILIES["minicpmv"].onnx_images({"vision": asdict(settings)})
+    seen = []
+
+    def vision(inputs: dict[str, np.ndarray]) -> np.ndarray:
+        seen.append({name: value.shape for name, value in inputs.items()})
+        return np.full((4, 8), len(seen), dtype=np.float32)
+
+    wide = Image.new("RGB", (1400, 420))
+    encoded = hooks.encode([wide], (0, 960), vision)
+    assert len(seen) == 4  # the overview, then 3 slices side by side
+    assert all(shape["patches"][0] == shape["position_ids"][0] == shape["key_positions"][0] for shape in seen)
+    assert encoded.features.shape == (16, 8) and encoded.features[::4, 0].tolist() == [1, 2, 3, 4]
+    assert encoded.markers == [minicpmv_placeholder("2.6", (3, 1), 4, 0) + "\n"]
+    assert hooks.position_ids([7] * 20, encoded).tolist() == [list(range(20))]
+    seen.clear()
+    assert hooks.encode([wide], (0, 2 * 4), vision).features.shape == (4, 8) and len(seen) == 1  # seen whole
+
+
 def test_families_without_an_onnx_route_say_so() -> None:
-    with pytest.raises(ModelError, match="cannot run minicpmv models exported to ONNX yet"):
-        FAMILIES["minicpmv"].onnx_images({})
+    class TextOnly(Family):
+        name, settings, engines = "text-only", {}, {}
+
+    with pytest.raises(ModelError, match="cannot run text-only models exported to ONNX yet"):
+        TextOnly().onnx_images({})
 
 
 def test_encoded_images_of_no_image_are_empty() -> None:
