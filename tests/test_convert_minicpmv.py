@@ -79,8 +79,8 @@ def test_writes_llm_and_resampler_mmproj(version, minicpmv_gguf):
     assert {"v.post_ln.weight", "v.blk.1.ffn_up.weight", "resampler.query", "resampler.proj.weight"} <= set(shapes)
 
 
-@pytest.mark.slow
-def test_minicpm_o_converts_its_vision_and_language_parts(minicpmv_checkpoint, tmp_path, caplog):
+def minicpm_o_checkpoint(minicpm_v_26: Path, destination: Path) -> Path:
+    """MiniCPM-o 2.6 as far as edgevl is concerned: 2.6's vision and language parts plus audio and speech ones."""
     def add_audio_and_tts(state):
         state["apm.layers.0.fc1.weight"] = torch.zeros(8, 8)
         state["tts.head.weight"] = torch.zeros(8, 8)
@@ -89,7 +89,12 @@ def test_minicpm_o_converts_its_vision_and_language_parts(minicpmv_checkpoint, t
         config["architectures"], config["model_type"] = ["MiniCPMO"], "minicpmo"
         del config["version"]
 
-    source = rewrite_checkpoint(minicpmv_checkpoint("2.6"), tmp_path / "o", add_audio_and_tts, as_minicpm_o)
+    return rewrite_checkpoint(minicpm_v_26, destination, add_audio_and_tts, as_minicpm_o)
+
+
+@pytest.mark.slow
+def test_minicpm_o_converts_its_vision_and_language_parts(minicpmv_checkpoint, tmp_path, caplog):
+    source = minicpm_o_checkpoint(minicpmv_checkpoint("2.6"), tmp_path / "o")
     with caplog.at_level(logging.WARNING):
         manifest = convert(source, tmp_path / "out", quant="f16")
     assert "skipping apm, tts" in caplog.text

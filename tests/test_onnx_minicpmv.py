@@ -9,8 +9,10 @@ import onnx
 import pytest
 from parity import MINICPMV_IMAGE_CASES as IMAGE_CASES
 from parity import PROMPT, cosine, minicpmv_image, ocr_request
+from test_convert_minicpmv import minicpm_o_checkpoint
 
 from edgevl import api
+from edgevl.converters import convert
 from edgevl.engines.llamacpp_minicpmv import MiniCPMVLlamaCppEngine
 from edgevl.engines.onnx import OnnxEngine
 from edgevl.errors import EdgevlError
@@ -87,6 +89,16 @@ def test_int4_is_matmulnbits_with_fp16_vision(version, minicpmv_onnx):
     size = {quant: read_manifest(minicpmv_onnx(version, quant)).total_bytes() for quant in ("fp32", "fp16", "int4")}
     print(f"ONNX sizes {version}: {size}")
     assert size["int4"] < size["fp16"] < size["fp32"]
+
+
+def test_minicpm_o_exports_its_vision_and_language_parts(minicpmv_checkpoint, minicpmv_onnx, tmp_path):
+    """MiniCPM-o 2.6 is 2.6's vision and language parts plus audio and speech, which the export skips: its ONNX
+    folder answers as 2.6's."""
+    source = minicpm_o_checkpoint(minicpmv_checkpoint("2.6"), tmp_path / "o")
+    convert(source, tmp_path / "out", to="onnx", quant="fp32")
+    request = ocr_request((minicpmv_image("wide-screenshot"),))
+    with OnnxEngine(tmp_path / "out", threads=2) as minicpm_o, OnnxEngine(minicpmv_onnx("2.6"), threads=2) as v26:
+        assert np.abs(minicpm_o.first_token_logits(request) - v26.first_token_logits(request)).max() <= 1e-6
 
 
 def test_text_only_question(version, fp32_engine, minicpmv_reference):
