@@ -122,8 +122,8 @@ def file_sizes(folders: dict[str, str]) -> str:
     for name, manifest in manifests.items():
         parts = ", ".join(f"{role} {entry.bytes / 1e6:,.0f}" for role, entry in manifest.files.items()
                           if entry.bytes > 1e6)
-        lines.append(f"{name} ({manifest.quant}, vision {manifest.vision_quant}): {number(manifest.total_bytes() / 1e6)}"
-                     f" MB = {parts}")
+        total = number(manifest.total_bytes() / 1e6)
+        lines.append(f"{name} ({manifest.quant}, vision {manifest.vision_quant}): {total} MB = {parts}")
     onnx, gguf = (manifests[name].total_bytes() for name in ENGINES)
     lines.append(f"file size, onnx vs gguf (> 1: onnx smaller): {times(gguf / onnx)}")
     return "\n".join(lines)

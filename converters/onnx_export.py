@@ -16,6 +16,8 @@ import torch
 from torch import nn
 
 OPSET = 17
+#: the traced examples' type, whatever torch's default dtype is set to: it fixes the graphs' activation type
+FLOAT = torch.float32
 
 
 class Embedder(nn.Module):
@@ -94,7 +96,7 @@ def export_embedding(embed_tokens: nn.Embedding, image_token_id: int, path: Path
     width = embed_tokens.embedding_dim
     ids = torch.tensor([[1, image_token_id, image_token_id, 2]])
     with torch.no_grad():
-        export(Embedder(embed_tokens, image_token_id), (ids, torch.randn(2, width)), path,
+        export(Embedder(embed_tokens, image_token_id), (ids, torch.randn(2, width, dtype=FLOAT)), path,
                ["input_ids", "image_features"], ["inputs_embeds"],
                {"input_ids": {1: "seq"}, "image_features": {0: "image_tokens"}, "inputs_embeds": {1: "seq"}})
     return path
@@ -108,9 +110,9 @@ def export_decoder(language_model: nn.Module, lm_head: nn.Linear, text, path: Pa
     past_names = [f"past.{i}.{kind}" for i in range(layers) for kind in ("key", "value")]
     present_names = [name.replace("past.", "present.") for name in past_names]
     # a general case for tracing: 2 new tokens after 3 cached ones
-    past = [torch.randn(1, text.num_key_value_heads, 3, head_dim(text)) for _ in past_names]
+    past = [torch.randn(1, text.num_key_value_heads, 3, head_dim(text), dtype=FLOAT) for _ in past_names]
     positions = torch.arange(3, 5).view(1, 1, 2).expand(3 if mrope else 1, 1, 2)
-    example = (torch.randn(1, 2, text.hidden_size), positions, *past)
+    example = (torch.randn(1, 2, text.hidden_size, dtype=FLOAT), positions, *past)
     axes = {"inputs_embeds": {1: "seq"}, "position_ids": {2: "seq"}, "logits": {1: "seq"}}
     axes.update({name: {2: "past"} for name in past_names})
     axes.update({name: {2: "total"} for name in present_names})

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgevl.converters.onnx_export import decoder_config, export, export_decoder, export_embedding
+from edgevl.converters.onnx_export import FLOAT, decoder_config, export, export_decoder, export_embedding
 
 
 class VisionEncoder(nn.Module):
@@ -70,7 +70,7 @@ def export_graphs(model, folder: Path, on_graph=lambda: None, all_logits: bool =
     paths = {name: folder / f"{name}.onnx" for name in ("vision", "embed", "decoder")}
     patch_dim = 3 * config.vision_config.temporal_patch_size * config.vision_config.patch_size ** 2
     with torch.no_grad():
-        export(VisionEncoder(model.model.visual), (torch.randn(24, patch_dim), torch.tensor([[1, 4, 6]])),
+        export(VisionEncoder(model.model.visual), (torch.randn(24, patch_dim, dtype=FLOAT), torch.tensor([[1, 4, 6]])),
                paths["vision"], ["pixel_values", "image_grid_thw"], ["image_features"],
                {"pixel_values": {0: "patches"}, "image_features": {0: "tokens"}})
     on_graph()
