@@ -19,10 +19,10 @@ import argparse
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -41,10 +41,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=REPO / "bench-out" / "gpu", help="checkpoints, GGUF, results")
     parser.add_argument("--sizes", default="2b", help="comma-separated real widths to time: 2b, 7b (or none)")
     parser.add_argument("--layers", type=int, help="language layers of the timed checkpoints (default: real depth)")
+    parser.add_argument("--vision-depth", type=int, help="vision layers of the timed checkpoints (default: real)")
     parser.add_argument("--skip-parity", action="store_true", help="only the speed part")
     parser.add_argument("--checkpoints-only", action="store_true",
                         help="only build the random checkpoints (torch), e.g. while llama.cpp compiles")
     parser.add_argument("--cli", type=Path, help="llama-mtmd-cli built with CUDA (default: no CLI column)")
+    parser.add_argument("--cli-from", type=Path, metavar="BUILD_DIR",
+                        help="link llama-mtmd-cli from the CMake tree of `edgevl doctor --fix --build-dir BUILD_DIR`")
     parser.add_argument("--image-tokens", type=int, default=1000, help="image size, in image tokens")
     parser.add_argument("--tokens", type=int, default=128, help="tokens to generate (greedy)")
     parser.add_argument("--repeats", type=int, default=3, help="processes per engine; the median is reported")
@@ -138,29 +141,35 @@ def onnx_parity(out: Path) -> dict:
 
 
 def parity(args: argparse.Namespace) -> dict:
+    """Every case, each reported even when another one fails (a one-shot GPU run should tell as much as it can)."""
+    cases = {f"llama.cpp {family}": (parity_case, folder) for family, folder in parity_models(args.out).items()}
+    cases["onnx qwen2vl"] = (onnx_parity, args.out)
     results = {}
-    for family, folder in parity_models(args.out).items():
-        results[f"llama.cpp {family}"] = parity_case(folder)
-    results["onnx qwen2vl"] = onnx_parity(args.out)
+    for case, (check, argument) in cases.items():
+        try:
+            results[case] = check(argument)
+        except Exception as error:  # noqa: BLE001 - reported, and the run goes on
+            results[case] = {"skipped": f"failed: {type(error).__name__}: {error}"}
     return results
 
 
 # ---- 3. speed at real sizes --------------------------------------------------------------------------------------
 
-def real_size(name: str, layers: int | None):
+def real_size(name: str, layers: int | None, vision_depth: int | None):
     from edgevl.testing.qwen2vl import QWEN2VL_2B
 
     sizes = {"2b": QWEN2VL_2B,
              "7b": replace(QWEN2VL_2B, hidden_size=3584, intermediate_size=18944, num_attention_heads=28,
                            num_key_value_heads=4)}
     size = sizes[name]
-    return replace(size, num_hidden_layers=layers) if layers else size
+    return replace(size, num_hidden_layers=layers or size.num_hidden_layers,
+                   vision_depth=vision_depth or size.vision_depth)
 
 
 def real_checkpoint(args: argparse.Namespace, name: str) -> Path:
     """Random checkpoint at real widths (once)."""
-    size = real_size(name, args.layers)
-    checkpoint = args.out / f"qwen2vl-{name}-random-l{size.num_hidden_layers}"
+    size = real_size(name, args.layers, args.vision_depth)
+    checkpoint = args.out / f"qwen2vl-{name}-random-l{size.num_hidden_layers}-v{size.vision_depth}"
     if not checkpoint.is_dir():
         bench.say(f"building {checkpoint.name} ...")
         bench.build_checkpoint(checkpoint, size, seed=0)
@@ -197,6 +206,22 @@ def job_for(args: argparse.Namespace, folder: Path) -> bench.Job:
                      context=4096, batch=512, workdir=str(workdir))
 
 
+def link_cli(build: Path) -> Path:
+    """llama-mtmd-cli from the CMake tree that built the CUDA llama-cpp-python: llama-cpp-python leaves the CLI
+    targets out of its build, so mtmd-cli.cpp is compiled here and linked against that tree's libraries (the same
+    ggml, CUDA kernels and flags as edgevl's engine)."""
+    cache = (build / "CMakeCache.txt").read_text()
+    llama = Path(re.search(r"CMAKE_HOME_DIRECTORY:INTERNAL=(.*)", cache)[1]) / "vendor" / "llama.cpp"
+    library_dirs = sorted({str(library.parent) for library in build.rglob("lib*.so")})
+    binary = build / "llama-mtmd-cli"
+    subprocess.run([os.environ.get("CXX", "g++"), "-std=c++17", "-O2", str(llama / "tools" / "mtmd" / "mtmd-cli.cpp"),
+                    *(f"-I{llama / folder}" for folder in ("common", "include", "ggml/include", "tools/mtmd", "vendor")),
+                    *(f"-L{folder}" for folder in library_dirs), *(f"-Wl,-rpath,{folder}" for folder in library_dirs),
+                    "-lllama-common", "-lmtmd", "-lllama", "-lggml", "-lggml-base", "-pthread", "-o", str(binary)],
+                   check=True)
+    return binary
+
+
 def cli_command(binary: Path, job: bench.Job) -> list[str]:
     """llama-mtmd-cli with the settings of our engine: every layer on the GPU, greedy, same budget and batch."""
     return [str(binary), "-m", job.text_model, "--mmproj", job.mmproj, "--image", job.image, "-p", job.prompt,
@@ -207,7 +232,7 @@ def cli_command(binary: Path, job: bench.Job) -> list[str]:
 
 
 def measure(engine: str, job: bench.Job, cli: Path | None) -> dict:
-    """One request in a fresh process, with its peak RSS and the GPU memory it added at its peak."""
+    """One request in a fresh process, with the GPU memory it added at its peak."""
     workdir = Path(job.workdir)
     runs = len(list(workdir.glob(f"{engine}-*.log")))
     log = workdir / f"{engine}-{runs}.log"
@@ -218,14 +243,18 @@ def measure(engine: str, job: bench.Job, cli: Path | None) -> dict:
         job_file.write_text(json.dumps(asdict(job)))
         command = [sys.executable, __file__, "--worker", "ours", "--job", str(job_file)]
     with VramPeak() as vram:
-        code, rss = bench.run_measured(command, log)
+        code, _ = bench.run_measured(command, log)
     output = log.read_text(errors="replace")
-    if code != 0:
-        raise SystemExit(f"{engine} failed (exit {code}):\n{output[-3000:]}")
-    run = asdict(bench.parse_cli_timings(output)) if engine == "cli" else json.loads(
-        (workdir / "ours.json").read_text())
-    return {**run, "peak_rss_mb": rss / 2**20, "vram_mb": vram.peak_mib,
+    timings = bench.parse_cli_timings(output) if engine == "cli" else None
+    if code != 0 or (engine == "cli" and timings is None):
+        raise MeasureFailed(f"{engine} failed (exit {code}); the end of {log}:\n{output[-3000:]}")
+    run = asdict(timings) if timings else json.loads((workdir / "ours.json").read_text())
+    return {**run, "vram_mb": vram.peak_mib,
             "vision_flash_attention": "flash attention is enabled" in output}
+
+
+class MeasureFailed(Exception):
+    pass
 
 
 class VramPeak:
@@ -300,12 +329,12 @@ SPEED_METRICS = (
     ("prefill_tps", "prefill (tok/s)", True),
     ("decode_tps", "decode (tok/s)", True),
     ("vram_mb", "GPU memory (MiB)", False),
-    ("peak_rss_mb", "peak RSS (MB)", False),
-)
+)  # no peak RSS: this process converts and loads models itself, and a child's peak RSS starts at its parent's
 
 
 def speed_metrics(run: dict) -> dict:
-    return {**bench.metrics(run), "vram_mb": run["vram_mb"]}
+    return {"image_encode_ms": run["image_encode_ms"], "prefill_tps": 1000 * run["prompt_tokens"] / run["prefill_ms"],
+            "decode_tps": 1000 * run["generated_tokens"] / run["decode_ms"], "vram_mb": run["vram_mb"]}
 
 
 def shown_metrics(runs: dict[str, list[dict]]) -> tuple:
@@ -317,9 +346,16 @@ def shown_metrics(runs: dict[str, list[dict]]) -> tuple:
 def speed(args: argparse.Namespace, name: str, bandwidth: float | None) -> dict:
     folder = prepare_real(args, name)
     job = job_for(args, folder)
-    if args.cli:
+    cli = args.cli
+    if cli:  # one untimed CLI run first: if the CLI cannot run here, edgevl's numbers are still measured
+        try:
+            measure("cli", job, cli)
+        except MeasureFailed as error:
+            bench.say(f"no llama-mtmd-cli column: {error}")
+            cli = None
+    if cli:
         runs = bench.measure_interleaved(job, args.repeats, engines=("ours", "cli"),
-                                         measure=lambda engine, job: measure(engine, job, args.cli))
+                                         measure=lambda engine, job: measure(engine, job, cli))
     else:
         runs = {"ours": [measure("ours", job, None) for _ in range(args.repeats)]}
     shown = shown_metrics(runs)
@@ -341,36 +377,42 @@ def worker(args: argparse.Namespace) -> None:
     (Path(job.workdir) / "ours.json").write_text(json.dumps(asdict(run)))
 
 
-def report(results: dict) -> None:
+def report_facts(facts_found: list) -> None:
     print("\n== edgevl doctor")
-    for what, works, detail in results["facts"]:
+    for what, works, detail in facts_found:
         print(f"{'ok ' if works else 'NO '} {what}: {detail}")
-    if "parity" in results:
-        print("\n== parity: first-token logits with the image, CUDA vs CPU (f16 GGUF / fp16 ONNX)")
-        for case, result in results["parity"].items():
-            if "skipped" in result:
-                print(f"{case}: skipped - {result['skipped']}")
-            else:
-                print(f"{case}: {'PASS' if result['passed'] else 'FAIL'} min cosine {result['min_cosine']:.6f}, "
-                      f"max relative L2 {result['max_relative_l2']:.2e}, same argmax {result['same_argmax']} "
-                      f"({result['engine']})")
-    bandwidth = results.get("bandwidth")
-    print(f"\nmemory bandwidth (device copy, read + write): "
-          f"{bandwidth / 1e9:,.0f} GB/s" if bandwidth else "\nmemory bandwidth: not measured (no CUDA torch)")
-    for name, result in results.get("speed", {}).items():
-        print(f"\n== speed: {result['model']} (Q4_K_M + f16 mmproj); ratios > 1: ours better")
-        shown = shown_metrics(result["runs"])
-        summary = result["summary"]
-        if "cli" in summary:
-            print(bench.table({"ours": summary["ours"], "llama-mtmd-cli": summary["cli"]},
-                              reference="llama-mtmd-cli", metrics_shown=shown))
+
+
+def report_parity(results: dict) -> None:
+    print("\n== parity: first-token logits with the image, CUDA vs CPU (f16 GGUF / fp16 ONNX)")
+    for case, result in results.items():
+        if "skipped" in result:
+            print(f"{case}: skipped - {result['skipped']}")
         else:
-            print("\n".join(f"{label}: {bench.number(summary['ours'][key])}" for key, label, _ in shown))
-        print(f"weights read per token {result['weight_bytes_per_token'] / 2**20:,.0f} MiB; bandwidth bound "
-              f"{result['bandwidth_bound_tps'] or 0:,.0f} tok/s; decode share of it: " + ", ".join(
-                  f"{engine} {share:.0%}" for engine, share in result["decode_share_of_bound"].items() if share))
-        flash = {engine: all(run["vision_flash_attention"] for run in runs) for engine, runs in result["runs"].items()}
-        print(f"vision flash attention enabled: {flash}")
+            print(f"{case}: {'PASS' if result['passed'] else 'FAIL'} min cosine {result['min_cosine']:.6f}, "
+                  f"max relative L2 {result['max_relative_l2']:.2e}, same argmax {result['same_argmax']} "
+                  f"({result['engine']})")
+
+
+def report_bandwidth(bandwidth: float | None) -> None:
+    print(f"\nmemory bandwidth (device copy, read + write): {bandwidth / 1e9:,.0f} GB/s" if bandwidth
+          else "\nmemory bandwidth: not measured (no CUDA torch)")
+
+
+def report_speed(result: dict) -> None:
+    print(f"\n== speed: {result['model']} (Q4_K_M + f16 mmproj); ratios > 1: ours better")
+    shown = shown_metrics(result["runs"])
+    summary = result["summary"]
+    if "cli" in summary:
+        print(bench.table({"ours": summary["ours"], "llama-mtmd-cli": summary["cli"]},
+                          reference="llama-mtmd-cli", metrics_shown=shown))
+    else:
+        print("\n".join(f"{label}: {bench.number(summary['ours'][key])}" for key, label, _ in shown))
+    print(f"weights read per token {result['weight_bytes_per_token'] / 2**20:,.0f} MiB; bandwidth bound "
+          f"{result['bandwidth_bound_tps'] or 0:,.0f} tok/s; decode share of it: " + ", ".join(
+              f"{engine} {share:.0%}" for engine, share in result["decode_share_of_bound"].items() if share))
+    flash = {engine: all(run["vision_flash_attention"] for run in runs) for engine, runs in result["runs"].items()}
+    print(f"vision encoder with flash attention (llama.cpp's log): {flash}", flush=True)
 
 
 def main() -> None:
@@ -379,6 +421,11 @@ def main() -> None:
         worker(args)
         return
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.cli_from:
+        try:
+            args.cli = link_cli(args.cli_from)
+        except (OSError, subprocess.CalledProcessError, TypeError) as error:  # TypeError: no source in the cache
+            bench.say(f"no llama-mtmd-cli column: linking it failed ({error})")
     sizes = [name for name in args.sizes.split(",") if name and name != "none"]
     if args.checkpoints_only:
         tiny_checkpoints(args.out)
@@ -386,13 +433,20 @@ def main() -> None:
             real_checkpoint(args, name)
         return
     results: dict = {"facts": facts()}
+    output = args.out / "gpu_check.json"
+    report_facts(results["facts"])
     if not args.skip_parity:
         results["parity"] = parity(args)
+        report_parity(results["parity"])
     results["bandwidth"] = memory_bandwidth()
-    results["speed"] = {name: speed(args, name, results["bandwidth"]) for name in sizes}
-    (args.out / "gpu_check.json").write_text(json.dumps(results, indent=2, default=str))
-    report(results)
-    print(f"\nresults: {args.out / 'gpu_check.json'}")
+    report_bandwidth(results["bandwidth"])
+    results["speed"] = {}
+    output.write_text(json.dumps(results, indent=2, default=str))
+    for name in sizes:  # each size is reported and saved as soon as it is measured
+        results["speed"][name] = speed(args, name, results["bandwidth"])
+        report_speed(results["speed"][name])
+        output.write_text(json.dumps(results, indent=2, default=str))
+    print(f"\nresults: {output}")
 
 
 if __name__ == "__main__":

@@ -124,6 +124,10 @@ def onnx_offload(has_cuda_provider: bool, provider_problem: str | None, gpus: Gp
     """Whether ONNX Runtime runs models on CUDA, or why not with the fix."""
     if not has_cuda_provider:
         return False, f"CPU-only onnxruntime. Fix: {FIX_ONNX_GPU}"
+    if provider_problem and "libcuda.so" in provider_problem:  # the driver's own library, not a wheel's
+        if not gpus.gpus:
+            return False, f"CUDA provider present, no GPU found (it needs the driver: {provider_problem})"
+        return False, f"the CUDA provider cannot find the driver ({provider_problem}). Fix: {FIX_DRIVER}"
     if provider_problem:
         return False, f"the CUDA provider library does not load ({provider_problem}). Fix: {FIX_ONNX_LIBRARIES}"
     if not gpus.gpus:

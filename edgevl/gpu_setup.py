@@ -15,7 +15,6 @@ import argparse
 import importlib.metadata
 import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 import time

@@ -103,6 +103,13 @@ def test_provider_library_not_found():
     assert problem in detail and doctor.FIX_ONNX_LIBRARIES in detail
 
 
+def test_cuda_provider_without_the_driver_library():
+    problem = "libcuda.so.1: cannot open shared object file: No such file or directory"  # seen on a GPU-less machine
+    offloads, detail = doctor.onnx_offload(True, problem, NO_DRIVER)
+    assert not offloads and detail.startswith("CUDA provider present, no GPU found") and problem in detail
+    assert doctor.FIX_DRIVER in doctor.onnx_offload(True, problem, CURRENT)[1]
+
+
 def test_cuda_provider_without_a_gpu_and_with_an_old_driver():
     assert doctor.onnx_offload(True, None, NO_DRIVER)[1].startswith("CUDA provider present, no GPU found")
     offloads, detail = doctor.onnx_offload(True, None, OLD_DRIVER)
