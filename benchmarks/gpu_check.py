@@ -60,9 +60,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ---- 1. facts --------------------------------------------------------------------------------------------------
 
 def facts() -> list[tuple[str, bool, str]]:
-    from edgevl.doctor import checks
-
-    return list(checks())
+    """`edgevl doctor`'s lines, from a process of its own (this one stays free of GPU libraries until it needs them)."""
+    script = "import json; from edgevl.doctor import checks; print(json.dumps(list(checks())))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    if done.returncode != 0:
+        return [("edgevl doctor", False, f"failed (exit {done.returncode}): {done.stderr[-2500:]}")]
+    return [tuple(line) for line in json.loads(done.stdout.strip().splitlines()[-1])]
 
 
 # ---- 2. parity -------------------------------------------------------------------------------------------------
@@ -141,6 +144,16 @@ def onnx_parity(out: Path) -> dict:
 
 
 def parity(args: argparse.Namespace) -> dict:
+    """All cases in a process of their own: a crash in a GPU library is then reported, and the run goes on."""
+    log = args.out / "parity.log"
+    code, _ = bench.run_measured([sys.executable, __file__, "--worker", "parity", "--out", str(args.out)], log)
+    if code != 0:
+        return {"all cases": {"skipped": f"the parity process failed (exit {code}); the end of {log}:\n"
+                                         f"{log.read_text(errors='replace')[-2500:]}"}}
+    return json.loads((args.out / "parity.json").read_text())
+
+
+def parity_cases(args: argparse.Namespace) -> dict:
     """Every case, each reported even when another one fails (a one-shot GPU run should tell as much as it can)."""
     cases = {f"llama.cpp {family}": (parity_case, folder) for family, folder in parity_models(args.out).items()}
     cases["onnx qwen2vl"] = (onnx_parity, args.out)
@@ -372,6 +385,9 @@ def speed(args: argparse.Namespace, name: str, bandwidth: float | None) -> dict:
 # ---- workers and report ----------------------------------------------------------------------------------------
 
 def worker(args: argparse.Namespace) -> None:
+    if args.worker == "parity":
+        (args.out / "parity.json").write_text(json.dumps(parity_cases(args)))
+        return
     job = bench.Job(**json.loads(args.job.read_text()))
     import llama_cpp.mtmd_cpp  # noqa: F401 - imported before the clock starts, as in bench_llamacpp
     logging.basicConfig(level=logging.INFO)  # llama.cpp's "flash attention is enabled" line reaches the log
@@ -437,16 +453,22 @@ def main() -> None:
     results: dict = {"facts": facts()}
     output = args.out / "gpu_check.json"
     report_facts(results["facts"])
-    if not args.skip_parity:
-        results["parity"] = parity(args)
-        report_parity(results["parity"])
     results["bandwidth"] = memory_bandwidth()
     report_bandwidth(results["bandwidth"])
     results["speed"] = {}
     output.write_text(json.dumps(results, indent=2, default=str))
     for name in sizes:  # each size is reported and saved as soon as it is measured
-        results["speed"][name] = speed(args, name, results["bandwidth"])
+        try:
+            results["speed"][name] = speed(args, name, results["bandwidth"])
+        except MeasureFailed as error:
+            results["speed"][name] = {"error": str(error)}
+            print(f"\n== speed: {name}: {error}")
+            continue
         report_speed(results["speed"][name])
+        output.write_text(json.dumps(results, indent=2, default=str))
+    if not args.skip_parity:  # after the timings, which take longer to redo
+        results["parity"] = parity(args)
+        report_parity(results["parity"])
         output.write_text(json.dumps(results, indent=2, default=str))
     print(f"\nresults: {output}")
 

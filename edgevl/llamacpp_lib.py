@@ -8,6 +8,7 @@ warning), so edgevl installs its own, with the levels of the ggml.h vendored in 
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import logging
 import os
 from types import ModuleType
@@ -44,7 +45,8 @@ def load_llama_cpp(purpose: str) -> ModuleType:
 def _preload_cuda_wheels() -> None:
     """A CUDA build made by `edgevl doctor --fix` links the CUDA runtime and cuBLAS of NVIDIA's wheels
     (site-packages/nvidia/cu13/lib), which are not on the loader's path: load them first, so that the build also
-    loads in a virtual environment other than the one it was compiled in. Nothing happens for a CPU build."""
+    loads in a virtual environment other than the one it was compiled in. Nothing happens for a CPU build, or
+    where the loader finds a system CUDA runtime itself (mixing two CUDA installations is asking for trouble)."""
     import importlib.util
     from pathlib import Path
 
@@ -52,8 +54,12 @@ def _preload_cuda_wheels() -> None:
 
     spec = importlib.util.find_spec("llama_cpp")
     origin = Path(spec.origin).parent if spec and spec.origin else None
+    if origin is None or not any((origin / "lib").glob("libggml-cuda.*")):
+        return
+    if ctypes.util.find_library("cudart"):  # a system CUDA the loader finds: the build links that one
+        return
     root = wheel_toolkit(need_compiler=False)
-    if origin is None or root is None or not any((origin / "lib").glob("libggml-cuda.*")):
+    if root is None:
         return
     for name in _CUDA_LIBRARIES:
         if (root / "lib" / name).exists():
