@@ -228,9 +228,9 @@ def link_cli(build: Path) -> Path:
     library_dirs = sorted({str(library.parent) for library in build.rglob("lib*.so")})
     binary = build / "llama-mtmd-cli"
     build_info = [str(archive) for archive in build.rglob("libllama-common-base.a")]  # the build number's object
+    includes = [f"-I{llama / folder}" for folder in ("common", "include", "ggml/include", "tools/mtmd", "vendor")]
     subprocess.run([os.environ.get("CXX", "g++"), "-std=c++17", "-O2", str(llama / "tools" / "mtmd" / "mtmd-cli.cpp"),
-                    *build_info,
-                    *(f"-I{llama / folder}" for folder in ("common", "include", "ggml/include", "tools/mtmd", "vendor")),
+                    *build_info, *includes,
                     *(f"-L{folder}" for folder in library_dirs), *(f"-Wl,-rpath,{folder}" for folder in library_dirs),
                     "-lllama-common", "-lmtmd", "-lllama", "-lggml", "-lggml-base", "-pthread", "-o", str(binary)],
                    check=True)

@@ -15,7 +15,8 @@ from types import ModuleType
 
 from edgevl.errors import BackendUnavailable
 
-INSTALL_HINT = "pip install 'edgevl[gguf]' (CPU), or for an NVIDIA GPU: pip install 'edgevl[cuda]' && edgevl doctor --fix"
+INSTALL_HINT = ("pip install 'edgevl[gguf]' (CPU), or for an NVIDIA GPU: "
+                "pip install 'edgevl[cuda]' && edgevl doctor --fix")
 # what a CUDA build of llama-cpp-python links, in load order (cuBLAS needs cuBLASLt)
 _CUDA_LIBRARIES = ("libcudart.so.13", "libcublasLt.so.13", "libcublas.so.13")
 # enum ggml_log_level: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5 (continues the previous message)

@@ -200,6 +200,7 @@ def test_architectures_from_the_gpus_found_or_the_fallback_list():
 def test_cmake_points_at_the_toolkit_tree(tmp_path):
     args = gpu_setup.cmake_args(tmp_path, "90-real")
     assert "-DGGML_CUDA=on" in args and "-DCMAKE_CUDA_ARCHITECTURES=90-real" in args
+    assert "-DGGML_CUDA_NCCL=off" in args  # a system NCCL crashed Python on a GPU machine
     assert f"-DCMAKE_CUDA_COMPILER={tmp_path / 'bin' / 'nvcc'}" in args
 
 
