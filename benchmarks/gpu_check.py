@@ -103,13 +103,12 @@ def logits_on(folder: Path, gpu: bool) -> tuple[list[np.ndarray], str, bool]:
     """First-token logits of the OCR request on each parity image, the engine's description, and whether it
     runs on the GPU."""
     from edgevl.api import open_engine
-    from edgevl.engines.base import Request, Sampling
+    from edgevl.request import Request, Sampling
 
     with open_engine(folder, gpu=gpu) as engine:
         logits = [engine.first_token_logits(Request("ocr", (image,), bench.PROMPT, sampling=Sampling(max_tokens=1)))
                   for image in parity_images()]
-        on_gpu = bool(getattr(engine, "gpu_offload", False)) or getattr(engine, "device", "") == "cuda"
-        return logits, engine.description, on_gpu
+        return logits, engine.description, engine.device in ("gpu", "cuda")
 
 
 def compare(gpu: list[np.ndarray], cpu: list[np.ndarray]) -> dict:
