@@ -11,6 +11,8 @@ language is set once at start-up; the settings dialog says a change applies afte
 
 from __future__ import annotations
 
+import re
+
 from PySide6.QtCore import QLibraryInfo, QLocale, QTranslator
 from PySide6.QtWidgets import QApplication
 
@@ -151,6 +153,8 @@ ZH_CN = {
     "&Images": "图片(&I)",
     "&Task:": "任务(&T)：",
     "Mo&del:": "模型(&D)：",
+    "La&yout:": "排列(&Y)：",
+    "Results:": "结果：",
     "&Copy": "复制(&C)",
     # layout modes
     "Lines": "按行",
@@ -236,6 +240,12 @@ def task_labels() -> dict[str, str]:
 def layout_labels() -> dict[str, str]:
     """OCR layout mode (the library's `layout` option) -> what the UI calls it."""
     return {"auto": tr("Lines"), "paragraphs": tr("Paragraphs"), "raw": tr("Raw")}
+
+
+def without_mnemonic(text: str) -> str:
+    """Menu text for places without mnemonics (tool buttons): "Capture &region" -> "Capture region",
+    "截取区域(&R)" -> "截取区域"."""
+    return re.sub(r"\(&\w\)", "", text).replace("&", "")
 
 
 def install_qt_translations(app: QApplication) -> None:

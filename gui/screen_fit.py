@@ -17,7 +17,7 @@ def fit_to_screen(widget: QWidget, preferred: QSize) -> None:
     """Open at `preferred` size, or smaller where the screen is smaller, centred."""
     available = _available(widget)
     size = preferred.boundedTo(QSize(int(available.width() * SCREEN_SHARE), int(available.height() * SCREEN_SHARE)))
-    widget.resize(size.expandedTo(widget.minimumSizeHint()).boundedTo(available.size()))
+    widget.resize(size)  # never below the layout's minimum: Qt enforces that when the window is shown
     frame = widget.frameGeometry()
     frame.moveCenter(available.center())
     widget.move(frame.topLeft())

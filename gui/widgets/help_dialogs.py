@@ -55,7 +55,8 @@ class AboutDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle(tr("About edgevl"))
         engine_line = engine or tr("not loaded yet (loads on the first task): {model}", model=model)
-        rows = "".join(f"<tr><td>{name}</td><td>{version}</td></tr>" for name, version in versions().items())
+        rows = "".join(f"<tr><td style='padding-right: 16px'>{name}</td><td>{version}</td></tr>"
+                       for name, version in versions().items())
         self.text = QLabel(f"<h3>edgevl</h3><p>{tr('On-device OCR, tables and captions.')}</p>"
                            f"<p><b>{tr('Engine in use:')}</b> {engine_line}</p><table>{rows}</table>")
         self.text.setWordWrap(True)

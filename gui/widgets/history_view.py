@@ -65,7 +65,7 @@ class HistoryView(QWidget):
         splitter.addWidget(shown)
         splitter.setSizes([520, 480])
         layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setContentsMargins(6, 6, 6, 0)
         layout.addWidget(splitter, 1)
         layout.addLayout(buttons)
         self.reload()

@@ -30,7 +30,7 @@ from edgevl.gui import clipboard
 from edgevl.gui.capture import CaptureController
 from edgevl.gui.engine_host import Answer, EngineChoice, EngineHost, needs_model_message
 from edgevl.gui.history import History
-from edgevl.gui.i18n import layout_labels, task_labels, tr
+from edgevl.gui.i18n import layout_labels, task_labels, tr, without_mnemonic
 from edgevl.gui.imaging import from_qimage, to_pixmap
 from edgevl.gui.jobs import Job
 from edgevl.gui.screen_fit import restore_geometry, saved_geometry
@@ -93,6 +93,7 @@ class MainWindow(QMainWindow):
 
     def _action(self, text: str, slot: Callable[[], Any], shortcut: QKeySequence | str | None = None) -> QAction:
         action = QAction(text, self)
+        action.setIconText(without_mnemonic(text))  # the toolbar's words (Qt leaves "(&R)" in Chinese ones)
         action.triggered.connect(lambda: slot())  # not `checked` as an argument
         if shortcut is not None:
             action.setShortcut(QKeySequence(shortcut))
@@ -237,7 +238,7 @@ class MainWindow(QMainWindow):
         self.caption_length.currentIndexChanged.connect(self._remember_choices)
         self.model = QComboBox()
         self.model.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.model.setMinimumContentsLength(14)  # long model names must not push Run off a small screen
+        self.model.setMinimumContentsLength(10)  # long model names must not push Run off a small screen
         self.model.currentIndexChanged.connect(self._on_model_changed)
         self.question = QLineEdit()
         self.question.setPlaceholderText(tr("Your question about the image"))
@@ -250,9 +251,11 @@ class MainWindow(QMainWindow):
         self.cancel_button.clicked.connect(self.cancel)
         self.cancel_button.setEnabled(False)
 
-        bar = QHBoxLayout()
+        self.layout_label = _label(tr("La&yout:"), self.layout_mode)
+        bar = self.task_bar = QHBoxLayout()
         bar.addWidget(_label(tr("&Task:"), self.task))
         bar.addWidget(self.task)
+        bar.addWidget(self.layout_label)
         bar.addWidget(self.layout_mode)
         bar.addWidget(self.caption_length)
         bar.addWidget(_label(tr("Mo&del:"), self.model))
@@ -267,6 +270,11 @@ class MainWindow(QMainWindow):
         self.result_tasks.setDocumentMode(True)
         self.result_tasks.setExpanding(False)
         self.result_tasks.tabBarClicked.connect(self._on_result_task_clicked)
+        self.result_tasks_row = QWidget()  # "Results:" and the tabs, shown when there are several
+        row = QHBoxLayout(self.result_tasks_row)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(QLabel(tr("Results:")))
+        row.addWidget(self.result_tasks, 1)
         self.result_view = ResultView()
         self.result_view.changed.connect(self._update_result_buttons)
         self.result_view.edited.connect(self._save_edit)
@@ -275,7 +283,7 @@ class MainWindow(QMainWindow):
         layout = QVBoxLayout(column)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.error_banner)
-        layout.addWidget(self.result_tasks)
+        layout.addWidget(self.result_tasks_row)
         layout.addWidget(self.result_view, 1)
         layout.addLayout(self._build_result_buttons())
         return column
@@ -606,7 +614,7 @@ class MainWindow(QMainWindow):
             self.result_tasks.setTabData(self.result_tasks.addTab(labels.get(name, name)), name)
         self.result_tasks.setCurrentIndex(tasks.index(task))
         self.result_tasks.blockSignals(False)
-        self.result_tasks.setVisible(len(tasks) > 1)
+        self.result_tasks_row.setVisible(len(tasks) > 1)
 
     def _shows(self, item: QueueItem, outcome: TaskOutcome) -> bool:
         return self._shown is item and self._shown_task == outcome.task
@@ -779,8 +787,10 @@ class MainWindow(QMainWindow):
     def _on_task_changed(self) -> None:
         task = self.task.currentData()
         self.layout_mode.setVisible(task == "ocr")
+        self.layout_label.setVisible(task == "ocr")
         self.caption_length.setVisible(task == "caption")
         self.question.setVisible(task == "ask")
+        self.task_bar.invalidate()  # before the first show, hiding alone leaves the old minimum width cached
         self._remember_choices()
         if self._shown is not None:
             self._show_item(self._shown, task)

@@ -186,6 +186,7 @@ class ModelManager(QDialog):
         form.addRow(self.progress)
         form.addRow(self.step_label)
         if not self.quant.count():
+            self.quant.setEnabled(False)
             self.show_message(converter_missing(), error=True)
         self._show_quant_advice()
         self._set_converting(False)

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 
+from PySide6.QtCore import QSize
 from PySide6.QtWidgets import (
     QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit, QSpinBox, QWidget,
 )
 
 from edgevl.gui.i18n import LANGUAGES, tr
+from edgevl.gui.screen_fit import fit_to_screen
 from edgevl.gui.settings import THEMES, Settings
 
 CAPTURE_COMMAND = "edgevl-gui --capture"
+DIALOG_WIDTH = 560
 
 
 class SettingsDialog(QDialog):
@@ -61,6 +64,7 @@ class SettingsDialog(QDialog):
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
+        fit_to_screen(self, QSize(DIALOG_WIDTH, form.totalHeightForWidth(DIALOG_WIDTH)))  # wrapped notes in full
 
     def chosen(self) -> Settings:
         """A copy of the settings with the dialog's values."""
