@@ -243,9 +243,9 @@ def layout_labels() -> dict[str, str]:
 
 
 def without_mnemonic(text: str) -> str:
-    """Menu text for places without mnemonics (tool buttons): "Capture &region" -> "Capture region",
-    "截取区域(&R)" -> "截取区域"."""
-    return re.sub(r"\(&\w\)", "", text).replace("&", "")
+    """Menu text for tool buttons, without mnemonic or the dots of "opens a dialog": "Open &images..." ->
+    "Open images", "打开图片(&O)…" -> "打开图片"."""
+    return re.sub(r"\(&\w\)", "", text).replace("&", "").removesuffix("...").removesuffix("\u2026")
 
 
 def install_qt_translations(app: QApplication) -> None:

@@ -275,6 +275,7 @@ class MainWindow(QMainWindow):
         row.setContentsMargins(0, 0, 0, 0)
         row.addWidget(QLabel(tr("Results:")))
         row.addWidget(self.result_tasks, 1)
+        self.result_tasks_row.hide()
         self.result_view = ResultView()
         self.result_view.changed.connect(self._update_result_buttons)
         self.result_view.edited.connect(self._save_edit)
