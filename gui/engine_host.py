@@ -16,7 +16,7 @@ from PIL import Image
 from PySide6.QtCore import QObject, QThreadPool, QTimer
 
 from edgevl import api
-from edgevl.engines.base import Engine
+from edgevl.engines.base import READING_TASKS, Engine
 from edgevl.errors import UnsupportedTask
 from edgevl.gui.i18n import task_labels, tr
 from edgevl.gui.jobs import Cancelled, Job
@@ -51,11 +51,7 @@ class Answer:
 def supported_tasks(choice: EngineChoice) -> frozenset[str]:
     """What the chosen engine can do, known without loading it: the embedded engine reads text and tables,
     the vision-language models do every task."""
-    if choice.is_embedded:
-        from edgevl.engines.classic import ClassicOcrEngine
-
-        return ClassicOcrEngine.tasks
-    return Engine.tasks
+    return READING_TASKS if choice.is_embedded else Engine.tasks
 
 
 def needs_model_message(task: str) -> str:

@@ -65,6 +65,11 @@ class Stats:
         return 1000.0 * self.generated_tokens / self.decode_ms if self.decode_ms else 0.0
 
 
+#: What engines without a language model do (the embedded engine): read text and tables, no captions or
+#: questions. Here rather than in engines/classic.py so the desktop app knows it without importing numpy.
+READING_TASKS = frozenset({"ocr", "table"})
+
+
 class Engine(abc.ABC):
     """A loaded model that answers requests. Use it as a context manager, or call `close()`."""
 

@@ -26,7 +26,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from edgevl.engines.base import Engine, Request, Stats
+from edgevl.engines.base import READING_TASKS, Engine, Request, Stats
 from edgevl.errors import BackendUnavailable, UnsupportedTask
 from edgevl.images import to_rgb
 
@@ -76,7 +76,7 @@ class ClassicOcrEngine(Engine):
     """OCR and table extraction with models shipped inside pip packages: works offline on a fresh machine."""
 
     family = "classic"
-    tasks = frozenset({"ocr", "table"})
+    tasks = READING_TASKS
 
     def __init__(self, threads: int | None = None) -> None:
         """`threads`: ONNX Runtime intra-op threads per model; None (or 0) lets ONNX Runtime pick (all cores)."""
