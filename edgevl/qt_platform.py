@@ -34,14 +34,9 @@ PACKAGES = {
         "libxkbcommon.so.0": "libxkbcommon", "libEGL.so.1": "libglvnd-egl", "libGL.so.1": "libglvnd-glx",
         "libfontconfig.so.1": "fontconfig", "libdbus-1.so.3": "dbus-libs",
     },
-    "arch": {
-        "libxcb-cursor.so.0": "xcb-util-cursor", "libxcb-icccm.so.4": "xcb-util-wm",
-        "libxcb-keysyms.so.1": "xcb-util-keysyms", "libxcb-image.so.0": "xcb-util-image",
-        "libxcb-render-util.so.0": "xcb-util-renderutil", "libxkbcommon-x11.so.0": "libxkbcommon-x11",
-        "libxkbcommon.so.0": "libxkbcommon", "libEGL.so.1": "libglvnd", "libGL.so.1": "libglvnd",
-        "libfontconfig.so.1": "fontconfig", "libdbus-1.so.3": "dbus",
-    },
 }
+# Arch names the xcb-util packages as Fedora does; only the GL and D-Bus packages differ.
+PACKAGES["arch"] = {**PACKAGES["fedora"], "libEGL.so.1": "libglvnd", "libGL.so.1": "libglvnd", "libdbus-1.so.3": "dbus"}
 INSTALL = {"debian": "sudo apt-get install", "fedora": "sudo dnf install", "arch": "sudo pacman -S"}
 
 

@@ -11,17 +11,15 @@ import sys
 import textwrap
 
 import pytest
-from PySide6.QtCore import QPoint, QSize, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import QApplication
 
 from edgevl.engines.base import Engine
 from edgevl.gui import engine_host
 from edgevl.gui.engine_host import EngineHost
 from edgevl.gui.i18n import set_language
-from edgevl.gui.settings import Settings
 from edgevl.gui.testing import (  # noqa: F401 - fixtures
-    TIMEOUT_MS, FakeScreenshots, SlowEngine, answer_text, data_dir, models_folder, open_window, wait_until_idle,
+    TIMEOUT_MS, SlowEngine, answer_text, data_dir, models_folder, open_window, wait_until_idle,
     window,
 )
 from rendering import render_table, render_text
