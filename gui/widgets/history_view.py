@@ -6,6 +6,8 @@ to the history at once, so the entry opens with them next time.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QPixmap
 from PySide6.QtWidgets import (
@@ -63,7 +65,7 @@ class HistoryView(QWidget):
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(self.list)
         splitter.addWidget(shown)
-        splitter.setSizes([520, 480])
+        splitter.setSizes([580, 420])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 0)
         layout.addWidget(splitter, 1)
@@ -110,11 +112,11 @@ class HistoryView(QWidget):
         thumbnail = QPixmap()
         thumbnail.loadFromData(entry.thumbnail, "PNG")
         row.setIcon(0, QIcon(thumbnail))
-        row.setText(0, f"{entry.created:%Y-%m-%d %H:%M}")
+        row.setText(0, _when(entry.created))
         row.setText(1, task_labels().get(entry.task, entry.task))
         row.setText(TEXT_COLUMN, first_line)
         for column in range(3):
-            row.setToolTip(column, f"{entry.source}\n{entry.engine}")
+            row.setToolTip(column, f"{entry.created:%Y-%m-%d %H:%M}\n{entry.source}\n{entry.engine}")
         row.setData(0, Qt.ItemDataRole.UserRole, entry)
 
     def _show(self, row: QTreeWidgetItem) -> None:
@@ -129,3 +131,11 @@ class HistoryView(QWidget):
             return
         self._history.save_edit(entry_id, result)
         self.entry_edited(entry_id)
+
+
+def _when(created: datetime) -> str:
+    """As short as it can be while clear: the time for today, no year for this year (leaves room for the text)."""
+    now = datetime.now()
+    if created.date() == now.date():
+        return f"{created:%H:%M}"
+    return f"{created:%m-%d %H:%M}" if created.year == now.year else f"{created:%Y-%m-%d %H:%M}"

@@ -159,8 +159,7 @@ class ModelManager(QDialog):
             self.quant.addItem(f"{quant} ({fmt.upper()})", f"{fmt}:{quant}")
         self.quant.currentTextChanged.connect(lambda _: self._suggest_name(self.checkpoint.text()))
         self.quant.currentIndexChanged.connect(self._show_quant_advice)
-        self.quant_advice = QLabel()
-        self.quant_advice.setWordWrap(True)
+        self.quant_advice = QLabel()  # short lines, not wrapped: a wrapped label leaves gaps in a form
         self.convert_button = QPushButton(tr("Convert"))
         self.convert_button.clicked.connect(self._convert_clicked)
         self.cancel_button = QPushButton(tr("Cancel"))
