@@ -19,7 +19,7 @@ from PySide6.QtGui import (
     QAction, QActionGroup, QCloseEvent, QDragEnterEvent, QDropEvent, QGuiApplication, QIcon, QKeySequence, QPixmap,
 )
 from PySide6.QtWidgets import (
-    QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QMainWindow, QMenu, QProgressBar, QPushButton,
+    QComboBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMenu, QProgressBar, QPushButton,
     QSizePolicy, QSplitter, QTabBar, QTabWidget, QToolBar, QVBoxLayout, QWidget,
 )
 
@@ -30,7 +30,7 @@ from edgevl.gui import clipboard
 from edgevl.gui.capture import CaptureController
 from edgevl.gui.engine_host import Answer, EngineChoice, EngineHost, needs_model_message
 from edgevl.gui.history import History
-from edgevl.gui.i18n import layout_labels, task_labels, tr, without_mnemonic
+from edgevl.gui.i18n import task_labels, tr, without_mnemonic
 from edgevl.gui.imaging import from_qimage, to_pixmap
 from edgevl.gui.jobs import Job
 from edgevl.gui.screen_fit import restore_geometry, saved_geometry
@@ -41,9 +41,9 @@ from edgevl.gui.widgets.error_banner import ErrorBanner
 from edgevl.gui.widgets.history_view import HistoryView
 from edgevl.gui.widgets.image_queue import ImagePreview, ImageQueue, QueueItem, TaskOutcome
 from edgevl.gui.widgets.result_view import FILE_TYPES, ResultView
+from edgevl.gui.widgets.task_bar import TaskBar
 from edgevl.images import IMAGE_EXTENSIONS, expand_image_files, load_image
 from edgevl.tasks import Result, TextResult
-from edgevl.tasks.caption import LENGTHS
 
 HISTORY_FILE = "history.sqlite3"
 BATCH_FOLDER = "batches"  # the JSONL files of folder runs, in the data folder
@@ -86,7 +86,6 @@ class MainWindow(QMainWindow):
         self._build_toolbar()
         self._build_status_bar()
         self.refresh_models()
-        self._on_task_changed()
         restore_geometry(self, self.settings.window_geometry, PREFERRED_SIZE)
 
     # ---- building ---------------------------------------------------------------------------------------------
@@ -213,55 +212,21 @@ class MainWindow(QMainWindow):
         page = QWidget()
         layout = QVBoxLayout(page)
         layout.setContentsMargins(6, 6, 6, 0)
-        layout.addLayout(self._build_task_bar())
-        layout.addWidget(self.question)
+        layout.addWidget(self._build_task_bar())
         layout.addWidget(splitter, 1)
         return page
 
-    def _build_task_bar(self) -> QHBoxLayout:
-        self.task = QComboBox()
-        for name, label in task_labels().items():
-            self.task.addItem(label, name)
-        self.task.setCurrentIndex(max(0, self.task.findData(self.settings.task)))
-        self.task.currentIndexChanged.connect(self._on_task_changed)
-        self.layout_mode = QComboBox()
-        self.layout_mode.setToolTip(tr("How the text is laid out: line by line, joined into paragraphs, or as "
-                                       "the engine read it"))
-        for mode, label in layout_labels().items():
-            self.layout_mode.addItem(label, mode)
-        self.layout_mode.setCurrentIndex(max(0, self.layout_mode.findData(self.settings.layout)))
-        self.layout_mode.currentIndexChanged.connect(self._remember_choices)
-        self.caption_length = QComboBox()
-        for length, label in zip(LENGTHS, (tr("short"), tr("medium"), tr("long"))):
-            self.caption_length.addItem(label, length)
-        self.caption_length.setCurrentIndex(max(0, self.caption_length.findData(self.settings.caption_length)))
-        self.caption_length.currentIndexChanged.connect(self._remember_choices)
-        self.model = QComboBox()
-        self.model.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.model.setMinimumContentsLength(10)  # long model names must not push Run off a small screen
-        self.model.currentIndexChanged.connect(self._on_model_changed)
-        self.question = QLineEdit()
-        self.question.setPlaceholderText(tr("Your question about the image"))
-        self.question.returnPressed.connect(self.run_current)
-        self.run_button = QPushButton(tr("Run"))
-        self.run_button.setDefault(True)
-        self.run_button.setToolTip(self.run_action.shortcut().toString(QKeySequence.SequenceFormat.NativeText))
-        self.run_button.clicked.connect(self.run_current)
-        self.cancel_button = QPushButton(tr("Cancel"))
-        self.cancel_button.clicked.connect(self.cancel)
-        self.cancel_button.setEnabled(False)
-
-        self.layout_label = _label(tr("La&yout:"), self.layout_mode)
-        bar = self.task_bar = QHBoxLayout()
-        bar.addWidget(_label(tr("&Task:"), self.task))
-        bar.addWidget(self.task)
-        bar.addWidget(self.layout_label)
-        bar.addWidget(self.layout_mode)
-        bar.addWidget(self.caption_length)
-        bar.addWidget(_label(tr("Mo&del:"), self.model))
-        bar.addWidget(self.model, 1)
-        bar.addWidget(self.run_button)
-        bar.addWidget(self.cancel_button)
+    def _build_task_bar(self) -> TaskBar:
+        bar = self.task_bar = TaskBar(self.settings)
+        bar.task_changed.connect(self._on_task_changed)
+        bar.model_changed.connect(self._on_model_changed)
+        bar.choices_changed.connect(self._remember_choices)
+        bar.run_requested.connect(self.run_current)
+        bar.cancel_button.clicked.connect(self.cancel)
+        bar.run_button.setToolTip(self.run_action.shortcut().toString(QKeySequence.SequenceFormat.NativeText))
+        # the controls under short names: the menus, the tests and the screenshots reach them
+        self.task, self.layout_mode, self.model = bar.task, bar.layout_mode, bar.model
+        self.question, self.run_button, self.cancel_button = bar.question, bar.run_button, bar.cancel_button
         return bar
 
     def _build_answer_column(self) -> QWidget:
@@ -480,18 +445,11 @@ class MainWindow(QMainWindow):
 
     def _engine_choice(self) -> EngineChoice:
         settings = self.settings
-        return EngineChoice(model=self.model.currentData() or api.DEFAULT_MODEL, threads=settings.threads or None,
+        return EngineChoice(model=self.task_bar.chosen_model(), threads=settings.threads or None,
                             gpu=settings.gpu, image_tokens=settings.image_tokens or None)
 
     def _task_options(self, task: str) -> dict:
-        options: dict = {"max_tokens": self.settings.max_tokens or None}
-        if task == "ocr" and self.layout_mode.currentData() != "auto":  # "auto" is the library's default
-            options["layout"] = self.layout_mode.currentData()
-        if task == "caption":
-            options["length"] = self.caption_length.currentData()
-        if task == "ask":
-            options["question"] = self.question.text().strip()
-        return options
+        return {"max_tokens": self.settings.max_tokens or None, **self.task_bar.options(task)}
 
     def _set_busy(self, message: str | None, total: int = 0) -> None:
         """A busy bar (or one counting a folder's images) and what is being read; None when idle."""
@@ -725,14 +683,7 @@ class MainWindow(QMainWindow):
     # ---- models, settings, help -------------------------------------------------------------------------------
 
     def refresh_models(self) -> None:
-        wanted = self.model.currentData() or self.settings.model
-        self.model.blockSignals(True)
-        self.model.clear()
-        self.model.addItem(tr("Built-in OCR (no model)"), api.DEFAULT_MODEL)
-        for installed in api.installed_models():
-            self.model.addItem(f"{installed.name} ({installed.manifest.quant})", str(installed.path))
-        self.model.setCurrentIndex(max(0, self.model.findData(wanted)))
-        self.model.blockSignals(False)
+        self.task_bar.set_models(api.installed_models(), self.model.currentData() or self.settings.model)
         self.models_menu.clear()
         self.models_menu.addAction(self.models_action)
         self.models_menu.addSeparator()
@@ -745,15 +696,9 @@ class MainWindow(QMainWindow):
     def _on_model_changed(self) -> None:
         """Offer only the tasks the chosen model can do; the others say what they need."""
         supported = self.supported_tasks()
-        items = self.task.model()
-        for index in range(self.task.count()):
-            task = self.task.itemData(index)
-            available = task in supported
-            items.item(index).setEnabled(available)
-            items.item(index).setToolTip("" if available else needs_model_message(task))
-            self.task_actions.actions()[index].setEnabled(available)
-        if self.task.currentData() not in supported:
-            self.task.setCurrentIndex(self.task.findData("ocr"))
+        self.task_bar.offer_tasks(supported)
+        for action, index in zip(self.task_actions.actions(), range(self.task.count())):
+            action.setEnabled(self.task.itemData(index) in supported)
         self._remember_choices()
 
     def open_model_manager(self) -> None:
@@ -785,21 +730,14 @@ class MainWindow(QMainWindow):
 
         AboutDialog(self.host.summary, self.model.currentText(), self).exec()
 
-    def _on_task_changed(self) -> None:
-        task = self.task.currentData()
-        self.layout_mode.setVisible(task == "ocr")
-        self.layout_label.setVisible(task == "ocr")
-        self.caption_length.setVisible(task == "caption")
-        self.question.setVisible(task == "ask")
-        self.task_bar.invalidate()  # before the first show, hiding alone leaves the old minimum width cached
-        self._remember_choices()
+    def _on_task_changed(self, task: str) -> None:
         if self._shown is not None:
             self._show_item(self._shown, task)
 
     def _remember_choices(self) -> None:
-        self.settings.task = self.task.currentData()
-        self.settings.model = self.model.currentData() or api.DEFAULT_MODEL
-        self.settings.caption_length = self.caption_length.currentData()
+        self.settings.task = self.task_bar.chosen_task()
+        self.settings.model = self.task_bar.chosen_model()
+        self.settings.caption_length = self.task_bar.caption_length.currentData()
         self.settings.layout = self.layout_mode.currentData()
         self._check_chosen()
 
@@ -832,13 +770,6 @@ class MainWindow(QMainWindow):
         self.host.shutdown()
         self.history.close()
         super().closeEvent(event)
-
-
-def _label(text: str, buddy: QWidget) -> QLabel:
-    """A label whose mnemonic (Alt+letter) moves the focus to `buddy`."""
-    label = QLabel(text)
-    label.setBuddy(buddy)
-    return label
 
 
 def _with_mnemonic(text: str) -> str:
