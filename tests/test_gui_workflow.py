@@ -264,7 +264,18 @@ def test_task_and_model_boxes_have_keyboard_labels(qtbot, window):
     from PySide6.QtWidgets import QLabel
 
     buddies = {label.buddy(): label.text() for label in window.findChildren(QLabel) if label.buddy() is not None}
-    assert buddies[window.task] == "&Task:" and buddies[window.model] == "Mo&del:"
+    assert buddies[window.task] == "Tas&k:" and buddies[window.model] == "Mo&del:"
+
+
+def test_no_two_places_share_an_alt_key(qtbot, window):
+    """Alt+letter of the menu bar, the view tabs and the task bar's labels each lead to one place."""
+    from PySide6.QtWidgets import QLabel
+
+    texts = [action.text() for action in window.menuBar().actions()]
+    texts += [window.views.tabText(index) for index in range(window.views.count())]
+    texts += [label.text() for label in window.findChildren(QLabel) if label.buddy() is not None]
+    keys = [text[text.index("&") + 1].lower() for text in texts]
+    assert len(keys) == len(set(keys)) == len(texts), texts
 
 
 # ---- 8. History readable in Chinese and at small widths ----------------------------------------------------------

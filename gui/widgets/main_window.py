@@ -192,7 +192,7 @@ class MainWindow(QMainWindow):
         self.views = QTabWidget()
         self.views.setDocumentMode(True)
         self.views.addTab(self._build_work_view(), tr("&Images"))
-        self.views.addTab(self.history_view, tr("&History"))
+        self.views.addTab(self.history_view, tr("Hi&story"))  # Alt+H is the Help menu
         return self.views
 
     def _build_work_view(self) -> QWidget:

@@ -51,7 +51,7 @@ class TaskBar(QWidget):
         self.layout_label = _label(tr("La&yout:"), self.layout_mode)
 
         self._row = QHBoxLayout()
-        for widget in (_label(tr("&Task:"), self.task), self.task, self.layout_label, self.layout_mode,
+        for widget in (_label(tr("Tas&k:"), self.task), self.task, self.layout_label, self.layout_mode,
                        self.caption_length, _label(tr("Mo&del:"), self.model)):
             self._row.addWidget(widget)
         self._row.addWidget(self.model, 1)
