@@ -167,8 +167,8 @@ class EngineHost(QObject):
         """The engine's description, and in plain words why a wanted GPU is not used (CUDA missing...)."""
         engine = self._engine
         summary = engine.description
-        if choice.gpu and not choice.is_embedded and getattr(engine, "gpu_offload", True) is False:
-            summary += " - " + tr("GPU not used: {reason}", reason=getattr(engine, "offload_reason", ""))
+        if choice.gpu and not choice.is_embedded and engine.device == "cpu":
+            summary += " - " + tr("GPU not used: {reason}", reason=engine.device_reason)
         return summary
 
     def _close_if_holding(self, model: Path) -> None:

@@ -19,8 +19,9 @@ from conftest import noise_image
 
 from edgevl.batch import read_done, run_batch
 from edgevl.cli import main
-from edgevl.engines.base import Engine, Request
+from edgevl.engines.base import Engine
 from edgevl.errors import EdgevlError, EngineUnavailable, UnsupportedTask
+from edgevl.request import Request
 from edgevl.system import rss_bytes
 
 

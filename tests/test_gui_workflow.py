@@ -441,7 +441,7 @@ def test_conversion_errors_are_specific_and_highlighted(qtbot, window, tmp_path,
     assert manager.step_label.text() == f"The folder {tmp_path / 'nowhere'} does not exist."
     assert "#fde2e1" in manager.step_label.styleSheet()
 
-    monkeypatch.setattr(model_manager, "quant_levels", lambda: [])
+    monkeypatch.setattr(model_manager.api, "conversion_choices", lambda: [])
     without = model_manager.ModelManager(window.host, window)
     qtbot.addWidget(without)
     assert "no converter" in without.step_label.text() and "pip" not in without.step_label.text()

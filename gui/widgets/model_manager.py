@@ -9,7 +9,6 @@ raises from the progress callback) leaves nothing behind.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
 from pathlib import Path
@@ -23,7 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from edgevl import api
-from edgevl.errors import EdgevlError
+from edgevl.errors import BackendUnavailable, EdgevlError
 from edgevl.gui.engine_host import EngineHost
 from edgevl.gui.i18n import tr
 from edgevl.gui.jobs import Cancelled, Job
@@ -58,10 +57,9 @@ def convert_checkpoint(job: Job, checkpoint: Path, output: Path, quant: str, fmt
     """Runs on a pool thread. A cancel that arrives after the last progress call (during llama.cpp's
     quantizer, which cannot be interrupted) still leaves no model behind."""
     try:
-        from edgevl.converters import convert
-    except ImportError:
+        api.convert(checkpoint, output, to=fmt, quant=quant, progress=JobProgress(job))
+    except BackendUnavailable:
         raise EdgevlError(converter_missing()) from None
-    convert(checkpoint, output, to=fmt, quant=quant, progress=JobProgress(job))
     if job.cancel_requested:
         shutil.rmtree(output, ignore_errors=True)
         raise Cancelled
@@ -89,20 +87,6 @@ def quant_advice(quant: str, ram_bytes: int | None = None) -> list[tuple[str, bo
             line += " - " + tr("more than this computer has ({ram:.0f} GB)", ram=ram_bytes / 1e9)
         lines.append((line, fits))
     return lines
-
-
-def quant_levels() -> list[tuple[str, str]]:
-    """(format, quant) choices, recommended first: GGUF when the converter is installed, ONNX when the export
-    extra (torch, onnx) is too; empty when neither is."""
-    try:
-        from edgevl.converters.gguf_files import QUANTS
-        from edgevl.converters.onnx_files import ONNX_QUANTS
-    except ImportError:
-        return []
-    levels = [("gguf", name) for name in sorted(QUANTS, key=lambda name: name != "q4_k_m")]
-    if all(importlib.util.find_spec(package) for package in ("torch", "onnx", "transformers")):
-        levels += [("onnx", name) for name in ONNX_QUANTS]
-    return levels
 
 
 class ModelManager(QDialog):
@@ -155,7 +139,7 @@ class ModelManager(QDialog):
         browse.clicked.connect(self._browse_checkpoint)
         self.output_name = QLineEdit()
         self.quant = QComboBox()
-        for fmt, quant in quant_levels():
+        for fmt, quant in api.conversion_choices():
             self.quant.addItem(f"{quant} ({fmt.upper()})", f"{fmt}:{quant}")
         self.quant.currentTextChanged.connect(lambda _: self._suggest_name(self.checkpoint.text()))
         self.quant.currentIndexChanged.connect(self._show_quant_advice)
