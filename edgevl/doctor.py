@@ -8,6 +8,7 @@ from typing import Iterator
 
 from edgevl.errors import BackendUnavailable
 from edgevl.gpu_info import GpuFacts, query_gpus
+from edgevl.qt_platform import qt_platform_checks
 from edgevl.system import default_threads
 
 # The exact fixes, one per failure doctor recognises (`edgevl doctor --fix` runs edgevl.gpu_setup).
@@ -30,6 +31,7 @@ def checks() -> Iterator[tuple[str, bool, str]]:
     yield from _onnxruntime(gpus)
     yield from _converter()
     yield from _models()
+    yield from qt_platform_checks()
 
 
 def _version(package: str) -> str | None:
