@@ -5,7 +5,7 @@ as one toolkit tree, `site-packages/nvidia/cu13/{bin,include,lib,nvvm}`. This st
 1. compiles llama-cpp-python with `GGML_CUDA=on` against that tree, for the compute capabilities of the GPUs found
    (or a short list when none is), and keeps the wheel in edgevl's cache: a second run, or another virtual
    environment, installs it without compiling;
-2. swaps onnxruntime for onnxruntime-gpu of the same version with its CUDA and cuDNN wheels.
+2. swaps onnxruntime for onnxruntime-gpu (1.31 or newer: CUDA 13) with its CUDA and cuDNN wheels and cuBLAS.
 No system CUDA toolkit is needed, only the NVIDIA driver at run time.
 """
 
