@@ -66,7 +66,7 @@ def cmake_args(root: Path, architectures: str) -> list[str]:
     # GGML_CUDA_NO_VMM: ggml then needs only the runtime and cuBLAS, not libcuda.so at link time (the wheels have
     # no driver stub), and the library still loads on a machine without a driver, where doctor can explain.
     # GGML_CUDA_NCCL off: NCCL only helps several GPUs, and a system libnccl that ggml picked up made Python crash
-    # (segfault) whenever numpy, torch or onnxruntime had been imported before llama.cpp (seen on an H200, CUDA 13.0).
+    # (segfault) when numpy or torch was loaded before llama.cpp, or onnxruntime after it (seen on an H200, CUDA 13.0).
     return ["-DGGML_CUDA=on", "-DGGML_CUDA_NO_VMM=on", "-DGGML_CUDA_NCCL=off",
             f"-DCMAKE_CUDA_ARCHITECTURES={architectures}", f"-DCMAKE_CUDA_COMPILER={root / 'bin' / 'nvcc'}",
             f"-DCUDAToolkit_ROOT={root}"]
