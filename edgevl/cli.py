@@ -379,10 +379,12 @@ def _task_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def run_models(args: argparse.Namespace) -> None:
+def run_models(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     folder = args.dir or api.models_dir()
+    if args.verify:
+        return verify_models(folder)
     models = api.installed_models(folder)
     if not models:
         stderr.print(f"no converted models in {folder} (create one with `edgevl convert ... -o {folder}/NAME`)")
@@ -393,6 +395,26 @@ def run_models(args: argparse.Namespace) -> None:
         table.add_row(model.name, manifest.format, manifest.card or manifest.family, manifest.quant,
                       manifest.vision_quant, f"{manifest.total_bytes() / 1e6:,.0f} MB", str(model.path))
     Console().print(table)
+    return 0
+
+
+def verify_models(folder: Path) -> int:
+    """Hash every file of every model folder anew and check its header; 1 if any is damaged."""
+    from edgevl.manifest import MANIFEST_NAME, read_manifest
+    from edgevl.model_files import check_model_files
+
+    folders = sorted(path.parent for path in folder.glob(f"*/{MANIFEST_NAME}")) if folder.is_dir() else []
+    if not folders:
+        raise EdgevlError(f"no converted models in {folder}")
+    damaged = 0
+    for model in folders:
+        try:
+            check_model_files(model, read_manifest(model), verify=True)
+            stderr.print(f"[green]ok[/green]       {escape(model.name)}", highlight=False)
+        except EdgevlError as error:
+            damaged += 1
+            stderr.print(f"[red]damaged[/red]  {escape(model.name)}: {escape(str(error))}", highlight=False)
+    return 1 if damaged else 0
 
 
 def run_eval_synth(args: argparse.Namespace) -> None:

@@ -16,7 +16,8 @@ from PIL import Image
 from edgevl import model_cards
 from edgevl.chat import format_prompt
 from edgevl.errors import ModelError
-from edgevl.manifest import check_files, read_manifest
+from edgevl.manifest import read_manifest
+from edgevl.model_files import check_model_files
 
 
 @dataclass(frozen=True)
@@ -104,9 +105,13 @@ class ModelFolderEngine(Engine):
         self.manifest = read_manifest(self.folder)
         if self.manifest.format != self.format:
             raise ModelError(f"{self.folder}: holds a {self.manifest.format} model, not {self.format.upper()}")
-        check_files(self.folder, self.manifest)
-        self.card = (model_cards.card_by_id(self.manifest.card) if self.manifest.card
-                     else model_cards.family_card(self.manifest.family))
+        check_model_files(self.folder, self.manifest)
+        try:
+            self.card = (model_cards.card_by_id(self.manifest.card) if self.manifest.card
+                         else model_cards.family_card(self.manifest.family))
+        except KeyError as error:  # a card or family this edgevl does not know
+            raise ModelError(f"{self.folder}: unknown model card or family ({error.args[0]}); this model needs "
+                             "another version of edgevl") from None
         self.family = self.manifest.family
         self.image_max_tokens = image_max_tokens
 
