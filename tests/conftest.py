@@ -3,11 +3,18 @@ built once per test session (a few seconds each) - nothing is downloaded."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_user_cache(tmp_path_factory) -> None:
+    """edgevl remembers verified model files in the user cache folder: tests use one of their own."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("user-cache"))
 
 
 @pytest.fixture(scope="session")
