@@ -55,8 +55,7 @@ class OnnxEngine(ModelFolderEngine):
             raise BackendUnavailable(f"ONNX models need onnxruntime and tokenizers ({error})") from None
         super().__init__(folder, image_max_tokens)
         self.ort = onnxruntime
-        self.config = json.loads(self.manifest.path(self.folder, "config").read_text(encoding="utf-8"))
-        self.tokenizer = Tokenizer.from_file(str(self.manifest.path(self.folder, "tokenizer")))
+        self.config, self.tokenizer = self._read_config(Tokenizer)
         providers, reason = choose_providers(device)
         self.sessions = {role: self._session(role, providers, threads or default_threads())
                          for role in ("vision", "embed", "decoder")}
@@ -65,6 +64,19 @@ class OnnxEngine(ModelFolderEngine):
             reason = "CPU: the CUDA provider failed to load (missing CUDA/cuDNN libraries?)"
         log.info("ONNX Runtime: %s", reason)
         self.description = f"ONNX Runtime {self.card.name} {self.manifest.quant} ({self.device.upper()})"
+
+    def _read_config(self, tokenizer_class) -> tuple[dict, object]:
+        """The engine settings and the tokenizer; a damaged file is one ModelError."""
+        try:
+            config = json.loads(self.manifest.path(self.folder, "config").read_text(encoding="utf-8"))
+            missing = {"eos_token_ids", "image_token_id", "merge_size", "hidden_size"} - set(config)
+            if missing:
+                raise ValueError(f"no {', '.join(sorted(missing))}")
+            return config, tokenizer_class.from_file(str(self.manifest.path(self.folder, "tokenizer")))
+        except ModelError:
+            raise
+        except Exception as error:  # JSON, type and the tokenizers library's own errors
+            raise ModelError(f"{self.folder}: damaged config or tokenizer file ({error}); convert the model again") from None
 
     def _session(self, role: str, providers: list[str], threads: int):
         options = self.ort.SessionOptions()
