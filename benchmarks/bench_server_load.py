@@ -236,7 +236,8 @@ WORST_CASES: dict[str, Callable[[], bytes]] = {
     # one image at the per-request pixel limit (50 MP), compressed to a few hundred kB
     "one 50 MP image": lambda: json.dumps(body(png(Image.new("RGB", (7071, 7071), "white")))).encode(),
     # sixteen images, 50 MP together: the count limit and the total-pixel limit at once
-    "16 images, 50 MP together": lambda: json.dumps(body(*[png(Image.new("RGB", (1767, 1767), "white"))] * 16)).encode(),
+    "16 images, 50 MP together":
+        lambda: json.dumps(body(*[png(Image.new("RGB", (1767, 1767), "white"))] * 16)).encode(),
     # a body just under the 50 MB limit, mostly text, with a small image
     "49 MB body": lambda: json.dumps(body(screenshot(), text="x" * 49_000_000)).encode(),
 }

@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--quant", help="GGUF: f32 f16 bf16 q8_0 q6_k q5_k_m q4_k_m (default: the model card's "
                                          "recommendation, q4_k_m); ONNX: int4 (default) fp16 fp32")
     convert.add_argument("--vision-quant", default="f16", help="GGUF vision projector: f16 (default), f32, q8_0")
-    convert.add_argument("--block-size", type=_whole(1, 4096), default=32, help="ONNX int4: weights per scale (default 32)")
+    convert.add_argument("--block-size", type=_whole(1, 4096), default=32,
+                         help="ONNX int4: weights per scale (default 32)")
     convert.add_argument("--symmetric", action="store_true", help="ONNX int4: no zero points (default: asymmetric)")
     convert.add_argument("--force", action="store_true",
                          help="replace the output folder if it is an edgevl model folder (or empty)")
@@ -158,7 +159,8 @@ def _eval_parser(commands) -> None:
     synth.add_argument("--out", type=Path, required=True, help="folder to create (images/ and manifest.jsonl)")
     synth.add_argument("--n", type=_whole(1, 10**9), default=500, help="number of images (default: 500)")
     synth.add_argument("--lang", default="zh,en", help="comma-separated languages: zh, en (default: zh,en)")
-    synth.add_argument("--seed", type=_whole(0, 2**32 - 1), default=0, help="the same seed gives the same images (default: 0)")
+    synth.add_argument("--seed", type=_whole(0, 2**32 - 1), default=0,
+                       help="the same seed gives the same images (default: 0)")
     synth.add_argument("--kinds", default="line,lines,ui,table", help="comma-separated: line, lines, ui, table")
     synth.add_argument("--force", action="store_true", help="replace the synthetic set in --out")
     synth.set_defaults(run=run_eval_synth)
@@ -256,7 +258,8 @@ def run_convert(args: argparse.Namespace) -> None:
         from edgevl.converters import convert
         from edgevl.converters.onnx_files import Int4Options
     except ImportError as error:
-        raise EdgevlError(f"`edgevl convert` needs the convert extra ({error}): pip install 'edgevl[convert]'") from None
+        raise EdgevlError(f"`edgevl convert` needs the convert extra ({error}): "
+                          "pip install 'edgevl[convert]'") from None
 
     with RichProgress() as progress:
         manifest = convert(args.checkpoint, args.output, to=args.to, quant=args.quant,

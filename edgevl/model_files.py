@@ -310,7 +310,8 @@ def _check_onnx(data: mmap.mmap | bytes, folder: Path) -> None:
         elif number == _MODEL_GRAPH and wire == _LEN:
             graphs.append(value)
     if ir_version not in ONNX_IR_VERSIONS:
-        raise _Malformed(f"IR version {ir_version}; edgevl reads {ONNX_IR_VERSIONS.start} to {ONNX_IR_VERSIONS.stop - 1}")
+        raise _Malformed(f"IR version {ir_version}; edgevl reads {ONNX_IR_VERSIONS.start} to "
+                         f"{ONNX_IR_VERSIONS.stop - 1}")
     if len(graphs) != 1:
         raise _Malformed("no graph" if not graphs else "more than one graph")
     for number, wire, tensor in _fields(graphs[0], "the graph"):

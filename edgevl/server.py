@@ -1,9 +1,10 @@
 """`edgevl serve`: one loaded model behind an OpenAI-compatible HTTP API (chat completions with images, SSE).
 
     edgevl serve --model ~/edgevl-models/qwen2-vl-2b-q4 --port 8088
-    curl http://127.0.0.1:8088/v1/chat/completions -H 'Content-Type: application/json' -d '{"messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}},
-        {"type": "text", "text": "What is the total?"}]}], "stream": true}'
+    curl http://127.0.0.1:8088/v1/chat/completions -H 'Content-Type: application/json' -d '{"messages": [
+        {"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}},
+            {"type": "text", "text": "What is the total?"}]}], "stream": true}'
 
 Endpoints: POST /v1/chat/completions, GET /v1/models, GET /health (no key needed, for load balancers).
 
@@ -622,8 +623,8 @@ def uvicorn_config(app: Starlette, settings: ServerSettings, access_log: bool = 
     import uvicorn
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    return uvicorn.Config(app, http=partial(_header_deadline_protocol(H11Protocol), header_timeout=settings.header_timeout),
-                          log_level="info" if access_log else "warning", access_log=access_log,
+    protocol = partial(_header_deadline_protocol(H11Protocol), header_timeout=settings.header_timeout)
+    return uvicorn.Config(app, http=protocol, log_level="info" if access_log else "warning", access_log=access_log,
                           timeout_graceful_shutdown=10)
 
 

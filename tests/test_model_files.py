@@ -299,7 +299,8 @@ def test_crafted_onnx_files_are_refused_before_onnx_runtime_sees_them(tmp_path, 
 
 def test_onnx_check_accepts_inline_and_external_weights(tmp_path):
     (tmp_path / "w.bin").write_bytes(b"\0" * 16)
-    for name, data in {"inline.onnx": onnx_model(), "external.onnx": onnx_model({"location": "w.bin", "length": "16"})}.items():
+    external = onnx_model({"location": "w.bin", "length": "16"})
+    for name, data in {"inline.onnx": onnx_model(), "external.onnx": external}.items():
         (tmp_path / name).write_bytes(data)
         check_onnx(tmp_path / name)
 

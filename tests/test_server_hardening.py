@@ -119,7 +119,8 @@ BAD_BODIES: list[tuple[str, Any, int, str]] = [
     ("stop-too-many", chat(SMALL, "hi", stop=list("abcde")), 400, "at most 4"),
     ("image-url-number", with_image(5), 400, "image_url must be"),  # type: ignore[arg-type]
     ("image-url-object-without-url", {"messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"link": "x"}}, {"type": "text", "text": "hi"}]}]}, 400, "image_url must be"),
+        {"type": "image_url", "image_url": {"link": "x"}}, {"type": "text", "text": "hi"}]}]},
+     400, "image_url must be"),
     ("data-uri-not-base64", with_image("data:image/png,abc"), 400, "must be base64"),
     ("data-uri-bad-base64", with_image("data:image/png;base64,@@@"), 400, "not valid base64"),
     ("data-uri-empty", with_image("data:image/png;base64,"), 400, "empty"),

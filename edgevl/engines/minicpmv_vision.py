@@ -53,7 +53,8 @@ class MiniCPMVVision:
         except ModelError:
             raise
         except Exception as error:  # GGUFReader raises ValueError, IndexError, KeyError... for bad files
-            raise ModelError(f"{mmproj}: not a readable MiniCPM-V projector ({type(error).__name__}: {error})") from None
+            raise ModelError(f"{mmproj}: not a readable MiniCPM-V projector "
+                             f"({type(error).__name__}: {error})") from None
         del reader  # unmaps the file: every weight was copied out of it
         try:
             self.session = create_session(onnxruntime, graph, weights, providers, threads)

@@ -76,7 +76,8 @@ class OnnxEngine(ModelFolderEngine):
         except ModelError:
             raise
         except Exception as error:  # JSON, type and the tokenizers library's own errors
-            raise ModelError(f"{self.folder}: damaged config or tokenizer file ({error}); convert the model again") from None
+            raise ModelError(f"{self.folder}: damaged config or tokenizer file ({error}); "
+                             "convert the model again") from None
 
     def _session(self, role: str, providers: list[str], threads: int):
         options = self.ort.SessionOptions()
