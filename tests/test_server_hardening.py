@@ -290,7 +290,9 @@ def test_slow_headers_and_slow_bodies_time_out(caplog):
         assert time.monotonic() - started < 5
         slow_body = connect(url)
         slow_body.sendall(request_head(url, 1000) + b'{"messages": ')
-        answer = slow_body.recv(65536)
+        answer = b""
+        while chunk := slow_body.recv(65536):  # the server closes after its answer
+            answer += chunk
         assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive within 0.5 s" in answer
         assert wait_until(lambda: health(url)["requests"] == 0) < 5
         for connection in (idle, dripping, slow_body):
