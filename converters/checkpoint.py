@@ -139,7 +139,8 @@ def _read_safetensors_header(path: Path) -> Iterator[LazyTensor]:
         begin, end, dtype, shape = _tensor_entry(path, name, entry)
         if data_start + end > size:
             raise CheckpointError(
-                f"{path}: truncated ({size} bytes, tensor {name} ends at byte {data_start + end}) - download it again"
+                f"{path}: truncated ({size} bytes, tensor {name[:200]!r} ends at byte {data_start + end}) - "
+                "download it again"
             )
         yield LazyTensor(name, dtype, shape, path, data_start + begin, end - begin)
 
@@ -150,7 +151,7 @@ MAX_HEADER_BYTES = 100_000_000
 def _tensor_entry(path: Path, name: str, entry: Any) -> tuple[int, int, str, tuple[int, ...]]:
     """(begin, end, dtype, shape) of a header entry, or CheckpointError saying what is wrong with it."""
     def damaged(what: str) -> CheckpointError:
-        return CheckpointError(f"{path}: tensor {name[:200]}: {what} - the file is damaged; download it again")
+        return CheckpointError(f"{path}: tensor {name[:200]!r}: {what} - the file is damaged; download it again")
 
     if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
         raise damaged("its entry needs dtype, shape and data_offsets")
@@ -158,7 +159,7 @@ def _tensor_entry(path: Path, name: str, entry: Any) -> tuple[int, int, str, tup
     if not isinstance(dtype, str):
         raise damaged("dtype is not a name")
     if dtype not in _NUMPY_DTYPES:
-        raise CheckpointError(f"{path}: tensor {name[:200]} has dtype {dtype[:50]}, which edgevl cannot convert")
+        raise CheckpointError(f"{path}: tensor {name[:200]!r} has dtype {dtype[:50]!r}, which edgevl cannot convert")
     if not isinstance(shape, list) or not all(_whole(dim) for dim in shape):
         raise damaged("shape is not a list of sizes")
     if not isinstance(offsets, list) or len(offsets) != 2 or not all(_whole(o) for o in offsets):

@@ -111,7 +111,7 @@ def _manifest_from(data: object) -> Manifest:
 
 
 def _role(role: str) -> str:
-    if not role or len(role) > 100:
+    if not role or len(role) > 100 or not role.isprintable():
         raise ValueError(f"file role {role[:100]!r} is not a role name")
     return role
 

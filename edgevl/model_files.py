@@ -134,6 +134,12 @@ class _Malformed(Exception):
     """What is wrong with a header; the caller adds the file name."""
 
 
+def _one_line(problem: _Malformed) -> str:
+    """The problem's text with the names it quotes from the file made harmless (no line breaks, bounded)."""
+    text = str(problem).replace("\r", "\\r").replace("\n", "\\n")
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 class _Cursor:
     """Reads little-endian values from a mapped file, refusing to go past its end."""
 
@@ -198,7 +204,8 @@ def check_gguf(path: Path) -> None:
         try:
             _check_gguf(_Cursor(data), type_sizes)
         except _Malformed as problem:
-            raise ModelError(f"{path}: not a valid GGUF file ({problem}); convert the model again") from None
+            raise ModelError(f"{path}: not a valid GGUF file ({_one_line(problem)}); "
+                             "convert the model again") from None
 
 
 def _check_gguf(cursor: _Cursor, type_sizes: dict[int, tuple[int, int]]) -> None:
@@ -299,7 +306,8 @@ def check_onnx(path: Path) -> None:
         try:
             _check_onnx(data, path.parent)
         except _Malformed as problem:
-            raise ModelError(f"{path}: not a valid ONNX model ({problem}); convert the model again") from None
+            raise ModelError(f"{path}: not a valid ONNX model ({_one_line(problem)}); "
+                             "convert the model again") from None
 
 
 def _check_onnx(data: mmap.mmap | bytes, folder: Path) -> None:
