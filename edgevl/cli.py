@@ -62,9 +62,12 @@ def _error(message: str) -> int:
 
 def _detach_stdout() -> None:
     """Point stdout at /dev/null, so that Python's own flush at exit does not fail on it a second time."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is no file (captured, closed): nothing will be flushed to it
+        pass
 
 
 def build_parser() -> argparse.ArgumentParser:
