@@ -145,13 +145,15 @@ class Job:
 
     async def next_item(self, client_gone: asyncio.Future | None = None) -> str | Stats:
         """The next piece or the Stats; ClientGone if `client_gone` completes first, the request's error if any."""
-        getter = asyncio.ensure_future(self.items.get())
-        if client_gone is not None:
+        if client_gone is None:
+            item = await self.items.get()
+        else:
+            getter = asyncio.ensure_future(self.items.get())
             await asyncio.wait({getter, client_gone}, return_when=asyncio.FIRST_COMPLETED)
             if not getter.done():
                 getter.cancel()
                 raise ClientGone("while its request waited for the model or was answered")
-        item = await getter
+            item = getter.result()
         if isinstance(item, BaseException):
             raise _api_error(item)
         return item

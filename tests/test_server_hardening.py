@@ -329,3 +329,15 @@ def test_clients_that_hang_up_free_their_slot_at_once(caplog):
     assert len(gone) == 4, gone  # one line per client, no traceback
     assert sum("while sending its request" in line for line in gone) == 1
     assert not any(record.exc_info for record in caplog.records)
+
+
+def test_a_client_that_leaves_mid_stream_is_one_log_line(caplog):
+    caplog.set_level(logging.WARNING)
+    with running_server(EchoEngine()) as url, httpx.Client(timeout=60) as client:
+        body = chat(SMALL, "forever and ever", stream=True)
+        with client.stream("POST", f"{url}/chat/completions", json=body) as response:
+            next(response.iter_lines())  # read a little, then hang up
+        wait_until(lambda: health(url)["requests"] == 0)
+    gone = [record.getMessage() for record in caplog.records if "went away" in record.getMessage()]
+    assert len(gone) == 1 and "while its answer streamed" in gone[0]
+    assert not any(record.exc_info for record in caplog.records)
