@@ -14,10 +14,11 @@ import pytest
 
 from edgevl import model_files
 from edgevl.cli import main
-from edgevl.engines.base import ModelFolderEngine, Request
+from edgevl.engines.base import ModelFolderEngine
 from edgevl.errors import EdgevlError, ModelError
 from edgevl.manifest import MANIFEST_NAME, Manifest, file_entry, read_manifest, write_manifest
 from edgevl.model_files import check_gguf, check_model_files, check_onnx
+from edgevl.request import Request
 
 gguf = pytest.importorskip("gguf")
 
@@ -112,8 +113,8 @@ BAD_FOLDERS: list[tuple[str, Callable[[Path], None], str]] = [
     ("family-null", set_field("family", None), "'family' has the wrong type"),
     ("quant-list", set_field("quant", ["f32"]), "'quant' has the wrong type"),
     ("card-number", set_field("card", 7), "'card' has the wrong type"),
-    ("card-unknown", set_field("card", "gpt-5-vision"), "unknown model card or family"),
-    ("family-unknown", set_field("family", "llava"), "unknown model card or family"),
+    ("card-unknown", set_field("card", "gpt-5-vision"), "unknown model card"),
+    ("family-unknown", set_field("family", "llava"), "unknown model family"),
     ("format-onnx", set_field("format", "onnx"), "holds a onnx model"),
     ("version-newer", set_field("version", 99), "newer edgevl"),
     ("version-string", set_field("version", "1"), "'version' has the wrong type"),

@@ -25,10 +25,11 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import httpx
 
-from edgevl.engines.base import Engine, Request, Stats
+from edgevl.engines.base import Engine
 from edgevl.errors import EdgevlError, EngineUnavailable
+from edgevl.families import DEFAULT_FAMILY
 from edgevl.openai_wire import FAMILY_FIELD, TASK_FIELD, TASKS_FIELD, error_text, image_data_uri, is_edgevl
-from edgevl.tasks.base import DEFAULT_FAMILY
+from edgevl.request import Request, Stats
 
 #: HTTP statuses worth another try: the server is busy, restarting or behind a proxy that hiccuped.
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -86,6 +87,7 @@ class RemoteEngine(Engine):
         if TASKS_FIELD in served:
             self.tasks = frozenset(served[TASKS_FIELD])
         self.description = f"{self.model_name} at {self.endpoint}"
+        self.device, self.device_reason = "remote", f"runs on the server at {self.endpoint}"
 
     @property
     def last_stats(self) -> Stats:
