@@ -183,7 +183,8 @@ def _eval_parser(commands) -> None:
                      help="before scoring: collapse runs of whitespace (default), remove it all, or keep it")
     run.add_argument("--no-nfkc", action="store_true", help="do not apply Unicode NFKC before scoring")
     run.add_argument("--ignore-case", action="store_true", help="compare case-insensitively")
-    run.add_argument("--worst", type=_whole(0, 10_000), default=5, help="worst samples shown per model and task (default: 5)")
+    run.add_argument("--worst", type=_whole(0, 10_000), default=5,
+                     help="worst samples shown per model and task (default: 5)")
     run.set_defaults(run=run_eval)
 
 
