@@ -240,7 +240,9 @@ def _write_folder(text: GGUFFacts, vision: GGUFFacts, family: str, card: ModelCa
 
 
 def link_or_copy(source: Path, destination: Path) -> None:
-    """A hard link (no second copy on disk) where the file system allows one, else a copy."""
+    """A hard link (no second copy on disk) where the file system allows one, else a copy. Links are followed
+    first (huggingface_hub's cache holds symlinks to its blobs)."""
+    source = source.resolve()
     try:
         os.link(source, destination)
     except OSError:

@@ -29,10 +29,10 @@ SDIST_HINT = ("pip download --no-deps --no-binary :all: llama-cpp-python==0.3.36
 
 
 def write_text_gguf(path: Path, arch: str = "qwen2vl", width: int = 256, template: str = "<|im_start|>{{x}}",
-                    **extra) -> Path:
+                    file_type: int = gguf.LlamaFileType.MOSTLY_Q4_K_M, **extra) -> Path:
     writer = gguf.GGUFWriter(path, arch)
     writer.add_name("Tiny")
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_K_M)
+    writer.add_file_type(file_type)
     writer.add_embedding_length(width)
     writer.add_block_count(2)
     if template:
