@@ -166,9 +166,9 @@ def _existing(path: Path) -> Path:
 def _expected_output(card: ModelCard | None, to: str, quant: str | None, weights: int) -> int:
     """The converted model's size: the card's figure where it has one, else the weights' size (no quant makes
     a model bigger than its checkpoint, except f32 from a 16-bit one)."""
-    sizes = card.sizes_mb if card else {}
-    if to == "gguf" and (quant or card and card.recommended_quant) in sizes and "mmproj_f16" in sizes:
-        return int((sizes[quant or card.recommended_quant] + sizes["mmproj_f16"]) * 1e6)
+    chosen = quant or (card.recommended_quant if card else None)
+    if to == "gguf" and card and chosen in card.sizes_mb and "mmproj_f16" in card.sizes_mb:
+        return int((card.sizes_mb[chosen] + card.sizes_mb["mmproj_f16"]) * 1e6)
     return weights * (2 if quant in ("f32", "fp32") else 1)
 
 
