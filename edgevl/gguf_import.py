@@ -20,23 +20,12 @@ import edgevl
 from edgevl.converters import _slug
 from edgevl.converters.output import staged_folder
 from edgevl.errors import ModelError
+from edgevl.families import FAMILIES
 from edgevl.manifest import Manifest, file_entry, write_manifest
 from edgevl.model_cards import ModelCard, card_for_config
 
 GGUF_MAGIC = b"GGUF"
-
-
-@dataclass(frozen=True)
-class Pairing:
-    """A (language model architecture, vision projector type) pair edgevl runs, and the family it is."""
-
-    text_architecture: str
-    projector_type: str
-    family: str
-
-
-#: what edgevl runs; other pairs are refused with the reason in UNSUPPORTED where there is one
-PAIRINGS = (Pairing("qwen2vl", "qwen2vl_merger", "qwen2vl"),)
+#: projector types edgevl recognises but does not run (the families say what it runs: Family.imported_gguf)
 UNSUPPORTED = {
     "qwen2.5vl_merger": "Qwen2.5-VL is not supported yet",
     "qwen3vl_merger": "Qwen3-VL is not supported yet",
@@ -197,17 +186,18 @@ def check_pair(text: GGUFFacts, vision: GGUFFacts) -> str:
     projector = str(vision.get("clip.projector_type") or vision.get("clip.vision.projector_type") or "")
     if projector in UNSUPPORTED:
         raise ModelError(f"{vision.path}: {UNSUPPORTED[projector]}")
-    pairing = next((p for p in PAIRINGS if (p.text_architecture, p.projector_type) == (text.architecture, projector)),
-                   None)
-    if pairing is None:
-        runs = ", ".join(f"{p.text_architecture} with a {p.projector_type} projector" for p in PAIRINGS)
+    family = next((family.name for family in FAMILIES.values() if (text.architecture, projector) in
+                   family.imported_gguf), None)
+    if family is None:
+        runs = ", ".join(f"{arch} with a {kind} projector" for family in FAMILIES.values()
+                         for arch, kind in family.imported_gguf)
         raise ModelError(f"edgevl cannot run a {text.architecture or 'unknown'} language model with a "
                          f"{projector or 'unknown'} vision projector; it runs: {runs}")
     width, projected = text.arch_value("embedding_length"), vision.get("clip.vision.projection_dim")
     if projected is not None and width is not None and int(projected) != int(width):
         raise ModelError(f"{vision.path} projects images to {projected} values, but {text.path.name} is "
                          f"{width} wide: the projector belongs to another model")
-    return pairing.family
+    return family
 
 
 def chat_template_family(facts: GGUFFacts) -> str | None:
