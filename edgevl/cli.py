@@ -166,6 +166,7 @@ def _import_parser(commands) -> None:
     adopt.add_argument("gguf", type=Path, help="the language model GGUF (an Ollama blob works too), or a folder "
                                               "holding it and its mmproj (LM Studio's layout)")
     adopt.add_argument("--mmproj", type=Path, help="the vision projector GGUF that belongs to it")
+    adopt.add_argument("--quant", help="in a folder of several quants: the one to take (default q4_k_m)")
     adopt.add_argument("-o", "--output", type=Path,
                        help="model folder to create (default: named after the model in %s)" % api.models_dir())
     adopt.add_argument("--force", action="store_true", help="replace the output folder if it exists")
@@ -246,7 +247,7 @@ def run_import(args: argparse.Namespace) -> None:
         from edgevl.gguf_import import import_gguf
     except ImportError:
         raise BackendUnavailable(f"importing GGUF files needs the gguf package: {api.CONVERT_HINT}") from None
-    folder, manifest = import_gguf(args.gguf, args.mmproj, args.output, overwrite=args.force)
+    folder, manifest = import_gguf(args.gguf, args.mmproj, args.output, quant=args.quant, overwrite=args.force)
     _print_model_folder(folder, manifest)
 
 

@@ -149,17 +149,17 @@ def _has_quant(name: str, quant: str) -> bool:
     return re.search(rf"(^|[._]){re.escape(key)}($|[._])", stem) is not None
 
 
-def import_gguf(text: Path, mmproj: Path | None = None, output: Path | None = None, *,
+def import_gguf(text: Path, mmproj: Path | None = None, output: Path | None = None, *, quant: str | None = None,
                 overwrite: bool = False) -> tuple[Path, Manifest]:
     """Make a model folder from a language model GGUF and its vision projector GGUF; returns (folder, manifest).
 
-    `text` may be a folder holding both (LM Studio's layout). `output` defaults to a folder named after the model
+    `text` may be a folder holding both (LM Studio's layout; `quant` picks among several). `output` defaults to a folder named after the model
     in edgevl's models folder (`edgevl models`)."""
     text = Path(text).expanduser()
     if text.is_dir():
         if mmproj is not None:
             raise ModelError("give a folder, or a language model file with --mmproj, not both")
-        text_name, mmproj_name = pick_files([path.name for path in find_gguf_files(text)])
+        text_name, mmproj_name = pick_files([path.name for path in find_gguf_files(text)], quant)
         text, mmproj = text / text_name, text / mmproj_name
     if mmproj is None:
         raise ModelError(f"{text}: give its vision projector with --mmproj (edgevl needs one for images)")

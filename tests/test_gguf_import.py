@@ -107,6 +107,11 @@ def test_cli_import(lm_studio_folder, tmp_path, capsys):
     assert "done:" in capsys.readouterr().err
     assert main(["import", str(lm_studio_folder), "-o", str(tmp_path / "model")]) == 1
     assert "already exists" in capsys.readouterr().err
+    write_text_gguf(lm_studio_folder / "Tiny-VL-Q8_0.gguf", file_type=gguf.LlamaFileType.MOSTLY_Q8_0)
+    assert main(["import", str(lm_studio_folder), "--quant", "q8_0", "-o", str(tmp_path / "q8")]) == 0
+    assert read_manifest(tmp_path / "q8").quant == "q8_0"
+    assert main(["import", str(lm_studio_folder), "--quant", "q6_k", "-o", str(tmp_path / "q6")]) == 1
+    assert "no language model files with quant q6_k" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("case, message", [
