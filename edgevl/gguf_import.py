@@ -153,8 +153,8 @@ def import_gguf(text: Path, mmproj: Path | None = None, output: Path | None = No
                 overwrite: bool = False) -> tuple[Path, Manifest]:
     """Make a model folder from a language model GGUF and its vision projector GGUF; returns (folder, manifest).
 
-    `text` may be a folder holding both (LM Studio's layout; `quant` picks among several). `output` defaults to a folder named after the model
-    in edgevl's models folder (`edgevl models`)."""
+    `text` may be a folder holding both (LM Studio's layout; `quant` picks among several). `output` defaults to a
+    folder named after the model in edgevl's models folder (`edgevl models`)."""
     text = Path(text).expanduser()
     if text.is_dir():
         if mmproj is not None:
