@@ -19,6 +19,11 @@ from edgevl.manifest import check_files, read_manifest
 from edgevl.request import Request, Stats
 
 
+#: What engines without a language model do (the embedded engine): read text and tables, no captions or
+#: questions. Here rather than in engines/classic.py so the desktop app knows it without importing numpy.
+READING_TASKS = frozenset({"ocr", "table"})
+
+
 class Engine(abc.ABC):
     """A loaded model that answers requests. Use it as a context manager, or call `close()`."""
 

@@ -26,7 +26,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from edgevl.engines.base import Engine
+from edgevl.engines.base import READING_TASKS, Engine
 from edgevl.errors import BackendUnavailable, UnsupportedTask
 from edgevl.images import to_rgb
 from edgevl.request import Request, Stats
@@ -77,7 +77,7 @@ class ClassicOcrEngine(Engine):
     """OCR and table extraction with models shipped inside pip packages: works offline on a fresh machine."""
 
     family = "classic"
-    tasks = frozenset({"ocr", "table"})
+    tasks = READING_TASKS
     device_reason = "the embedded engine's small models run on ONNX Runtime's CPU provider"
 
     def __init__(self, threads: int | None = None) -> None:
