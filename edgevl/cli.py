@@ -255,7 +255,7 @@ def run_pull(args: argparse.Namespace) -> None:
     try:
         from edgevl.hub import pull
     except ImportError:
-        raise BackendUnavailable(f"pulling needs huggingface_hub: pip install 'edgevl[pull]'") from None
+        raise BackendUnavailable("pulling needs huggingface_hub: pip install 'edgevl[pull]'") from None
     with RichProgress() as progress:
         folder, manifest = pull(args.name, args.output, to=args.to, quant=args.quant, file=args.file,
                                 overwrite=args.force, progress=progress)

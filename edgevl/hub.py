@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from edgevl.errors import BackendUnavailable, EdgevlError, ModelError
+from edgevl.errors import BackendUnavailable, EdgevlError
 from edgevl.manifest import Manifest
 from edgevl.model_cards import ModelCard, all_cards
 

@@ -7,10 +7,6 @@ compare answers and logits with edgevl's own conversion of the same checkpoint.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +19,6 @@ from edgevl.errors import ModelError  # noqa: E402
 from edgevl.gguf_import import import_gguf, pick_files  # noqa: E402
 from edgevl.manifest import check_files, read_manifest  # noqa: E402
 
-LLAMA_CPP_PYTHON = "llama_cpp_python-0.3.36"
-SDIST_HINT = ("pip download --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d DIR, then set "
-              f"EDGEVL_LLAMA_CPP_SDIST=DIR/{LLAMA_CPP_PYTHON}.tar.gz")
 
 
 def write_text_gguf(path: Path, arch: str = "qwen2vl", width: int = 256, template: str = "<|im_start|>{{x}}",
@@ -174,45 +167,7 @@ def test_ambiguous_or_missing_choices_are_refused(names, quant, message):
         pick_files(names, quant)
 
 
-# ---- files written by llama.cpp's own converter ---------------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def llama_cpp_converter(tmp_path_factory) -> Path:
-    """llama.cpp's convert_hf_to_gguf.py (with its gguf-py and conversion package) from the pinned sdist,
-    extracted once into edgevl's cache folder. Nothing is downloaded here: the sdist must be on this machine."""
-    import platformdirs
-
-    pytest.importorskip("sentencepiece", reason="llama.cpp's converter imports sentencepiece")
-    root = platformdirs.user_cache_path("edgevl") / "llama.cpp-converter" / LLAMA_CPP_PYTHON
-    script = root / "convert_hf_to_gguf.py"
-    if script.is_file():
-        return script
-    sdist = os.environ.get("EDGEVL_LLAMA_CPP_SDIST")
-    if not sdist or not Path(sdist).is_file():
-        pytest.skip(f"llama.cpp's converter is needed from the llama-cpp-python sdist: {SDIST_HINT}")
-    prefix = f"{LLAMA_CPP_PYTHON}/vendor/llama.cpp/"
-    partial = root.with_name(root.name + ".partial")
-    with tarfile.open(sdist) as archive:
-        members = [m for m in archive.getmembers() if m.isfile() and m.name.startswith(prefix) and (
-            m.name == prefix + "convert_hf_to_gguf.py" or m.name.startswith((prefix + "gguf-py/",
-                                                                             prefix + "conversion/")))]
-        for member in members:
-            member.name = member.name.removeprefix(prefix)
-        archive.extractall(partial, members=members, filter="data")
-    partial.rename(root)
-    return script
-
-
-@pytest.fixture(scope="session")
-def llama_cpp_files(llama_cpp_converter, qwen2vl_checkpoint, tmp_path_factory) -> tuple[Path, Path]:
-    """(text, mmproj) GGUFs of the tiny checkpoint, both f32, as llama.cpp's converter writes them."""
-    folder = tmp_path_factory.mktemp("llama-cpp-made")
-    text, mmproj = folder / "Tiny-F32.gguf", folder / "mmproj-Tiny-F32.gguf"
-    for extra, output in (([], text), (["--mmproj"], mmproj)):
-        subprocess.run([sys.executable, str(llama_cpp_converter), str(qwen2vl_checkpoint), "--outtype", "f32",
-                        "--outfile", str(output), *extra], check=True, capture_output=True)
-    return text, mmproj
-
+# ---- files written by llama.cpp's own converter (fixtures in conftest.py) ------------------------------------
 
 @pytest.mark.slow
 def test_llama_cpp_made_files_answer_like_our_conversion(llama_cpp_files, qwen2vl_gguf, tmp_path):

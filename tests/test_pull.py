@@ -19,7 +19,6 @@ from test_gguf_import import write_mmproj_gguf, write_text_gguf  # noqa: E402
 
 from edgevl import hub as hub_module  # noqa: E402
 from edgevl.cli import main  # noqa: E402
-from edgevl.errors import EdgevlError  # noqa: E402
 from edgevl.hub import pull, resolve  # noqa: E402
 from edgevl.manifest import check_files  # noqa: E402
 from edgevl.testing.hub import stand_in_hub  # noqa: E402
@@ -155,23 +154,41 @@ def test_names_are_model_cards_or_repos(capsys):
     assert "qwen2-vl-2b-instruct" in capsys.readouterr().out
 
 
-@pytest.mark.slow
-def test_pulled_checkpoint_answers_like_convert(serve, qwen2vl_checkpoint, qwen2vl_gguf, tmp_path):
+def assert_answers_alike(model: Path, reference: Path) -> None:
+    """Same greedy answer and the same next-token logits, for a prompt with two images."""
     from parity import images_for, ocr_request
 
     from edgevl.api import open_engine
 
-    hub = serve({"tiny/Qwen2-VL-tiny": qwen2vl_checkpoint})
-    folder, manifest = pull("tiny/Qwen2-VL-tiny", tmp_path / "pulled", quant="f32", vision_quant="f32")
-    assert (manifest.format, manifest.quant) == ("gguf", "f32")
     request = ocr_request(images_for("two-images"))
     answers, logits = [], []
-    for model in (folder, qwen2vl_gguf("f32")):
-        with open_engine(model, threads=1) as engine:
+    for folder in (model, reference):
+        with open_engine(folder, threads=1) as engine:
             logits.append(engine.first_token_logits(request))
             answers.append("".join(engine.stream(request)))
     assert answers[0] == answers[1]
     assert np.array_equal(logits[0], logits[1])
+
+
+@pytest.mark.slow
+def test_pulled_checkpoint_answers_like_convert(serve, qwen2vl_checkpoint, qwen2vl_gguf, tmp_path):
+    hub = serve({"tiny/Qwen2-VL-tiny": qwen2vl_checkpoint})
+    folder, manifest = pull("tiny/Qwen2-VL-tiny", tmp_path / "pulled", quant="f32", vision_quant="f32")
+    assert (manifest.format, manifest.quant) == ("gguf", "f32")
+    assert_answers_alike(folder, qwen2vl_gguf("f32"))
     served = {path.name for path in hub.files("tiny/Qwen2-VL-tiny")}
     fetched = {path.rsplit("/", 1)[-1] for method, path, _ in hub.requests if method == "GET" and "/resolve/" in path}
     assert fetched == served  # a checkpoint's files are all needed
+
+
+@pytest.mark.slow
+def test_pulled_llama_cpp_gguf_repo_answers_like_convert(serve, llama_cpp_files, qwen2vl_gguf, tmp_path):
+    """A GGUF repo as llama.cpp users publish them (files from llama.cpp's own converter)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for path in llama_cpp_files:
+        shutil.copyfile(path, repo / path.name)
+    serve({"tiny/Qwen2-VL-tiny-GGUF": repo})
+    folder, manifest = pull("tiny/Qwen2-VL-tiny-GGUF", tmp_path / "pulled")
+    assert (manifest.family, manifest.quant, manifest.vision_quant) == ("qwen2vl", "f32", "f32")
+    assert_answers_alike(folder, qwen2vl_gguf("f32"))
