@@ -98,10 +98,11 @@ def test_cli_pull_says_where_the_model_is(serve, gguf_repo, tmp_path, capsys, mo
     assert f"done: {tmp_path / 'models' / 'tiny-q8_0'}" in capsys.readouterr().err
 
 
-def unsupported_repo(tmp_path: Path) -> Path:
-    folder = tmp_path / "repo-llama"
+def checkpoint_repo(tmp_path: Path, architecture: str) -> Path:
+    """A repo that looks like a checkpoint up to its config.json (the weights are never fetched in these tests)."""
+    folder = tmp_path / f"repo-{architecture}"
     folder.mkdir()
-    (folder / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
+    (folder / "config.json").write_text(f'{{"architectures": ["{architecture}"]}}')
     (folder / "model.safetensors").write_bytes(b"\0" * 64)
     return folder
 
@@ -113,10 +114,13 @@ def unsupported_repo(tmp_path: Path) -> Path:
     ("quant not there", "no language model files with quant q5_k_m"),
     ("onnx from gguf", "holds GGUF files; pull it without --to onnx"),
     ("full disk", "not enough disk space for tiny/Tiny-VL-GGUF: it needs"),
+    ("full disk, checkpoint", "not enough disk space for qwen/tiny: it needs"),
     ("not a name", "neither a model in the catalogue"),
 ])
+@pytest.mark.filterwarnings("ignore:Not enough free disk space")  # huggingface_hub's, for config.json
 def test_failures_are_one_clear_line(case, message, serve, gguf_repo, tmp_path, monkeypatch, capsys):
-    hub = serve({GGUF_REPO: gguf_repo, "meta/llama": unsupported_repo(tmp_path)},
+    hub = serve({GGUF_REPO: gguf_repo, "meta/llama": checkpoint_repo(tmp_path, "LlamaForCausalLM"),
+                 "qwen/tiny": checkpoint_repo(tmp_path, "Qwen2VLForConditionalGeneration")},
                 token="good" if case == "bad token" else None)
     arguments = {
         "unknown repo": ["nobody/nothing"],
@@ -125,12 +129,13 @@ def test_failures_are_one_clear_line(case, message, serve, gguf_repo, tmp_path, 
         "quant not there": [GGUF_REPO, "--quant", "q5_k_m"],
         "onnx from gguf": [GGUF_REPO, "--to", "onnx"],
         "full disk": [GGUF_REPO, "--quant", "q4_k_m"],
+        "full disk, checkpoint": ["qwen/tiny"],
         "not a name": ["qwen-the-best"],
     }[case]
     if case == "bad token":
         monkeypatch.setenv("HF_TOKEN", "bad")
-    if case == "full disk":
-        monkeypatch.setattr(hub_module.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 500))
+    if case.startswith("full disk"):
+        monkeypatch.setattr(hub_module.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 10))
     assert main(["pull", *arguments, "-o", str(tmp_path / "model")]) == 1
     error = capsys.readouterr().err
     assert message in error and "Traceback" not in error and len(error.strip().splitlines()) == 1
