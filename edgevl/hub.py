@@ -77,9 +77,8 @@ def pull(name: str, output: str | Path | None = None, *, to: str = "gguf", quant
 def _pull_gguf(source: Source, commit: str, sizes: dict[str, int], ggufs: list[str], quant: str | None,
                file: str | None, output: str | Path | None, overwrite: bool, token: str | None
                ) -> tuple[Path, Manifest]:
-    from edgevl.gguf_import import import_gguf, pick_files
-
     from edgevl.api import models_dir
+    from edgevl.gguf_import import import_gguf, pick_files
 
     chosen = pick_files(ggufs, quant, file)
     output = Path(output).expanduser() if output else None
@@ -106,9 +105,7 @@ def _pull_checkpoint(source: Source, commit: str, sizes: dict[str, int], to: str
     output = Path(output).expanduser() if output else api.models_dir() / _folder_name(source, to, quant)
     check_free_space(source.repo, commit, wanted, output, output_bytes=_expected_output(source.card, to, quant,
                                                                                         weights))
-    folder = None
-    for name in wanted:
-        folder = download(source.repo, commit, name, token).parent
+    folder = [download(source.repo, commit, name, token) for name in wanted][0].parent  # the snapshot folder
     return output, api.convert(folder, output, to=to, quant=quant, overwrite=overwrite, **convert_options)
 
 
@@ -131,8 +128,7 @@ def download(repo: str, commit: str, name: str, token: str | None) -> Path:
         return Path(hf_hub_download(repo, name, revision=commit, token=token))
 
 
-def check_free_space(repo: str, commit: str, files: dict[str, int], output: Path | None,
-                     output_bytes: int | None) -> None:
+def check_free_space(repo: str, commit: str, files: dict[str, int], output: Path, output_bytes: int | None) -> None:
     """Raise before downloading when the disk cannot hold the files not yet in the cache plus the converted model
     (`output_bytes`; None: the model folder links the downloaded files, copying them only across file systems)."""
     from huggingface_hub import constants, try_to_load_from_cache
@@ -141,13 +137,12 @@ def check_free_space(repo: str, commit: str, files: dict[str, int], output: Path
                   if not isinstance(try_to_load_from_cache(repo, name, revision=commit), str))
     cache = _existing(Path(constants.HF_HUB_CACHE))
     needs = {cache: missing}
-    if output is not None:
-        place = _existing(output)
-        same_disk = os.stat(place).st_dev == os.stat(cache).st_dev
-        if output_bytes is None:
-            output_bytes = 0 if same_disk else sum(files.values())
-        place = cache if same_disk else place
-        needs[place] = needs.get(place, 0) + output_bytes
+    place = _existing(output)
+    same_disk = os.stat(place).st_dev == os.stat(cache).st_dev
+    if output_bytes is None:
+        output_bytes = 0 if same_disk else sum(files.values())
+    place = cache if same_disk else place
+    needs[place] = needs.get(place, 0) + output_bytes
     for place, count in needs.items():
         free = shutil.disk_usage(place).free
         if count * DISK_MARGIN > free:
