@@ -116,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(run=run_models)
 
     doctor = commands.add_parser("doctor", help="which backends work here, GPU offload yes/no and why")
+    doctor.add_argument("--fix", action="store_true",
+                        help="set up CUDA for both runtimes (after pip install 'edgevl[cuda]'; see README)")
+    from edgevl.gpu_setup import add_arguments as add_gpu_setup_arguments
+
+    add_gpu_setup_arguments(doctor.add_argument_group("--fix options"))
     doctor.set_defaults(run=run_doctor)
 
     _eval_parser(commands)
@@ -451,6 +456,11 @@ def _comma_list(text: str) -> list[str]:
 
 def run_doctor(args: argparse.Namespace) -> None:
     from edgevl.doctor import checks
+
+    if args.fix:
+        from edgevl.gpu_setup import fix
+
+        fix(args)
 
     for name, ok, detail in checks():
         mark = "[green]ok[/green]  " if ok else "[yellow]--[/yellow]  "
