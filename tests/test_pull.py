@@ -75,12 +75,27 @@ def test_gguf_repo_is_imported(serve, gguf_repo, tmp_path):
 
 def test_interrupted_download_is_resumed(serve, gguf_repo, tmp_path, monkeypatch):
     """The connection drops after 100 bytes; the download goes on from what arrived (a Range request)."""
-    hub = serve({GGUF_REPO: gguf_repo}, cut_after={TEXT: 100})
+    hub = serve({GGUF_REPO: gguf_repo}, cut_after={TEXT: [100]})
     monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 64)  # small files: chunks smaller than the cut
     folder, manifest = pull(GGUF_REPO, tmp_path / "model", file=TEXT)
     assert (folder / manifest.files["text"].name).read_bytes() == (gguf_repo / TEXT).read_bytes()
     first, resumed = resolve_gets(hub, TEXT)
     assert first is None and resumed in ("bytes=64-", "bytes=100-")
+
+
+def test_download_cut_for_good_is_one_line(serve, gguf_repo, tmp_path, monkeypatch, capsys):
+    """20 bytes, then nothing on each of huggingface_hub's retries: one line, no model folder. (huggingface_hub 2.x
+    resumes within a pull, as above; a new pull starts the file again: it keeps no partial file across runs.)"""
+    from huggingface_hub import file_download
+
+    serve({GGUF_REPO: gguf_repo}, cut_after={TEXT: [20] + [0] * 6})
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 10)
+    monkeypatch.setattr(file_download.time, "sleep", lambda seconds: None)  # its pause between retries
+    assert main(["pull", GGUF_REPO, "--file", TEXT, "-o", str(tmp_path / "model")]) == 1
+    error = capsys.readouterr().err
+    assert "cannot reach the hub at http://127.0.0.1:" in error and "RemoteProtocolError" in error
+    assert len(error.strip().splitlines()) == 1
+    assert not (tmp_path / "model").exists()
 
 
 def test_second_pull_downloads_nothing(serve, gguf_repo, tmp_path):

@@ -3,7 +3,7 @@
 It answers the few requests `huggingface_hub` makes to download files: the model info with the file list
 (`GET /api/models/{repo}[/revision/{rev}]?blobs=true`) and the files (`HEAD`/`GET /{repo}/resolve/{rev}/{file}`)
 with the headers the client checks (X-Repo-Commit, ETag, Content-Length) and byte ranges, so resumed downloads
-work as on the real hub. It can also demand a token, and cut one file's first download midway.
+work as on the real hub. It can also demand a token, and cut downloads of a file midway.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ class StandInHub:
 
     repos: dict[str, Path]  # repo id -> folder holding its files
     token: str | None = None  # when set, requests must bring it
-    cut_after: dict[str, int] = field(default_factory=dict)  # file name -> bytes sent before its first GET is cut
+    #: file name -> for each of its next GETs, the bytes sent before the connection drops
+    cut_after: dict[str, list[int]] = field(default_factory=dict)
     url: str = ""
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)  # (method, path, Range header)
 
@@ -40,9 +41,9 @@ class StandInHub:
 
 @contextmanager
 def stand_in_hub(repos: dict[str, Path], token: str | None = None,
-                 cut_after: dict[str, int] | None = None) -> Iterator[StandInHub]:
+                 cut_after: dict[str, list[int]] | None = None) -> Iterator[StandInHub]:
     """Serve `repos` on a free loopback port; point HF_ENDPOINT at `hub.url`."""
-    hub = StandInHub(repos, token, dict(cut_after or {}))
+    hub = StandInHub(repos, token, {name: list(cuts) for name, cuts in (cut_after or {}).items()})
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(hub))
     hub.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -103,9 +104,8 @@ def _handler(hub: StandInHub) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             if not body:
                 return
-            cut = hub.cut_after.pop(name, None)
-            if cut is not None:  # the connection drops midway, once
-                self.wfile.write(data[start:start + cut])
+            if hub.cut_after.get(name):  # the connection drops midway
+                self.wfile.write(data[start:start + hub.cut_after[name].pop(0)])
                 self.wfile.flush()
                 self.close_connection = True
                 self.connection.shutdown(2)
