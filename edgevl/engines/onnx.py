@@ -75,9 +75,15 @@ class OnnxEngine(ModelFolderEngine):
             raise BackendUnavailable(f"ONNX models need onnxruntime and tokenizers ({error})") from None
         super().__init__(folder, image_max_tokens)
         self.ort = onnxruntime
-        self.config = json.loads(self.manifest.path(self.folder, "config").read_text(encoding="utf-8"))
-        self.family_images = self.model_family.onnx_images(self.config)
-        self.tokenizer = Tokenizer.from_file(str(self.manifest.path(self.folder, "tokenizer")))
+        try:
+            self.config = json.loads(self.manifest.path(self.folder, "config").read_text(encoding="utf-8"))
+            self.family_images = self.model_family.onnx_images(self.config)
+            self.tokenizer = Tokenizer.from_file(str(self.manifest.path(self.folder, "tokenizer")))
+        except ModelError:
+            raise
+        except Exception as error:  # JSON, missing settings and the tokenizers library's own errors
+            raise ModelError(f"{self.folder}: damaged config or tokenizer file ({type(error).__name__}: {error}); "
+                             "convert the model again") from None
         providers, reason = choose_providers(device)
         self.sessions = {role: self._session(role, providers, threads or default_threads())
                          for role in ("vision", "embed", "decoder")}
