@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from PIL import Image
 
@@ -36,7 +36,8 @@ class Request:
 
     `task` lets engines that are not language models (the classic OCR engine) pick what to do; language-model
     engines ignore it and use `prompt`, which holds only the user's words - each engine adds its own chat
-    template and image markers.
+    template and image markers. `json_schema`, when set, is the JSON schema the answer must be valid against:
+    engines that generate tokens constrain decoding to it, remote ones send it as the OpenAI `response_format`.
     """
 
     task: str
@@ -44,6 +45,7 @@ class Request:
     prompt: str
     system: str | None = None
     sampling: Sampling = field(default_factory=Sampling)
+    json_schema: dict[str, Any] | None = None
 
 
 @dataclass
@@ -71,7 +73,7 @@ class Engine(abc.ABC):
     #: prompt family the tasks tune their wording for ("qwen2vl", "minicpmv", or "classic" for non-LLM engines)
     family: str = "classic"
     #: tasks this engine can do; language-model engines can do them all
-    tasks: frozenset[str] = frozenset({"ocr", "table", "caption", "ask"})
+    tasks: frozenset[str] = frozenset({"ocr", "table", "caption", "ask", "extract"})
     #: a short human description ("llama.cpp qwen2-vl-2b q4_k_m, CPU")
     description: str = ""
 

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from edgevl.engines.base import ModelFolderEngine, Request, Sampling, Stats, StopFilter
+from edgevl.engines.structured import TokenMask, llguidance_tokenizer
 from edgevl.errors import BackendUnavailable, ModelError
 from edgevl.preprocess import qwen2vl_patches, qwen2vl_rope_positions, resize_for_qwen2vl
 from edgevl.system import default_threads
@@ -65,6 +66,7 @@ class OnnxEngine(ModelFolderEngine):
             reason = "CPU: the CUDA provider failed to load (missing CUDA/cuDNN libraries?)"
         log.info("ONNX Runtime: %s", reason)
         self.description = f"ONNX Runtime {self.card.name} {self.manifest.quant} ({self.device.upper()})"
+        self._mask_tokenizer = None  # llguidance's index of the vocabulary, built on the first JSON request
 
     def _session(self, role: str, providers: list[str], threads: int):
         options = self.ort.SessionOptions()
@@ -101,15 +103,20 @@ class OnnxEngine(ModelFolderEngine):
         return logits
 
     def generate_token_ids(self, request: Request) -> Iterator[int]:
+        mask = self.token_mask(request.json_schema) if request.json_schema is not None else None
         logits, binding_state, next_position = self._prefill(request)
         rng = np.random.default_rng(request.sampling.seed)
         eos = set(self.config["eos_token_ids"])
         started = time.perf_counter()
         try:
             for step in range(request.sampling.max_tokens):
+                if mask is not None:
+                    mask.apply(logits)
                 token = _sample(logits, request.sampling, rng)
                 if token in eos:
                     break
+                if mask is not None:
+                    mask.accept(token)
                 self.last_stats.generated_tokens += 1
                 yield token
                 if step + 1 == request.sampling.max_tokens:
@@ -118,6 +125,13 @@ class OnnxEngine(ModelFolderEngine):
                 next_position += 1
         finally:
             self.last_stats.decode_ms = 1000 * (time.perf_counter() - started)
+
+    def token_mask(self, schema: dict) -> TokenMask:
+        """The mask that holds the answer to `schema` (llguidance; its view of the tokenizer is built once)."""
+        if self._mask_tokenizer is None:
+            self._mask_tokenizer = llguidance_tokenizer(self.tokenizer.to_str(), self.config["vocab_size"],
+                                                        self.config["eos_token_ids"][0])
+        return TokenMask(self._mask_tokenizer, schema)
 
     # ---- steps --------------------------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from edgevl.tasks.base import Task, prompt_for
+from edgevl.tasks.extract import builtin_schemas, parse_json_answer
 from edgevl.tasks.tables import FORMATS, Table, parse_tables
 
 PROMPTS = {
@@ -20,6 +21,20 @@ PROMPTS = {
         "Convert the table in this image into a Markdown table, copying every row and every cell exactly as "
         "written (do not summarise or skip rows). The first row is the header, followed by a |---| separator "
         "row. Every row must have the same number of cells; leave blank cells empty. Output only the table."
+    ),
+}
+
+#: `strict`: the answer is constrained to the table-as-records schema (edgevl/tasks/schemas/table_records.json).
+STRICT_PROMPTS = {
+    "qwen2vl": (
+        "Extract the table in the image in JSON format: a list with one object per table row, in order, each "
+        "keyed by the column headers exactly as written, with the cell text as the value. Use \"\" for an empty "
+        "cell. Output only the JSON."
+    ),
+    "minicpmv": (
+        "Convert the table in this image into a JSON list: one object per row (do not summarise or skip rows), "
+        "each with the column headers as keys, written exactly as in the image, and the cell text as values; "
+        "\"\" for blank cells. Answer with the JSON only."
     ),
 }
 
@@ -58,13 +73,20 @@ class TableResult:
 
 
 class TableTask(Task):
+    """Free-form Markdown by default; `strict=True` constrains the answer to JSON records (one object per row)."""
+
     name = "table"
 
-    def prompt(self, family: str) -> str:
-        return prompt_for(PROMPTS, family)
+    def prompt(self, family: str, strict: bool = False) -> str:
+        return prompt_for(STRICT_PROMPTS if strict else PROMPTS, family)
 
-    def max_tokens(self) -> int:
-        return 2048
+    def max_tokens(self, strict: bool = False) -> int:
+        return 4096 if strict else 2048  # JSON repeats every header in every row
+
+    def json_schema(self, strict: bool = False) -> dict | None:
+        return builtin_schemas()["table_records"] if strict else None
 
     def parse(self, text: str) -> TableResult:
+        if text.lstrip().startswith("["):  # a strict answer: JSON records
+            return TableResult(tables=[Table.from_records(parse_json_answer(text))], raw=text)
         return TableResult(tables=parse_tables(text), raw=text)

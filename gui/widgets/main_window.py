@@ -38,6 +38,7 @@ from edgevl.gui.widgets.image_queue import ImagePreview, ImageQueue, QueueItem
 from edgevl.gui.widgets.result_view import FILE_TYPES, ResultView
 from edgevl.images import IMAGE_EXTENSIONS, load_image
 from edgevl.tasks.caption import LENGTHS
+from edgevl.tasks.extract import builtin_schemas
 
 HISTORY_FILE = "history.sqlite3"
 
@@ -134,6 +135,7 @@ class MainWindow(QMainWindow):
             self.caption_length.addItem(label, length)
         self.caption_length.setCurrentIndex(max(0, self.caption_length.findData(self.settings.caption_length)))
         self.caption_length.currentIndexChanged.connect(self._remember_choices)
+        self.schema = self._build_schema_picker()
         self.model = QComboBox()
         self.model.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.model.currentIndexChanged.connect(self._remember_choices)
@@ -151,6 +153,7 @@ class MainWindow(QMainWindow):
         choices.addWidget(QLabel(tr("Task:")))
         choices.addWidget(self.task)
         choices.addWidget(self.caption_length)
+        choices.addWidget(self.schema)
         choices.addWidget(QLabel(tr("Model:")))
         choices.addWidget(self.model, 1)
         choices.addWidget(self.run_button)
@@ -175,6 +178,23 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.result_view, 1)
         layout.addLayout(self._build_result_buttons())
         return column
+
+    def _build_schema_picker(self) -> QComboBox:
+        """Extract's schema: the built-in ones, then any JSON schema file the user opens (the last entry)."""
+        picker = QComboBox()
+        for name, schema in builtin_schemas().items():
+            picker.addItem(schema.get("title", name), name)
+        picker.addItem(tr("Schema file..."), None)
+        picker.activated.connect(self._on_schema_activated)
+        return picker
+
+    def _on_schema_activated(self, index: int) -> None:
+        if self.schema.itemData(index) is not None:
+            return
+        path, _ = QFileDialog.getOpenFileName(self, tr("Open a JSON schema"), "", f"{tr('JSON schema')} (*.json)")
+        if path:
+            self.schema.insertItem(index, Path(path).name, path)
+        self.schema.setCurrentIndex(index if path else 0)
 
     def _build_result_buttons(self) -> QHBoxLayout:
         self.copy_button = QPushButton(tr("Copy"))
@@ -314,6 +334,8 @@ class MainWindow(QMainWindow):
             options["length"] = self.caption_length.currentData()
         if task == "ask":
             options["question"] = self.question.text().strip()
+        if task == "extract":
+            options["schema"] = self.schema.currentData()
         return options
 
     def _on_piece(self, piece: str) -> None:
@@ -441,6 +463,7 @@ class MainWindow(QMainWindow):
     def _on_task_changed(self) -> None:
         task = self.task.currentData()
         self.caption_length.setVisible(task == "caption")
+        self.schema.setVisible(task == "extract")
         self.question.setVisible(task == "ask")
         self._remember_choices()
 

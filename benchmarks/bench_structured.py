@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""What constrained decoding costs: decode tokens/s with and without a JSON schema, per runtime, in one run.
+
+The random Qwen2-VL checkpoint with Qwen2-VL-2B widths (151,936-token vocabulary; cached in bench-out/ and shared
+with bench_llamacpp.py and bench_onnx.py) is converted to GGUF q4_k_m and ONNX int4. Each engine then answers
+the extract prompt for the same image alternately without a schema (free text) and with one (free, json, json,
+free, ...), greedy, `--tokens` tokens at most, in one process. Decode speed is generated tokens / decode time,
+from the engine's own stats (sampling and the constraint's work included, image and prompt excluded).
+
+    python benchmarks/bench_structured.py [--layers 4 --vision-depth 2 --tokens 96 --repeats 4 --threads 2]
+
+With 4 of the 28 layers a forward pass is about 7x cheaper than the real model's while the constraint's work
+per token is the same, so the cost printed here is an upper bound of the real model's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from bench_llamacpp import REPO, build_checkpoint, checkpoint_folder, say, screenshot
+
+from edgevl.api import run_task
+from edgevl.tasks.extract import builtin_schemas, fields_schema
+
+SCHEMAS = {"receipt": builtin_schemas()["receipt"], "--fields total,date,vendor": fields_schema("total,date,vendor")}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=REPO / "bench-out", help="cache for checkpoint and models")
+    parser.add_argument("--layers", type=int, default=4, help="language model layers (the real model has 28)")
+    parser.add_argument("--vision-depth", type=int, default=2, help="vision encoder layers (the real model has 32)")
+    parser.add_argument("--full", action="store_true", help="all 28 / 32 layers")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random checkpoint")
+    parser.add_argument("--image-tokens", type=int, default=256, help="image size, in image tokens")
+    parser.add_argument("--tokens", type=int, default=96, help="most tokens to generate (greedy)")
+    parser.add_argument("--threads", type=int, default=2, help="threads of both runtimes")
+    parser.add_argument("--repeats", type=int, default=4, help="requests per variant; the median is reported")
+    parser.add_argument("--runtimes", default="llama.cpp,onnx", help="comma-separated: llama.cpp, onnx")
+    return parser.parse_args()
+
+
+def prepared_models(args: argparse.Namespace) -> dict[str, Path]:
+    """The converted models, made once: GGUF q4_k_m (+ f16 mmproj) and ONNX int4."""
+    from edgevl.converters import convert
+    from edgevl.testing.qwen2vl import QWEN2VL_2B
+
+    checkpoint = checkpoint_folder(args)
+    if not checkpoint.is_dir():
+        size = QWEN2VL_2B if args.full else replace(QWEN2VL_2B, num_hidden_layers=args.layers,
+                                                    vision_depth=args.vision_depth)
+        say(f"building a random checkpoint in {checkpoint} (once) ...")
+        build_checkpoint(checkpoint, size, args.seed)
+    models = {"llama.cpp": checkpoint.with_name(f"{checkpoint.name}-q4_k_m"),
+              "onnx": checkpoint.with_name(f"{checkpoint.name}-onnx-int4")}
+    wanted = [runtime.strip() for runtime in args.runtimes.split(",")]
+    for runtime in wanted:
+        if not models[runtime].is_dir():
+            say(f"converting for {runtime} into {models[runtime]} (once) ...")
+            if runtime == "onnx":
+                convert(checkpoint, models[runtime], to="onnx", quant="int4")
+            else:
+                convert(checkpoint, models[runtime], quant="q4_k_m", vision_quant="f16", threads=args.threads)
+    return {runtime: models[runtime] for runtime in wanted}
+
+
+def open_runtime(runtime: str, folder: Path, threads: int):
+    if runtime == "onnx":
+        from edgevl.engines.onnx import OnnxEngine
+
+        return OnnxEngine(folder, threads=threads, device="cpu")
+    from edgevl.engines.llamacpp import LlamaCppEngine
+
+    return LlamaCppEngine(folder, threads=threads, gpu=False)
+
+
+def decode_speed(engine, image, schema, tokens: int) -> tuple[float, int]:
+    """(tokens/s, tokens) of one request: the extract prompt, constrained to `schema` or free (None)."""
+    options = {"schema": schema} if schema is not None else {"fields": "total,date,vendor"}
+    task = "extract"
+    if schema is None:  # the same prompt, no constraint: run the request without its schema
+        from edgevl.api import TaskRun
+        from edgevl.tasks import get_task
+
+        request = get_task(task).build_request([image], engine.family, max_tokens=tokens, **options)
+        run = TaskRun(engine, get_task(task), replace(request, json_schema=None))
+        for _ in run:
+            pass
+    else:
+        run_task(engine, task, [image], max_tokens=tokens, **options)
+    stats = engine.last_stats
+    return stats.decode_tokens_per_s, stats.generated_tokens
+
+
+def measure(engine, image, args: argparse.Namespace) -> dict[str, list[tuple[float, int]]]:
+    runs: dict[str, list[tuple[float, int]]] = {"free": []} | {name: [] for name in SCHEMAS}
+    decode_speed(engine, image, SCHEMAS["receipt"], 8)  # warm-up: first-use costs (llguidance's vocabulary index)
+    for repeat in range(args.repeats):
+        order = ["free", *SCHEMAS] if repeat % 2 == 0 else [*SCHEMAS, "free"]
+        for name in order:
+            runs[name].append(decode_speed(engine, image, SCHEMAS.get(name), args.tokens))
+    return runs
+
+
+def main() -> None:
+    args = parse_args()
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    image = screenshot(args.image_tokens)
+    rows = []
+    for runtime, folder in prepared_models(args).items():
+        say(f"measuring {runtime} ...")
+        with open_runtime(runtime, folder, args.threads) as engine:
+            runs = measure(engine, image, args)
+        free = statistics.median(speed for speed, _ in runs["free"])
+        for name in SCHEMAS:
+            constrained = statistics.median(speed for speed, _ in runs[name])
+            spread = max(speed for speed, _ in runs[name]) / min(speed for speed, _ in runs[name]) - 1
+            generated = statistics.median(count for _, count in runs[name])
+            rows.append((runtime, name, free, constrained, 1 - constrained / free, generated, spread))
+    print(f"\nrandom Qwen2-VL-2B widths, {args.layers} layers, {args.threads} threads, up to {args.tokens} tokens, "
+          f"median of {args.repeats}")
+    print("| runtime | schema | free tok/s | constrained tok/s | cost | tokens (constrained) | spread |")
+    print("|---|---|---|---|---|---|---|")
+    for runtime, name, free, constrained, cost, generated, spread in rows:
+        print(f"| {runtime} | {name} | {free:.1f} | {constrained:.1f} | {cost:+.1%} | {generated:.0f} | "
+              f"{spread:.1%} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Constrained decoding: every token of the answer is one that keeps it valid against the request's JSON schema.
+
+Each runtime uses the mechanism made for it:
+
+- llama.cpp: its own grammar sampler, given the GBNF grammar that llama-cpp-python's converter writes from the
+  schema (`gbnf_grammar`); the llama.cpp engine's `RequestSampler` runs it.
+- ONNX Runtime (our own decoding loop, numpy logits): llguidance's token masks (`TokenMask`). llguidance
+  compiles the schema lazily against the tokenizer's token trie and computes a mask in tens of microseconds;
+  of the three maintained mask libraries it covers the most of JSON Schema and needs neither torch nor
+  transformers (xgrammar depends on torch; outlines-core compiles a whole-vocabulary automaton up front).
+
+JSON comes out on one line with ", " and ": " separators, as `json.dumps` writes it: no room for a model to
+spend its token budget on whitespace. An unusable schema raises `SchemaError` before anything is generated.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from edgevl.errors import BackendUnavailable, SchemaError
+
+#: llguidance's JSON options: compact, like json.dumps, so that whitespace cannot run on.
+_LLGUIDANCE_JSON = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+
+
+# ---- llama.cpp ------------------------------------------------------------------------------------------------
+
+def gbnf_grammar(schema: dict[str, Any]) -> str:
+    """The schema as a llama.cpp GBNF grammar (llama-cpp-python's port of llama.cpp's converter)."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    try:
+        return json_schema_to_gbnf(json.dumps(schema))
+    except Exception as error:  # the converter raises ValueError, KeyError, TypeError... for what it cannot do
+        raise SchemaError(f"the JSON schema cannot be turned into a llama.cpp grammar: "
+                          f"{type(error).__name__}: {error}") from None
+
+
+# ---- ONNX Runtime (numpy logits) ----------------------------------------------------------------------------
+
+def llguidance_tokenizer(tokenizer_json: str, vocab_size: int, eos_token: int):
+    """llguidance's view of a tokenizers tokenizer (built once per model: it indexes every token)."""
+    try:
+        import llguidance
+    except ImportError as error:
+        raise BackendUnavailable(f"JSON output on ONNX models needs llguidance ({error}): "
+                                 "pip install llguidance") from None
+    return llguidance.LLTokenizer(tokenizer_json, n_vocab=vocab_size, eos_token=eos_token)
+
+
+class TokenMask:
+    """The tokens allowed next under a JSON schema, as a mask applied to numpy logits in place."""
+
+    def __init__(self, tokenizer, schema: dict[str, Any]) -> None:
+        import llguidance
+        import llguidance.numpy
+
+        self._numpy = llguidance.numpy
+        try:
+            grammar = llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=_LLGUIDANCE_JSON)
+        except Exception as error:  # llguidance raises ValueError / TypeError for schemas it cannot read
+            raise SchemaError(f"the JSON schema cannot be compiled: {error}") from None
+        self._matcher = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
+        self._check()
+        self._bits = self._numpy.allocate_token_bitmask(1, tokenizer.vocab_size)
+
+    def apply(self, logits: np.ndarray) -> None:
+        """Set the logits of every token the schema does not allow next to -inf."""
+        self._numpy.fill_next_token_bitmask(self._matcher, self._bits, 0)
+        self._check()
+        self._numpy.apply_token_bitmask_inplace(logits[None, :], self._bits)
+
+    def accept(self, token: int) -> None:
+        self._matcher.consume_token(token)
+        self._check()
+
+    def _check(self) -> None:
+        if self._matcher.is_error():
+            raise SchemaError(f"the JSON schema cannot be used: {self._matcher.get_error()}")
