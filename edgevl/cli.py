@@ -351,7 +351,11 @@ def _task_options(args: argparse.Namespace) -> dict[str, Any]:
         from edgevl.tasks.extract import resolve_schema
 
         options["schema"] = resolve_schema(args.schema, args.fields)  # read once, not once per image
-    if args.task == "table" and args.strict:
+    elif getattr(args, "schema", None) or getattr(args, "fields", None):
+        raise EdgevlError("--schema and --fields are for the extract task (--task extract)")
+    if getattr(args, "strict", False):
+        if args.task != "table":
+            raise EdgevlError("--strict is for tables (--task table)")
         options["strict"] = True
     return options
 

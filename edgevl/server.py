@@ -10,8 +10,9 @@ Endpoints: POST /v1/chat/completions, GET /v1/models, GET /health (no key needed
 Engines are not thread-safe, so one thread (`EngineWorker`) runs every request on the one model, one after the
 other; at most `queue_size` requests wait for it and the next ones get 429 at once instead of piling up.
 
-The user's text is the prompt (task "ask"). The extension field `"edgevl_task": "ocr" | "table" | "caption" |
-"ask"` names the task instead: engines use it to choose the image budget, and the embedded OCR engine, which has
+The user's text is the prompt (task "ask"). OpenAI's `response_format` (`json_schema` or `json_object`) puts a
+JSON schema in the request, which the engine constrains the answer to. The extension field `"edgevl_task": "ocr" |
+"table" | "caption" | "ask" | "extract"` names the task instead: engines use it to choose the image budget, and the embedded OCR engine, which has
 no prompt, to choose what to do; a message without text gets the task's own prompt. `edgevl batch --endpoint`
 drives this server that way. Answers are the engine's raw text, as from a local engine: the client's task
 parses them.
