@@ -28,15 +28,21 @@ _LLGUIDANCE_JSON = {"whitespace_flexible": False, "item_separator": ", ", "key_s
 
 # ---- llama.cpp ------------------------------------------------------------------------------------------------
 
+#: llama-cpp-python's converter lets a string hold raw control characters (a line break), which JSON forbids
+#: and strict parsers refuse; llama.cpp's own converter has since excluded them, as this rule does.
+_LOOSE_CHAR = r'char ::= [^"\\] |'
+_JSON_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] |'
+
+
 def gbnf_grammar(schema: dict[str, Any]) -> str:
     """The schema as a llama.cpp GBNF grammar (llama-cpp-python's port of llama.cpp's converter)."""
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     try:
-        return json_schema_to_gbnf(json.dumps(schema))
-    except Exception as error:  # the converter raises ValueError, KeyError, TypeError... for what it cannot do
-        raise SchemaError(f"the JSON schema cannot be turned into a llama.cpp grammar: "
-                          f"{type(error).__name__}: {error}") from None
+        grammar = json_schema_to_gbnf(json.dumps(schema))
+    except Exception as error:  # the converter raises AssertionError, KeyError... for what it cannot do
+        raise SchemaError(f"the JSON schema cannot be turned into a llama.cpp grammar: {error}") from None
+    return grammar.replace(_LOOSE_CHAR, _JSON_CHAR)
 
 
 # ---- ONNX Runtime (numpy logits) ----------------------------------------------------------------------------
