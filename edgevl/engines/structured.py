@@ -107,3 +107,46 @@ def _json_safe_pattern(pattern: str) -> str:
             out.append("[^" + _NOT_IN_JSON_STRING + "]" if char == "." else char)
         index += 1
     return "".join(out)
+
+
+# ---- ONNX Runtime (numpy logits) ----------------------------------------------------------------------------
+
+def llguidance_tokenizer(tokenizer_json: str, vocab_size: int, eos_token: int):
+    """llguidance's view of a tokenizers tokenizer (built once per model: it indexes every token)."""
+    try:
+        import llguidance
+    except ImportError as error:
+        raise BackendUnavailable(f"JSON output on ONNX models needs llguidance ({error}): "
+                                 "pip install llguidance") from None
+    return llguidance.LLTokenizer(tokenizer_json, n_vocab=vocab_size, eos_token=eos_token)
+
+
+class TokenMask:
+    """The tokens allowed next under a JSON schema, as a mask applied to numpy logits in place."""
+
+    def __init__(self, tokenizer, schema: dict[str, Any]) -> None:
+        import llguidance
+        import llguidance.numpy
+
+        self._numpy = llguidance.numpy
+        try:
+            grammar = llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=_LLGUIDANCE_JSON)
+        except Exception as error:  # llguidance raises ValueError / TypeError for schemas it cannot read
+            raise SchemaError(f"the JSON schema cannot be compiled: {error}") from None
+        self._matcher = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
+        self._check()
+        self._bits = self._numpy.allocate_token_bitmask(1, tokenizer.vocab_size)
+
+    def apply(self, logits: np.ndarray) -> None:
+        """Set the logits of every token the schema does not allow next to -inf."""
+        self._numpy.fill_next_token_bitmask(self._matcher, self._bits, 0)
+        self._check()
+        self._numpy.apply_token_bitmask_inplace(logits[None, :], self._bits)
+
+    def accept(self, token: int) -> None:
+        self._matcher.consume_token(token)
+        self._check()
+
+    def _check(self) -> None:
+        if self._matcher.is_error():
+            raise SchemaError(f"the JSON schema cannot be used: {self._matcher.get_error()}")
