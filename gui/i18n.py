@@ -46,7 +46,6 @@ ZH_CN = {
     "Caption": "图片描述",
     "Ask a question": "提问",
     "Extract fields": "提取字段",
-    "Schema:": "模式：",
     "Schema file...": "模式文件…",
     "Open a JSON schema": "打开 JSON 模式",
     "JSON schema": "JSON 模式",
