@@ -7,7 +7,7 @@ the extract prompt for the same image alternately without a schema (free text) a
 free, ...), greedy, `--tokens` tokens at most, in one process. Decode speed is generated tokens / decode time,
 from the engine's own stats (sampling and the constraint's work included, image and prompt excluded).
 
-    python benchmarks/bench_structured.py [--layers 4 --vision-depth 2 --tokens 96 --repeats 4 --threads 2]
+    python benchmarks/bench_structured.py [--layers 4 --tokens 96 --repeats 4 --threads 2]
 
 With 4 of the 28 layers a forward pass is about 7x cheaper than the real model's while the constraint's work
 per token is the same, so the cost printed here is an upper bound of the real model's.
@@ -33,7 +33,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "bench-out", help="cache for checkpoint and models")
     parser.add_argument("--layers", type=int, default=4, help="language model layers (the real model has 28)")
-    parser.add_argument("--vision-depth", type=int, default=2, help="vision encoder layers (the real model has 32)")
+    parser.add_argument("--vision-depth", type=int, default=8, help="vision encoder layers (the real model has 32)")
     parser.add_argument("--full", action="store_true", help="all 28 / 32 layers")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random checkpoint")
     parser.add_argument("--image-tokens", type=int, default=256, help="image size, in image tokens")

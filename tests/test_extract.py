@@ -4,6 +4,7 @@ parsing answers, the table task's strict JSON mode, the server's response_format
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -205,3 +206,23 @@ def test_extract_samples_from_a_manifest(tmp_path):
     (tmp_path / "manifest.jsonl").write_text(json.dumps({"image": "a.png", "json": {"items": [{"a": 1}]}}))
     with pytest.raises(EdgevlError, match="needs a \"schema\" unless"):
         load_dataset(tmp_path)
+
+
+def test_extraction_report_metrics():
+    pytest.importorskip("rapidfuzz")
+    from edgevl.eval.datasets import Sample
+    from edgevl.eval.metrics import Normalization
+    from edgevl.eval.report import SCORERS, format_metric
+
+    def sample(expected: dict, index: int) -> Sample:
+        return Sample(f"s{index}", Path("unused.png"), "extract", (json.dumps(expected),))
+
+    pairs = [(sample({"total": "1.00", "date": "2024-01-02"}, 0),
+              {"status": "ok", "prediction": '{"total": "1.00", "date": "2024-01-02"}', "seconds": 1.0}),
+             (sample({"total": "2.00", "date": "2024-01-03"}, 1),
+              {"status": "ok", "prediction": '{"total": "2.00", "date": "2024-01-30"}', "seconds": 1.0})]
+    result = SCORERS["extract"](pairs, Normalization(), True)
+    assert result.metrics["field exact"] == 0.75 and result.metrics["all fields"] == 0.5
+    assert result.metrics["date exact"] == 0.5 and result.metrics["total exact"] == 1.0
+    assert result.quality == 0.75 and format_metric("date exact", 0.5) == "50.00%"
+    assert "date: '2024-01-30' (expected '2024-01-03')" in result.samples[1].detail

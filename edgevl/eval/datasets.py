@@ -109,7 +109,7 @@ def _manifest_sample(row: Any, root: Path) -> Sample:
     if not isinstance(image, str) or not image:
         raise ValueError('no "image" (the image path, relative to the manifest)')
     if [text, html, row.get("json")].count(None) != 2:
-        raise ValueError('give one of "text", "html" or "json" as the reference')
+        raise ValueError('give either "text", "html" or "json" as the reference, one of them')
     if "json" in row:
         return _extract_sample(row, image, root)
     references = (text,) if isinstance(text, str) else tuple(text) if isinstance(text, list) else (html,)
