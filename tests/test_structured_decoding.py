@@ -16,6 +16,7 @@ from edgevl.api import run_task
 from edgevl.errors import SchemaError
 from edgevl.tasks import get_task
 from edgevl.tasks.extract import builtin_schemas, fields_schema
+from edgevl.testing.schemas import short_numbers, short_values
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -103,44 +104,11 @@ def test_every_answer_validates(engine, name):
         answers_validate(engine, SCHEMAS[name], temperature=1.0, seed=seed)
 
 
-def short_numbers(schema):
-    """The schema with numbers of a few digits: llguidance, unlike llama.cpp's grammar (16 digits at most), lets
-    random weights write digits until the token limit. The answer is still validated against the schema itself."""
-    if isinstance(schema, list):
-        return [short_numbers(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    schema = {key: value if key in ("enum", "const") else short_numbers(value) for key, value in schema.items()}
-    kinds = schema.get("type") if isinstance(schema.get("type"), list) else [schema.get("type")]
-    if "integer" in kinds or "number" in kinds:
-        schema = {"minimum": -999, "maximum": 999, **schema}
-    if "number" in kinds:
-        schema.setdefault("multipleOf", 0.01)
-    return schema
-
-
-def bounded(schema):
-    """The schema with a maxLength on every free string and a maxItems on every list (see SCHEMAS)."""
-    if isinstance(schema, list):
-        return [bounded(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    schema = {key: value if key in ("enum", "const") else bounded(value) for key, value in schema.items()}
-    kinds = schema.get("type") if isinstance(schema.get("type"), list) else [schema.get("type")]
-    if "string" in kinds and not {"pattern", "enum", "const", "maxLength"} & schema.keys():
-        schema["maxLength"] = 16
-    if "pattern" in schema:  # business_card's e-mail pattern: one or more characters around the @
-        schema["pattern"] = schema["pattern"].replace("]+", "]{1,8}")
-    if "array" in kinds and "maxItems" not in schema:
-        schema["maxItems"] = 3
-    return schema
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["receipt", "invoice_lines", "business_card"])
 def test_fields_and_builtin_schemas_validate(engine, name):
-    answers_validate(engine, bounded(builtin_schemas()[name]))
-    answers_validate(engine, bounded(fields_schema("total,date,vendor")), temperature=1.0, seed=4)
+    answers_validate(engine, short_values(builtin_schemas()[name]))
+    answers_validate(engine, short_values(fields_schema("total,date,vendor")), temperature=1.0, seed=4)
 
 
 @pytest.mark.slow
