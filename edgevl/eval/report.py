@@ -3,8 +3,9 @@
 Scores are computed from the prediction files every time, so a report can be rebuilt with another
 normalisation without running any model. Each task has one headline quality, higher is better, used for the
 charts and to pick the worst samples: character accuracy (1 - CER, at least 0) for OCR, TEDS for tables,
-CIDEr-D for captions, the share of exactly right fields for extraction. A sample that failed (unreadable image, engine error) counts as an empty answer; a task the
-engine cannot do (captions on the embedded engine) is reported as not supported, not as a zero.
+CIDEr-D for captions, the share of exactly right fields for extraction. A sample that failed (unreadable image,
+engine error) counts as an empty answer; a task the engine cannot do (captions on the embedded engine) is
+reported as not supported, not as a zero.
 """
 
 from __future__ import annotations
