@@ -10,9 +10,10 @@ import pytest
 from PIL import Image
 
 from edgevl.cli import main
-from edgevl.engines.base import Engine, Request
+from edgevl.engines.base import Engine
 from edgevl.engines.remote import RemoteEngine
 from edgevl.errors import EdgevlError, UnsupportedTask
+from edgevl.request import Request
 from edgevl.server import ServerSettings, parse_chat_request
 from edgevl.tasks import ExtractResult, Table, get_task
 from edgevl.tasks.extract import builtin_schemas, fields_schema, json_template, load_schema, resolve_schema

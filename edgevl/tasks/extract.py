@@ -22,27 +22,21 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from edgevl.errors import EdgevlError
-from edgevl.tasks.base import Task, prompt_for
+from edgevl.families import wording
+from edgevl.tasks.base import Task
 
 Schema = dict[str, Any]
 SchemaSpec = Schema | str | Path
 
-#: The words around the schema, per family. `{document}` is the schema's title ("receipt"), `{template}` a
-#: JSON skeleton of the answer, `{fields}` one line per field.
-PROMPTS = {
-    # Qwen2-VL's key-information examples give the JSON skeleton with empty values and ask for JSON format.
-    "qwen2vl": (
-        "Extract the key information of the {document} in the image, in JSON format:\n{template}\n"
-        "The fields:\n{fields}\n"
-        "Copy text exactly as written. Use null for a field that is not in the image. Output only the JSON."
-    ),
-    # MiniCPM-V answers conversationally unless told plainly; say what to fill in, then the format.
-    "minicpmv": (
-        "Read the {document} in this image and fill in these fields:\n{fields}\n"
-        "Answer with one JSON object in exactly this format, and nothing else:\n{template}\n"
-        "Copy text exactly as written; write null for a field you cannot find in the image."
-    ),
-}
+#: The words around the schema for models whose family has none of its own (edgevl.families: MiniCPM-V has).
+#: `{document}` is the schema's title ("receipt"), `{template}` a JSON skeleton of the answer, `{fields}` one
+#: line per field. Qwen2-VL's key-information examples give the JSON skeleton with empty values and ask for
+#: JSON format.
+DEFAULT_PROMPT = (
+    "Extract the key information of the {document} in the image, in JSON format:\n{template}\n"
+    "The fields:\n{fields}\n"
+    "Copy text exactly as written. Use null for a field that is not in the image. Output only the JSON."
+)
 
 #: Words for JSON types in the field list.
 _TYPE_WORDS = {"string": "text", "number": "number", "integer": "whole number", "boolean": "true or false",
@@ -163,10 +157,10 @@ def _types(schema: Schema) -> list[str]:
     return [str(kind)] if kind else []
 
 
-def extraction_prompt(prompts: dict[str, str], family: str, schema: Schema) -> str:
-    """A family's extraction wording filled in for `schema` (shared with the table task's strict JSON mode)."""
+def extraction_prompt(family: str, schema: Schema) -> str:
+    """The family's extraction wording filled in for `schema`."""
     document = str(schema.get("title") or "document").lower()
-    return prompt_for(prompts, family).format(
+    return wording(family, "extract", DEFAULT_PROMPT).format(
         document=document,
         template=json.dumps(json_template(schema), ensure_ascii=False),
         fields="\n".join(field_lines(schema)) or "- (any fields the schema allows)",
@@ -197,7 +191,7 @@ class ExtractTask(Task):
     name = "extract"
 
     def prompt(self, family: str, schema: SchemaSpec | None = None, fields: str | list[str] | None = None) -> str:
-        return extraction_prompt(PROMPTS, family, resolve_schema(schema, fields))
+        return extraction_prompt(family, resolve_schema(schema, fields))
 
     def max_tokens(self, schema: SchemaSpec | None = None, fields: str | list[str] | None = None) -> int:
         return 2048  # an invoice of 40 lines at 40-50 tokens each

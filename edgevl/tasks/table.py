@@ -6,37 +6,25 @@ import json
 from dataclasses import dataclass
 from typing import ClassVar
 
-from edgevl.tasks.base import Task, prompt_for
+from edgevl.families import wording
+from edgevl.tasks.base import Task
 from edgevl.tasks.extract import builtin_schemas, parse_json_answer
 from edgevl.tasks.tables import FORMATS, Table, parse_tables
 
-PROMPTS = {
-    "qwen2vl": (
-        "Extract the table in the image as a Markdown table. Start with the header row, then the |---| "
-        "separator row, then one line per table row. Every row must have the same number of cells; leave a "
-        "cell empty if it is empty in the image. Copy the cell text exactly. Output only the table, no commentary."
-    ),
-    # MiniCPM-V tends to summarise tables; insist on a literal copy of every row.
-    "minicpmv": (
-        "Convert the table in this image into a Markdown table, copying every row and every cell exactly as "
-        "written (do not summarise or skip rows). The first row is the header, followed by a |---| separator "
-        "row. Every row must have the same number of cells; leave blank cells empty. Output only the table."
-    ),
-}
+#: The wording for models whose family has none of its own (edgevl.families).
+DEFAULT_PROMPT = (
+    "Extract the table in the image as a Markdown table. Start with the header row, then the |---| "
+    "separator row, then one line per table row. Every row must have the same number of cells; leave a "
+    "cell empty if it is empty in the image. Copy the cell text exactly. Output only the table, no commentary."
+)
 
-#: `strict`: the answer is constrained to the table-as-records schema (edgevl/tasks/schemas/table_records.json).
-STRICT_PROMPTS = {
-    "qwen2vl": (
-        "Extract the table in the image in JSON format: a list with one object per table row, in order, each "
-        "keyed by the column headers exactly as written, with the cell text as the value. Use \"\" for an empty "
-        "cell. Output only the JSON."
-    ),
-    "minicpmv": (
-        "Convert the table in this image into a JSON list: one object per row (do not summarise or skip rows), "
-        "each with the column headers as keys, written exactly as in the image, and the cell text as values; "
-        "\"\" for blank cells. Answer with the JSON only."
-    ),
-}
+#: `strict`: the answer is constrained to the table-as-records schema (edgevl/tasks/schemas/table_records.json);
+#: families word it as their "table_strict" prompt.
+DEFAULT_STRICT_PROMPT = (
+    "Extract the table in the image in JSON format: a list with one object per table row, in order, each "
+    "keyed by the column headers exactly as written, with the cell text as the value. Use \"\" for an empty "
+    "cell. Output only the JSON."
+)
 
 
 @dataclass(frozen=True)
@@ -78,7 +66,9 @@ class TableTask(Task):
     name = "table"
 
     def prompt(self, family: str, strict: bool = False) -> str:
-        return prompt_for(STRICT_PROMPTS if strict else PROMPTS, family)
+        if strict:
+            return wording(family, "table_strict", DEFAULT_STRICT_PROMPT)
+        return wording(family, self.name, DEFAULT_PROMPT)
 
     def max_tokens(self, strict: bool = False) -> int:
         return 4096 if strict else 2048  # JSON repeats every header in every row
