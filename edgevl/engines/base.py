@@ -16,6 +16,7 @@ from PIL import Image
 from edgevl import model_cards
 from edgevl.chat import format_prompt
 from edgevl.errors import ModelError
+from edgevl.layout import DEFAULT_LAYOUT
 from edgevl.manifest import check_files, read_manifest
 
 
@@ -36,7 +37,7 @@ class Request:
 
     `task` lets engines that are not language models (the classic OCR engine) pick what to do; language-model
     engines ignore it and use `prompt`, which holds only the user's words - each engine adds its own chat
-    template and image markers.
+    template and image markers. `layout` is how engines that find text boxes order them (see `edgevl.layout`).
     """
 
     task: str
@@ -44,6 +45,7 @@ class Request:
     prompt: str
     system: str | None = None
     sampling: Sampling = field(default_factory=Sampling)
+    layout: str = DEFAULT_LAYOUT
 
 
 @dataclass

