@@ -13,7 +13,8 @@ other; at most `queue_size` requests wait for it and the next ones get 429 at on
 The user's text is the prompt (task "ask"). The extension field `"edgevl_task": "ocr" | "table" | "caption" |
 "ask"` names the task instead: engines use it to choose the image budget, and the embedded OCR engine, which has
 no prompt, to choose what to do; a message without text gets the task's own prompt. `edgevl batch --endpoint`
-drives this server that way. Answers are the engine's raw text, as from a local engine: the client's task
+drives this server that way. `"edgevl_layout": "auto" | "paragraphs" | "raw"` orders the embedded engine's text
+(see `edgevl.layout`; default "auto"). Answers are the engine's raw text, as from a local engine: the client's task
 parses them.
 """
 
@@ -46,6 +47,7 @@ from edgevl.engines.base import Engine, Request, Sampling, Stats
 from edgevl.engines.remote import EDGEVL_OWNER
 from edgevl.errors import EdgevlError
 from edgevl.images import load_image
+from edgevl.layout import DEFAULT_LAYOUT, LAYOUT_MODES
 from edgevl.tasks import TASKS, get_task
 
 log = logging.getLogger(__name__)
@@ -190,6 +192,9 @@ def parse_chat_request(body: Any, engine: Engine, settings: ServerSettings) -> C
         stop=_stop_strings(body.get("stop")),
     )
     stream = _field(body, "stream", bool, False)
+    layout = body.get("edgevl_layout", DEFAULT_LAYOUT)
+    if layout not in LAYOUT_MODES:
+        raise bad_request(f"edgevl_layout must be one of {', '.join(LAYOUT_MODES)}, not {layout!r}")
     options = body.get("stream_options") or {}
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
     system, prompt, images = _read_messages(body.get("messages"), settings)
@@ -199,7 +204,7 @@ def parse_chat_request(body: Any, engine: Engine, settings: ServerSettings) -> C
         if task == "ask":
             raise bad_request("the user message has no text: ask a question, or set edgevl_task")
         prompt = get_task(task).prompt(engine.family)
-    return ChatRequest(Request(task, tuple(images), prompt, system, sampling), stream, include_usage)
+    return ChatRequest(Request(task, tuple(images), prompt, system, sampling, layout=layout), stream, include_usage)
 
 
 def _read_messages(messages: Any, settings: ServerSettings) -> tuple[str | None, str, list[Image.Image]]:

@@ -1,7 +1,13 @@
 """Rebuild the real development set from public repositories fetched to /work/.mirror: images stay out of git.
 
     python benchmarks/realset/build.py OUT [--mirror /work/.mirror]
-    edgevl eval run OUT -m default -m baseline:rapidocr -m baseline:rapidocr-rec -m baseline:tesseract -o REPORT
+    edgevl eval run OUT/manifest.jsonl -m default -m baseline:tesseract -o REPORT     # everything
+    edgevl eval run OUT/screen.jsonl -m default -m baseline:rapidocr -m baseline:tesseract -o REPORT-screen
+    edgevl eval run OUT/receipt-line.jsonl -m default -m baseline:rapidocr-rec -m baseline:tesseract -o ...
+    edgevl eval run OUT/table.jsonl -m default -m baseline:rapidocr -o REPORT-table
+
+(RapidOCR's default call scales a line crop up to 736 px high: minutes for the receipt lines, so the line crops are
+compared with its recogniser alone, the plain way to read them.)
 
 `sources.json` beside this script names each repository, the commit the set is read from, and what is taken.
 Kinds (the `kind:` tag of each sample): `screen` (real UI screenshots), `receipt-line` (lines cropped from scanned
@@ -140,13 +146,13 @@ def main() -> None:
             image_name = "images/" + row["id"].replace("/", "__").rsplit(".", 1)[0] + ".png"
             row.pop("image").save(args.out / image_name)
             manifest.append({"image": image_name, **row})
-    with (args.out / "manifest.jsonl").open("w", encoding="utf-8") as handle:
-        for row in manifest:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    kinds = {}
+    kinds: dict[str, list[dict]] = {}
     for row in manifest:
-        kinds[row["tags"][0]] = kinds.get(row["tags"][0], 0) + 1
-    print(f"{len(manifest)} samples in {args.out}: " + ", ".join(f"{kind} {count}" for kind, count in kinds.items()))
+        kinds.setdefault(row["tags"][0].removeprefix("kind:"), []).append(row)
+    for name, rows in [("manifest", manifest), *kinds.items()]:  # the whole set, and one manifest per kind
+        with (args.out / f"{name}.jsonl").open("w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    print(f"{len(manifest)} samples in {args.out}: " + ", ".join(f"{kind} {len(rows)}" for kind, rows in kinds.items()))
 
 
 if __name__ == "__main__":

@@ -100,19 +100,19 @@ def is_line_crop(luminance: np.ndarray) -> bool:
     if contrast < 24:
         return False  # blank
     ink_rows = (np.abs(luminance - background) > contrast / 3).sum(axis=1) > max(1, width // 500)
-    bands = _runs(ink_rows, bridge=max(1, height // 10))
-    return len(bands) == 1 and bands[0][1] - bands[0][0] >= LINE_CROP_FILL * height
+    bands = [end - start for start, end in _runs(ink_rows)]
+    if not bands:
+        return False
+    # Lines of text are parted by rows without ink, however tightly set; a band much lower than the tallest
+    # one is a line's detached dots or accents, or noise.
+    tallest = max(bands)
+    return sum(band >= 0.3 * tallest for band in bands) == 1 and tallest >= LINE_CROP_FILL * height
 
 
-def _runs(flags: np.ndarray, bridge: int) -> list[tuple[int, int]]:
-    """[start, end) of the runs of True, runs apart by fewer than `bridge` False values joined."""
-    runs: list[tuple[int, int]] = []
-    for index in np.flatnonzero(flags).tolist():
-        if runs and index - runs[-1][1] < bridge:
-            runs[-1] = (runs[-1][0], index + 1)
-        else:
-            runs.append((index, index + 1))
-    return runs
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) of the runs of True."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], flags.astype(np.int8), [0]])))
+    return list(zip(edges[0::2].tolist(), edges[1::2].tolist()))
 
 
 def has_mixed_polarity(luminance: np.ndarray) -> bool:
