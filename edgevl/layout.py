@@ -30,8 +30,10 @@ DEFAULT_LAYOUT = "auto"
 MIN_COLUMN_ROWS = 3
 #: Narrowest gutter, in text heights (the gap detectors leave between words of one line is smaller).
 MIN_GUTTER = 0.5
-#: Below this share of rows with text on both sides, the two sides run on lines of their own: columns.
+#: Below this share of rows with text on both sides on one line, the two sides run on lines of their own: columns.
 ALIGNED_ROWS = 0.6
+#: Two parts of a row are on one line when their middles are less than this many text heights apart.
+ALIGNED_OFFSET = 0.35
 #: Prose columns: at least this many text heights wide, their lines filling this share of the width.
 PROSE_WIDTH, PROSE_FILL = 8.0, 0.6
 #: Paragraphs: the gap between two wrapped lines is under this many text heights (about 1.2 line heights of pitch).
@@ -218,10 +220,18 @@ def _is_gutter(rows: list[Line], position: float, unit: float) -> bool:
     left_count, right_count = sum(map(bool, left_rows)), sum(map(bool, right_rows))
     if min(left_count, right_count) < 2:
         return False
-    both = sum(bool(left) and bool(right) for left, right in zip(left_rows, right_rows))
+    both = sum(bool(left) and bool(right) and _aligned(left, right, unit) for left, right in zip(left_rows, right_rows))
     if both < ALIGNED_ROWS * min(left_count, right_count):
         return True
     return _is_prose(left_rows, unit) and _is_prose(right_rows, unit)
+
+
+def _aligned(left: Line, right: Line, unit: float) -> bool:
+    """Whether two parts of a row sit on one line (a descender or a slight skew moves a centre a little)."""
+    def middle(boxes: Line) -> float:
+        return sum(box.top + box.bottom for box in boxes) / (2 * len(boxes))
+
+    return abs(middle(left) - middle(right)) <= ALIGNED_OFFSET * unit
 
 
 def _is_prose(rows: list[Line], unit: float) -> bool:

@@ -174,16 +174,23 @@ class ClassicOcrEngine(Engine):
         return table if re.search(r"<td[^>]*>[^<]", table) else _rows_as_html(lines)
 
     def _match_cells(self, image: np.ndarray, boxes: list[TextBox]) -> str:
-        """SLANet-plus predicts the grid and a box per cell; rapid-table puts each OCR box into the nearest cell."""
+        """SLANet-plus predicts the structure and a box per cell; each cell gets the text read inside its box.
+
+        A text box the detector drew across two cells (a small gap between columns) is cut where its characters
+        cross into the next cell at a gap; every piece then goes to the cell it overlaps most (rapid-table's
+        matching). The structure's `<thead>` is kept: it says which rows are the header.
+        """
         from rapid_table.table_matcher import TableMatch
 
         structure, cell_boxes, _elapsed = self._table_model()(image.copy())
-        text_boxes = np.array([[box.left, box.top, box.right, box.bottom] for box in boxes])
-        # The matcher pastes cell texts into the HTML as they are, so escape them first.
-        texts = [(html.escape(box.text, quote=False), 1.0) for box in boxes]
-        matched = TableMatch()(structure, _table_cell_boxes(image, cell_boxes), text_boxes, texts)
-        found = re.search(r"<table>.*</table>", matched, re.DOTALL)
-        return found.group(0) if found else ""
+        cells = [_bounds_of(cell) for cell in _table_cell_boxes(image, cell_boxes)]
+        pieces = [piece for box in boxes for piece in _split_at_cells(box, cells)]
+        matched = TableMatch().match_result(np.array([[b.left, b.top, b.right, b.bottom] for b in pieces]),
+                                            np.array(cells)) if pieces else {}
+        texts = [" ".join(join_line([piece.text for piece in line])
+                          for line in group_into_lines([pieces[index] for index in matched.get(cell, [])]))
+                 for cell in range(len(cells))]
+        return _structure_html(structure, texts)
 
     def _table_model(self) -> Any:
         if self._table_structurer is None:
@@ -239,6 +246,47 @@ def _char_boxes(word_results: Sequence[Any], texts: Sequence[str]) -> list[tuple
         boxes = tuple(_box_around(np.asarray(quad, dtype=np.float64), char) for char, _score, quad in words)
         lines.append(boxes if len(boxes) == len(re.sub(r"\s", "", text)) else ())
     return lines
+
+
+def _bounds_of(cell: np.ndarray) -> list[float]:
+    """[left, top, right, bottom] of a cell box given as 4 or 8 coordinates."""
+    xs, ys = cell[0::2], cell[1::2]
+    return [float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())]
+
+
+def _split_at_cells(box: TextBox, cells: list[list[float]]) -> list[TextBox]:
+    """The box cut between characters that lie in different cells with a gap between them (a space, or the
+    room between two columns); a box without character boxes stays whole."""
+    if len(box.chars) < 2:
+        return [box]
+    owners = [_cell_holding(char.centre, cells) for char in box.chars]
+    runs: list[list[int]] = [[0]]
+    for index in range(1, len(box.chars)):
+        gap = box.chars[index].left - box.chars[index - 1].right
+        if owners[index] != owners[index - 1] and owners[index] is not None and gap > 0.25 * box.height:
+            runs.append([])
+        runs[-1].append(index)
+    return [box] if len(runs) == 1 else [_piece_of(box, run) for run in runs]
+
+
+def _cell_holding(point: tuple[float, float], cells: list[list[float]]) -> int | None:
+    x, y = point
+    return next((index for index, (left, top, right, bottom) in enumerate(cells)
+                 if left <= x <= right and top <= y <= bottom), None)
+
+
+def _structure_html(structure: Sequence[str], texts: Sequence[str]) -> str:
+    """SLANet's structure tokens with each cell's text put in, `<thead>` and `<tbody>` kept."""
+    parts, cell = [], 0
+    for token in structure:
+        if "</td>" not in token:
+            parts.append(token)
+            continue
+        text = html.escape(texts[cell], quote=False) if cell < len(texts) else ""
+        parts.append(f"<td>{text}</td>" if token == "<td></td>" else text + token)
+        cell += 1
+    found = re.search(r"<table>.*</table>", "".join(parts), re.DOTALL)
+    return found.group(0) if found else "<table>" + "".join(parts) + "</table>"
 
 
 def _table_cell_boxes(image: np.ndarray, cell_boxes: np.ndarray) -> np.ndarray:
@@ -347,7 +395,8 @@ class RuledGrid:
             spans = (("rowspan", cell.rowspan), ("colspan", cell.colspan))
             attributes = "".join(f' {name}="{span}"' for name, span in spans if span > 1)
             rows[cell.row] += f"<td{attributes}>{html.escape(text, quote=False)}</td>"
-        return "<table>" + "".join(f"<tr>{cells}</tr>" for cells in rows) + "</table>"
+        head, *body = [f"<tr>{cells}</tr>" for cells in rows]  # the first row is the header
+        return f"<table><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>"
 
     def _pieces(self, box: TextBox) -> list[tuple[int, TextBox]]:
         """The box cut at the cell borders it crosses, each piece with the index of its cell.

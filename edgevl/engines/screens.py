@@ -99,14 +99,19 @@ def is_line_crop(luminance: np.ndarray) -> bool:
     contrast = float(np.abs(luminance - background).max())
     if contrast < 24:
         return False  # blank
-    ink_rows = (np.abs(luminance - background) > contrast / 3).sum(axis=1) > max(1, width // 500)
-    bands = [end - start for start, end in _runs(ink_rows)]
+    ink = np.abs(luminance - background) > contrast / 3
+    bands = _runs(ink.sum(axis=1) > max(1, width // 500))
     if not bands:
         return False
     # Lines of text are parted by rows without ink, however tightly set; a band much lower than the tallest
     # one is a line's detached dots or accents, or noise.
-    tallest = max(bands)
-    return sum(band >= 0.3 * tallest for band in bands) == 1 and tallest >= LINE_CROP_FILL * height
+    top, bottom = max(bands, key=lambda band: band[1] - band[0])
+    tallest = bottom - top
+    if sum(end - start >= 0.3 * tallest for start, end in bands) != 1 or tallest < LINE_CROP_FILL * height:
+        return False
+    # Strokes are thin: ink solid over the band's whole height for longer than half its height is a panel.
+    solid = _runs(ink[top:bottom].mean(axis=0) > 0.9)
+    return all(end - start <= tallest / 2 for start, end in solid)
 
 
 def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
