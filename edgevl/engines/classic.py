@@ -100,13 +100,17 @@ class ClassicOcrEngine(Engine):
         and what it adds is kept.
         """
         luminance = screens.gray(image)
-        if not with_chars and screens.is_line_crop(luminance):
+        line_crop = not with_chars and screens.is_line_crop(luminance)
+        if line_crop:
             line = self._recognise_line(image)
             if line is not None:
                 return [line]
         boxes = self._detect_tiled(image, with_chars)
         if screens.has_mixed_polarity(luminance):
             boxes = screens.merge_boxes(boxes, self._detect_tiled(255 - image, with_chars))
+        if not boxes and not with_chars and not line_crop and image.shape[0] <= screens.LINE_CROP_MAX_HEIGHT:
+            line = self._recognise_line(image)  # too small for the detector (a lone character): read it whole
+            return [line] if line is not None else []
         return boxes
 
     def _recognise_line(self, image: np.ndarray) -> TextBox | None:
@@ -190,7 +194,21 @@ class ClassicOcrEngine(Engine):
         texts = [" ".join(join_line([piece.text for piece in line])
                           for line in group_into_lines([pieces[index] for index in matched.get(cell, [])]))
                  for cell in range(len(cells))]
-        return _structure_html(structure, texts)
+        return _structure_html(structure, self._read_empty_cells(image, cells, texts))
+
+    def _read_empty_cells(self, image: np.ndarray, cells: list[list[float]], texts: list[str]) -> list[str]:
+        """The texts, with each cell the detector found nothing in read on its own crop: the detector misses
+        lone small characters (a "0" or "1" of a column of counts) that the recogniser reads well."""
+        crops = {index: _ink_crop(image, cells[index]) for index, text in enumerate(texts) if not text}
+        crops = {index: crop for index, crop in crops.items() if crop is not None}
+        if not crops:
+            return texts
+        result = self._ocr_model().recognize_txt(list(crops.values()))
+        read = list(texts)
+        for index, text, score in zip(crops, result.txts, result.scores):
+            if score >= LINE_SCORE:
+                read[index] = text.strip()
+        return read
 
     def _table_model(self) -> Any:
         if self._table_structurer is None:
@@ -267,6 +285,25 @@ def _split_at_cells(box: TextBox, cells: list[list[float]]) -> list[TextBox]:
             runs.append([])
         runs[-1].append(index)
     return [box] if len(runs) == 1 else [_piece_of(box, run) for run in runs]
+
+
+def _ink_crop(image: np.ndarray, cell: list[float]) -> np.ndarray | None:
+    """The part of the image inside the cell box, cut down to its ink with a small margin; None without ink."""
+    height, width = image.shape[:2]
+    left, top, right, bottom = (max(0, int(cell[0])), max(0, int(cell[1])),
+                                min(width, int(np.ceil(cell[2]))), min(height, int(np.ceil(cell[3]))))
+    if right - left < 3 or bottom - top < 3:
+        return None
+    crop = image[top:bottom, left:right]
+    luminance = screens.gray(crop)
+    background = float(np.median(luminance))
+    ink = np.abs(luminance - background) > 64
+    if ink.sum() < 4:
+        return None
+    rows, columns = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    margin = 2
+    return np.ascontiguousarray(crop[max(0, rows[0] - margin):rows[-1] + 1 + margin,
+                                     max(0, columns[0] - margin):columns[-1] + 1 + margin])
 
 
 def _cell_holding(point: tuple[float, float], cells: list[list[float]]) -> int | None:

@@ -92,7 +92,7 @@ def is_line_crop(luminance: np.ndarray) -> bool:
     image's contrast, so light-on-dark and low-contrast crops count too.
     """
     height, width = luminance.shape
-    if height > LINE_CROP_MAX_HEIGHT or width < height or height < 8:
+    if height > LINE_CROP_MAX_HEIGHT or width < height / 2 or height < 8:
         return False
     border = np.concatenate([luminance[0], luminance[-1], luminance[:, 0], luminance[:, -1]])
     background = float(np.median(border))
