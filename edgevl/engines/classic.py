@@ -115,7 +115,8 @@ class ClassicOcrEngine(Engine):
 
     def _recognise_line(self, image: np.ndarray) -> TextBox | None:
         """The whole image read as one line of text, None if the recogniser is not sure of it."""
-        result = self._ocr_model()(image, use_det=False, use_cls=False, use_rec=True, return_word_box=False)
+        result = self._ocr_model()(screens.stretched(image), use_det=False, use_cls=False, use_rec=True,
+                                   return_word_box=False)
         text = (result.txts or ("",))[0].strip()
         if not text or result.scores[0] < LINE_SCORE:
             return None

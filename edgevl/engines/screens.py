@@ -6,7 +6,7 @@ Pure functions over image arrays and text boxes, used by the embedded engine (`c
   cuts, which the overlap guarantees the neighbouring tile holds whole, and `merge_boxes` drops the lines found
   twice in an overlap;
 - `is_line_crop`: an image holding one tight line of text goes straight to the recogniser, which then sees every
-  character (a detector box may clip the first or last one);
+  character (a detector box may clip the first or last one), in grey with its contrast stretched (`stretched`);
 - `has_mixed_polarity`: light text on dark panels next to dark text on light ones, where a second detection pass
   on the inverted image finds what the first one missed.
 """
@@ -118,6 +118,15 @@ def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
     """[start, end) of the runs of True."""
     edges = np.flatnonzero(np.diff(np.concatenate([[0], flags.astype(np.int8), [0]])))
     return list(zip(edges[0::2].tolist(), edges[1::2].tolist()))
+
+
+def stretched(image: np.ndarray) -> np.ndarray:
+    """The image in grey with its luminance stretched over the full range (2nd to 98th percentile): faded print
+    and light-grey text get the contrast the recogniser was trained on."""
+    luminance = gray(image)
+    low, high = np.percentile(luminance, (2, 98))
+    scaled = np.clip((luminance - low) * (255.0 / max(float(high - low), 1.0)), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(np.repeat(scaled[:, :, None], 3, axis=2))
 
 
 def has_mixed_polarity(luminance: np.ndarray) -> bool:
