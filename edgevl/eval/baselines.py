@@ -22,7 +22,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from edgevl.engines.base import Engine, Request
+from edgevl.engines.base import Engine
+from edgevl.request import Request
 from edgevl.errors import BackendUnavailable, EdgevlError, UnsupportedTask
 
 PREFIX = "baseline:"
