@@ -63,7 +63,7 @@ def draw_images(kind: str, count: int, seed: int = 0) -> list[tuple[str, Image.I
 
 def long_page(sentences: tuple[str, ...], rng: random.Random) -> Image.Image:
     """A 1200x9000 screenshot of 22 px text, a paragraph gap every few lines."""
-    width, height = LONG_PAGE
+    height = LONG_PAGE[1]
     font = _font(22)
     image = Image.new("RGB", LONG_PAGE, "white")
     draw = ImageDraw.Draw(image)

@@ -143,8 +143,9 @@ def _eval_parser(commands) -> None:
     run = steps.add_parser("run", help="run models over a labelled set and write a report (resumes a killed run)")
     run.add_argument("dataset", type=Path, help="folder with manifest.jsonl, *.gt.txt side files or ICDAR gt_*.txt")
     run.add_argument("-m", "--model", action="append", dest="models",
-                     help="model folder or name, 'default' for the embedded engine, or for comparison baseline:rapidocr, "
-                          "baseline:rapidocr-rec, baseline:tesseract; repeat to compare (default: default)")
+                     help="model folder or name, 'default' for the embedded engine, or for comparison "
+                          "baseline:rapidocr, baseline:rapidocr-rec, baseline:tesseract; repeat to compare "
+                          "(default: default)")
     run.add_argument("-o", "--output", type=Path, required=True, help="report folder (predictions are kept there)")
     run.add_argument("--task", choices=["ocr", "table", "caption"],
                      help="only samples of this task (also the task of samples that do not name one)")

@@ -122,7 +122,7 @@ def test_indented_first_line_bullets_and_headings() -> None:
 def test_hyphenated_words_are_joined_and_cjk_gets_no_space() -> None:
     hyphenated = column(["A paragraph with a hyphen-", "ated word at the end of a line."], 0, 0)
     assert paragraphs(lines_of(hyphenated)) == ["A paragraph with a hyphenated word at the end of a line."]
-    chinese = column(["这是一段很长的中文文字在这里换行", "然后继续写下去。"], 0, 0, pitch=PITCH)
+    chinese = column(["这是一段很长的中文文字在这里换行", "然后继续写下去。"], 0, 0)
     chinese = [TextBox(b.text, b.left, b.top, b.left + 20 * len(b.text), b.bottom) for b in chinese]
     assert paragraphs(lines_of(chinese)) == ["这是一段很长的中文文字在这里换行然后继续写下去。"]
 

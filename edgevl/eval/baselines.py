@@ -23,8 +23,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from edgevl.engines.base import Engine
-from edgevl.request import Request
 from edgevl.errors import BackendUnavailable, EdgevlError, UnsupportedTask
+from edgevl.request import Request
 
 PREFIX = "baseline:"
 TESSDATA_PLACES = ("/usr/share/tesseract-ocr/5/tessdata", "/usr/share/tesseract-ocr/4.00/tessdata",
@@ -39,7 +39,8 @@ def open_baseline(model: str, threads: int | None = None) -> Engine:
     """The baseline engine named `baseline:NAME`."""
     name = str(model).removeprefix(PREFIX)
     if name not in BASELINES:
-        raise EdgevlError(f"unknown baseline {name!r}; choose one of {', '.join(PREFIX + known for known in BASELINES)}")
+        known = ", ".join(PREFIX + each for each in BASELINES)
+        raise EdgevlError(f"unknown baseline {name!r}; choose one of {known}")
     return BASELINES[name](threads)
 
 
