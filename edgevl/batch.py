@@ -36,7 +36,7 @@ from edgevl import api
 from edgevl.engines.base import Engine
 from edgevl.errors import EdgevlError, EngineUnavailable, UnsupportedTask
 from edgevl.images import load_image
-from edgevl.tasks import get_task
+from edgevl.tasks import ExtractResult, get_task
 
 Record = dict[str, Any]
 
@@ -104,7 +104,8 @@ def answer_image(engine: Engine, task: str, path: str, options: dict[str, Any]) 
         run = api.stream_task(engine, task, [load_image(path)], **options)
         for _ in run:
             pass
-        output = run.result().text
+        result = run.result()
+        output = result.data if isinstance(result, ExtractResult) else result.text  # extract: a JSON object
         stats = {name: round(value, 1) for name, value in asdict(engine.last_stats).items()}
     except EngineUnavailable:
         raise

@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     ask = _task_parser(commands, "ask", "ask a question about images (needs a VLM)", formats=("text", "json"))
     ask.add_argument("question", help="the question (after the image files)")
     ask.set_defaults(task="ask")
+    _extract_parser(commands)
+    table.add_argument("--strict", action="store_true",
+                       help="constrain the answer to JSON records (one object per row); use with --format json")
 
     batch = commands.add_parser("batch", help="run a task over many images into a JSONL file (resumable)")
     batch.add_argument("files", nargs="+", type=Path, help="image files or folders (searched recursively)")
@@ -116,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="requests in flight at once (with --endpoint; default 1)")
     batch.add_argument("--length", choices=list(LENGTHS), default=DEFAULT_LENGTH, help="caption length")
     batch.add_argument("--question", default="", help="the question, for --task ask")
+    _add_schema_options(batch)
+    batch.add_argument("--strict", action="store_true", help="--task table: constrain the answer to JSON records")
     _add_layout_option(batch)
     _add_engine_options(batch)
     _add_endpoint_options(batch)
@@ -168,6 +173,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _extract_parser(commands) -> None:
+    extract = commands.add_parser("extract", help="fields of receipts, forms, cards and tables as JSON valid "
+                                                  "against a schema (needs a VLM)")
+    extract.add_argument("files", nargs="*", type=Path, help="image files or folders")
+    extract.add_argument("-f", "--format", choices=["json"], default="json", help=argparse.SUPPRESS)
+    _add_schema_options(extract)
+    extract.add_argument("--list", action="store_true", help="list the built-in schemas and exit")
+    _add_engine_options(extract)
+    _add_endpoint_options(extract)
+    _add_sampling_options(extract)
+    extract.set_defaults(run=run_extract, task="extract")
+
+
+def _add_schema_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--schema", help="for extract: a built-in schema name (see edgevl extract --list) or a "
+                                         "JSON schema file")
+    parser.add_argument("--fields", help="for extract, instead of --schema: comma-separated field names, each "
+                                         "a string (e.g. total,date,vendor)")
+
+
 def _eval_parser(commands) -> None:
     evaluate = commands.add_parser("eval", help="measure accuracy, speed and memory of models on labelled images")
     steps = evaluate.add_subparsers(required=True, metavar="STEP")
@@ -189,7 +214,7 @@ def _eval_parser(commands) -> None:
                           "baseline:rapidocr, baseline:rapidocr-rec, baseline:tesseract; repeat to compare "
                           "(default: default)")
     run.add_argument("-o", "--output", type=Path, required=True, help="report folder (predictions are kept there)")
-    run.add_argument("--task", choices=["ocr", "table", "caption"],
+    run.add_argument("--task", choices=["ocr", "table", "caption", "extract"],
                      help="only samples of this task (also the task of samples that do not name one)")
     run.add_argument("--limit", type=_whole(1, 10**9), help="only the first N samples")
     run.add_argument("--max-tokens", type=_whole(1, 10**9), help="answer length limit (default: each task's)")
@@ -379,6 +404,22 @@ def run_task(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def run_extract(args: argparse.Namespace) -> None:
+    if args.list:
+        from rich.table import Table
+
+        from edgevl.tasks.extract import builtin_schemas
+
+        table = Table("name", "what it holds", box=None)
+        for name, schema in builtin_schemas().items():
+            table.add_row(name, schema.get("description", ""))
+        Console().print(table)
+        return
+    if not args.files:
+        raise EdgevlError("extract needs image files (or --list for the built-in schemas)")
+    run_task(args)
+
+
 def print_answer(run: api.TaskRun, fmt: str) -> None:
     """Plain text streams as it comes; structured formats need the whole answer, so they print at the end."""
     if fmt == "text":
@@ -460,6 +501,16 @@ def _task_options(args: argparse.Namespace) -> dict[str, Any]:
         options["question"] = args.question
     if args.task == "ocr":
         options["layout"] = args.layout
+    if args.task == "extract":
+        from edgevl.tasks.extract import resolve_schema
+
+        options["schema"] = resolve_schema(args.schema, args.fields)  # read once, not once per image
+    elif getattr(args, "schema", None) or getattr(args, "fields", None):
+        raise EdgevlError("--schema and --fields are for the extract task (--task extract)")
+    if getattr(args, "strict", False):
+        if args.task != "table":
+            raise EdgevlError("--strict is for tables (--task table)")
+        options["strict"] = True
     return options
 
 

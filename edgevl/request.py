@@ -8,6 +8,7 @@ other.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from PIL import Image
 
@@ -31,7 +32,9 @@ class Request:
 
     `task` lets engines that are not language models (the classic OCR engine) pick what to do; language-model
     engines ignore it and use `prompt`, which holds only the user's words - each engine adds its own chat
-    template and image markers. `layout` is how engines that find text boxes order them (see `edgevl.layout`).
+    template and image markers. `json_schema`, when set, is the JSON schema the answer must be valid against:
+    engines that generate tokens constrain decoding to it, remote ones send it as the OpenAI `response_format`.
+    `layout` is how engines that find text boxes order them (see `edgevl.layout`).
     """
 
     task: str
@@ -39,6 +42,7 @@ class Request:
     prompt: str
     system: str | None = None
     sampling: Sampling = field(default_factory=Sampling)
+    json_schema: dict[str, Any] | None = None
     layout: str = DEFAULT_LAYOUT
 
 

@@ -17,8 +17,9 @@ only; on a loopback bind without a key, loopback Host names only (DNS rebinding)
 from their headers before any is decoded, and decoded in the engine thread, one request at a time; headers and
 body must arrive in time; a client that hangs up gives its slot back at once.
 
-The user's text is the prompt (task "ask"). The extension field `"edgevl_task": "ocr" | "table" | "caption" |
-"ask"` names the task instead: engines use it to choose the image budget, and the embedded OCR engine, which has
+The user's text is the prompt (task "ask"). OpenAI's `response_format` (`json_schema` or `json_object`) puts a
+JSON schema in the request, which the engine constrains the answer to. The extension field `"edgevl_task": "ocr" |
+"table" | "caption" | "ask" | "extract"` names the task instead: engines use it to choose the image budget, and the embedded OCR engine, which has
 no prompt, to choose what to do; a message without text gets the task's own prompt. `edgevl batch --endpoint`
 drives this server that way. `"edgevl_layout": "auto" | "paragraphs" | "raw"` orders the embedded engine's text
 (see `edgevl.layout`; default "auto"). Answers are the engine's raw text, as from a local engine: the client's task
@@ -268,15 +269,39 @@ def parse_chat_request(body: Any, engine: Engine, settings: ServerSettings) -> C
         raise bad_request(f"{LAYOUT_FIELD} must be one of {', '.join(LAYOUT_MODES)}, not {layout!r}")
     options = body.get("stream_options") or {}
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
+    json_schema = _response_schema(body.get("response_format"))
+    if task == "extract" and json_schema is None:
+        raise bad_request("the extract task needs a response_format of type json_schema")
     system, prompt, image_urls = _read_messages(body.get("messages"), settings)
     if not image_urls and task != "ask":
         raise bad_request(f"the {task} task needs an image: add an image_url part to the user message")
     if not prompt:
         if task == "ask":
             raise bad_request(f"the user message has no text: ask a question, or set {TASK_FIELD}")
-        prompt = get_task(task).prompt(engine.family)
+        options = {"schema": json_schema} if task == "extract" else {}
+        prompt = get_task(task).prompt(engine.family, **options)
     images = _checked_images(image_urls, settings)
-    return ChatRequest(Request(task, (), prompt, system, sampling, layout=layout), stream, include_usage, images)
+    return ChatRequest(Request(task, (), prompt, system, sampling, json_schema, layout=layout), stream, include_usage,
+                       images)
+
+
+def _response_schema(response_format: Any) -> dict[str, Any] | None:
+    """The JSON schema that OpenAI's `response_format` asks the answer to follow: `{"type": "json_schema",
+    "json_schema": {"name": ..., "schema": {...}}}`, or any JSON object for `{"type": "json_object"}`; None for
+    free text (`{"type": "text"}` or no response_format)."""
+    kind = response_format.get("type") if isinstance(response_format, dict) else response_format
+    if kind in (None, "text"):
+        return None
+    if kind == "json_object":
+        return {"type": "object"}
+    if kind == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        if isinstance(schema, dict) and schema:
+            return schema
+        raise bad_request("response_format.json_schema.schema must be a JSON schema object")
+    raise bad_request('response_format must be {"type": "text"}, {"type": "json_object"} or '
+                      '{"type": "json_schema", "json_schema": {"name": ..., "schema": {...}}}')
+>>>>>>> main
 
 
 def _read_messages(messages: Any, settings: ServerSettings) -> tuple[str | None, str, list[tuple[str, Any]]]:

@@ -31,7 +31,7 @@ class Engine(abc.ABC):
     #: prompt family the tasks tune their wording for ("qwen2vl", "minicpmv", or "classic" for non-LLM engines)
     family: str = "classic"
     #: tasks this engine can do; language-model engines can do them all
-    tasks: frozenset[str] = frozenset({"ocr", "table", "caption", "ask"})
+    tasks: frozenset[str] = frozenset({"ocr", "table", "caption", "ask", "extract"})
     #: a short human description ("llama.cpp qwen2-vl-2b q4_k_m, CPU")
     description: str = ""
     #: where the model runs: "cpu", "gpu" (llama.cpp's offload), "cuda" (ONNX Runtime's provider), "remote"

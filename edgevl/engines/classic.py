@@ -46,7 +46,8 @@ SLANET_INPUT_SIDE = 488
 #: A line crop read whole is kept when the recogniser is at least this sure of it (else it is read as a page).
 LINE_SCORE = 0.5
 
-_TASK_NAMES = {"caption": "captioning", "ask": "answering questions about an image"}
+_TASK_NAMES = {"caption": "captioning", "ask": "answering questions about an image",
+               "extract": "extracting fields as JSON"}
 
 
 class ClassicOcrEngine(Engine):

@@ -141,6 +141,9 @@ class RemoteEngine(Engine):
         }
         if sampling.stop:
             body["stop"] = list(sampling.stop)
+        if request.json_schema is not None:  # OpenAI's structured output; vLLM and llama.cpp's server honour it
+            body["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": "edgevl_answer", "schema": request.json_schema, "strict": True}}
         if self.speaks_edgevl:
             body[TASK_FIELD] = request.task
         return body
