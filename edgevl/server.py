@@ -301,7 +301,6 @@ def _response_schema(response_format: Any) -> dict[str, Any] | None:
         raise bad_request("response_format.json_schema.schema must be a JSON schema object")
     raise bad_request('response_format must be {"type": "text"}, {"type": "json_object"} or '
                       '{"type": "json_schema", "json_schema": {"name": ..., "schema": {...}}}')
->>>>>>> main
 
 
 def _read_messages(messages: Any, settings: ServerSettings) -> tuple[str | None, str, list[tuple[str, Any]]]:
