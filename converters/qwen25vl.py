@@ -35,9 +35,10 @@ class Qwen25VLConverter(Qwen2VLConverter):
                                   f"{LLAMA_CPP_WINDOW_SIZE} px windows only")
         full = list(vision.get("fullatt_block_indexes") or [])
         period = full[0] + 1 if full else 0
-        if not full or full != list(range(period - 1, vision["depth"], period)):
-            raise CheckpointError(f"{where}: fullatt_block_indexes {full} - llama.cpp needs every n-th of the "
-                                  f"{vision['depth']} blocks to attend fully (as in the released [7, 15, 23, 31])")
+        # period 1 (no windowed block) makes mtmd abort on a window mask its graph never uses
+        if period < 2 or full != list(range(period - 1, vision["depth"], period)):
+            raise CheckpointError(f"{where}: fullatt_block_indexes {full} - llama.cpp needs every n-th (n > 1) of "
+                                  f"the {vision['depth']} blocks to attend fully (as in the released [7, 15, 23, 31])")
         return period
 
     def vision_widths(self) -> tuple[int, int]:
