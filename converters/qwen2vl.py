@@ -134,7 +134,7 @@ class Qwen2VLConverter(Converter):
     def write_onnx(self, folder, quant, int4, progress):
         from edgevl.converters.qwen2vl_onnx import write_model  # needs torch: only for ONNX export
 
-        return write_model(self.checkpoint.folder, folder, quant, int4, progress)
+        return write_model(self.checkpoint.folder, folder, quant, int4, progress, family=self.family)
 
     # ---- shared ------------------------------------------------------------------------------------------------
 

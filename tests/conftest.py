@@ -17,7 +17,7 @@ if importlib.util.find_spec("PySide6") is None:
 #: fixtures that build or convert a tiny checkpoint (seconds to minutes): a test using one must be marked slow
 CHECKPOINT_FIXTURES = frozenset({"qwen2vl_checkpoint", "qwen2vl_gguf", "qwen2vl_onnx", "qwen2vl_reference",
                                  "minicpmv_checkpoint", "minicpmv_reference", "minicpmv_gguf",
-                                 "qwen25vl_checkpoint", "qwen25vl_gguf", "qwen25vl_reference"})
+                                 "qwen25vl_checkpoint", "qwen25vl_gguf", "qwen25vl_onnx", "qwen25vl_reference"})
 
 
 def pytest_collection_modifyitems(config, items) -> None:
@@ -62,15 +62,19 @@ def gguf_conversions(checkpoint: Path, root: Path):
 @pytest.fixture(scope="session")
 def qwen2vl_onnx(qwen2vl_checkpoint, tmp_path_factory):
     """Function quant ("fp32", "fp16", "int4") -> exported ONNX model folder, each exported once per session."""
+    return onnx_exports(qwen2vl_checkpoint, tmp_path_factory.mktemp("onnx"))
+
+
+def onnx_exports(checkpoint: Path, root: Path):
+    """Function quant -> the checkpoint exported to ONNX under root, each once."""
     from edgevl.converters import convert
 
-    root = tmp_path_factory.mktemp("onnx")
     folders: dict[str, Path] = {}
 
     def exported(quant: str = "fp32") -> Path:
         if quant not in folders:
             folders[quant] = root / quant
-            convert(qwen2vl_checkpoint, folders[quant], to="onnx", quant=quant)
+            convert(checkpoint, folders[quant], to="onnx", quant=quant)
         return folders[quant]
 
     return exported
@@ -83,7 +87,7 @@ def qwen2vl_reference(qwen2vl_checkpoint):
     return Qwen2VLReference(qwen2vl_checkpoint)
 
 
-# ---- Qwen2.5-VL: the tiny checkpoint, its GGUF conversions and the transformers reference ---------------------
+# ---- Qwen2.5-VL: the tiny checkpoint, its GGUF and ONNX conversions and the transformers reference -----------
 
 @pytest.fixture(scope="session")
 def qwen25vl_checkpoint(tmp_path_factory) -> Path:
@@ -95,6 +99,11 @@ def qwen25vl_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def qwen25vl_gguf(qwen25vl_checkpoint, tmp_path_factory):
     return gguf_conversions(qwen25vl_checkpoint, tmp_path_factory.mktemp("gguf-qwen25vl"))
+
+
+@pytest.fixture(scope="session")
+def qwen25vl_onnx(qwen25vl_checkpoint, tmp_path_factory):
+    return onnx_exports(qwen25vl_checkpoint, tmp_path_factory.mktemp("onnx-qwen25vl"))
 
 
 @pytest.fixture(scope="session")

@@ -43,7 +43,7 @@ def test_writes_qwen25vl_merger_mmproj_and_qwen2vl_text(qwen25vl_gguf):
 
 
 @pytest.mark.parametrize("vision_change, message", [
-    ({"fullatt_block_indexes": [1, 2]}, r"fullatt_block_indexes \[1, 2\] - llama.cpp needs every n-th \(n > 1\) of the 4 blocks"),
+    ({"fullatt_block_indexes": [1, 2]}, r"indexes \[1, 2\] - llama.cpp needs every n-th \(n > 1\) of the 4 blocks"),
     ({"fullatt_block_indexes": []}, r"fullatt_block_indexes \[\]"),
     ({"fullatt_block_indexes": [0, 1, 2, 3]}, r"every n-th \(n > 1\)"),
     ({"window_size": 224}, "window_size 224 - llama.cpp runs Qwen2.5-VL with 112 px windows only"),

@@ -9,14 +9,12 @@ image positions are exactly Qwen2-VL's.
 
 from __future__ import annotations
 
-from edgevl.families.base import Family
 from edgevl.families.qwen2vl import Qwen2VL
 
 
 class Qwen25VL(Qwen2VL):
-    """GGUF only for now: llama.cpp with libmtmd (projector `qwen2.5vl_merger`), fed images resized here."""
+    """GGUF: llama.cpp with libmtmd (projector `qwen2.5vl_merger`), fed images resized here. ONNX: the three
+    exported graphs (the vision graph masks attention to windows), fed by Qwen2VLOnnxImages."""
 
     name = "qwen25vl"
-    engines = {"gguf": "edgevl.engines.llamacpp:LlamaCppEngine"}
-    # no ONNX export for the windowed vision encoder yet: refuse as every family without one does
-    onnx_images = Family.onnx_images
+    engines = Qwen2VL.engines
