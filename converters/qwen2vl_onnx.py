@@ -30,7 +30,7 @@ class VisionEncoder(nn.Module):
         # Qwen2.5-VL: blocks outside fullatt_block_indexes attend within windows of window_size pixels
         self.full_attention = set(getattr(visual, "fullatt_block_indexes", range(len(visual.blocks))))
         window_size = getattr(visual, "window_size", 0)
-        self.window_blocks = window_size // self.merge // visual.patch_size  # merged cells per window side
+        self.window_blocks = window_size // self.merge // visual.config.patch_size  # merged cells per window side
 
     def forward(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> torch.Tensor:
         from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb_vision
