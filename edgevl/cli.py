@@ -22,7 +22,7 @@ from rich.progress import (
 
 import edgevl
 from edgevl import api
-from edgevl.errors import EdgevlError
+from edgevl.errors import BackendUnavailable, EdgevlError
 from edgevl.families import DEFAULT_FAMILY, FAMILIES
 from edgevl.gui.arguments import add_gui_arguments
 from edgevl.engines.base import Engine
@@ -111,12 +111,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="list converted models")
     models.add_argument("--dir", type=Path, help="models folder (default: %s)" % api.models_dir())
+    models.add_argument("--available", action="store_true",
+                        help="list the catalogue of models `edgevl pull` knows by name instead")
     models.set_defaults(run=run_models)
 
     doctor = commands.add_parser("doctor", help="which backends work here, GPU offload yes/no and why")
+    doctor.add_argument("--fix", action="store_true",
+                        help="set up CUDA for both runtimes (after pip install 'edgevl[cuda]'; see README)")
+    from edgevl.gpu_setup import add_arguments as add_gpu_setup_arguments
+
+    add_gpu_setup_arguments(doctor.add_argument_group("--fix options"))
     doctor.set_defaults(run=run_doctor)
 
     _eval_parser(commands)
+    _import_parser(commands)
+    _pull_parser(commands)
 
     gui = commands.add_parser("gui", help="start the desktop app (needs the gui extra)")
     add_gui_arguments(gui)
@@ -155,6 +164,32 @@ def _eval_parser(commands) -> None:
     run.add_argument("--ignore-case", action="store_true", help="compare case-insensitively")
     run.add_argument("--worst", type=int, default=5, help="worst samples shown per model and task (default: 5)")
     run.set_defaults(run=run_eval)
+
+
+def _import_parser(commands) -> None:
+    adopt = commands.add_parser("import", help="adopt GGUF files made by llama.cpp, LM Studio or Ollama")
+    adopt.add_argument("gguf", type=Path, help="the language model GGUF (an Ollama blob works too), or a folder "
+                                              "holding it and its mmproj (LM Studio's layout)")
+    adopt.add_argument("--mmproj", type=Path, help="the vision projector GGUF that belongs to it")
+    adopt.add_argument("--quant", help="in a folder of several quants: the one to take (default q4_k_m)")
+    adopt.add_argument("-o", "--output", type=Path,
+                       help="model folder to create (default: named after the model in %s)" % api.models_dir())
+    adopt.add_argument("--force", action="store_true", help="replace the output folder if it exists")
+    adopt.set_defaults(run=run_import)
+
+
+def _pull_parser(commands) -> None:
+    pull = commands.add_parser("pull", help="download a model from the Hugging Face Hub and convert or import it")
+    pull.add_argument("name", help="a model from `edgevl models --available`, or a Hugging Face repo id (owner/name);"
+                                   " HF_ENDPOINT, HF_TOKEN and the hub cache are honoured")
+    pull.add_argument("-o", "--output", type=Path,
+                      help="model folder to create (default: named after the model in %s)" % api.models_dir())
+    pull.add_argument("--to", default="gguf", choices=["gguf", "onnx"], help="output format (default: gguf)")
+    pull.add_argument("--quant", help="as for convert; in a repo of GGUF files, the quant of the file to take "
+                                      "(default q4_k_m)")
+    pull.add_argument("--file", help="in a repo of GGUF files: the language model file to take")
+    pull.add_argument("--force", action="store_true", help="replace the output folder if it exists")
+    pull.set_defaults(run=run_pull)
 
 
 def _task_parser(commands, name: str, help_text: str, formats: tuple[str, ...]) -> argparse.ArgumentParser:
@@ -209,9 +244,34 @@ def run_convert(args: argparse.Namespace) -> None:
                            vision_quant=args.vision_quant, overwrite=args.force, threads=args.threads,
                            int4=Int4Options(block_size=args.block_size, symmetric=args.symmetric),
                            progress=progress)
+    _print_model_folder(args.output, manifest)
+
+
+def run_import(args: argparse.Namespace) -> None:
+    try:
+        from edgevl.gguf_import import import_gguf
+    except ImportError:
+        raise BackendUnavailable(f"importing GGUF files needs the gguf package: {api.CONVERT_HINT}") from None
+    folder, manifest = import_gguf(args.gguf, args.mmproj, args.output, quant=args.quant, overwrite=args.force)
+    _print_model_folder(folder, manifest)
+
+
+def run_pull(args: argparse.Namespace) -> None:
+    try:
+        from edgevl.hub import pull
+    except ImportError:
+        raise BackendUnavailable("pulling needs huggingface_hub: pip install 'edgevl[pull]'") from None
+    with RichProgress() as progress:
+        folder, manifest = pull(args.name, args.output, to=args.to, quant=args.quant, file=args.file,
+                                overwrite=args.force, progress=progress)
+    _print_model_folder(folder, manifest)
+
+
+def _print_model_folder(folder: Path, manifest) -> None:
     for role, entry in manifest.files.items():
         stderr.print(f"{role:>7}: {entry.name}  {entry.bytes / 1e6:,.1f} MB")
-    stderr.print(f"[green]done:[/green] {args.output}  (try: edgevl ocr IMAGE --model {args.output})")
+    stderr.print(f"[green]done:[/green] {folder}  ({manifest.card or manifest.family} {manifest.quant}; try: "
+                 f"edgevl ocr IMAGE --model {folder})")
 
 
 def run_task(args: argparse.Namespace) -> None:
@@ -315,6 +375,8 @@ def _task_options(args: argparse.Namespace) -> dict[str, Any]:
 def run_models(args: argparse.Namespace) -> None:
     from rich.table import Table
 
+    if args.available:
+        return _print_catalogue()
     folder = args.dir or api.models_dir()
     models = api.installed_models(folder)
     if not models:
@@ -325,6 +387,24 @@ def run_models(args: argparse.Namespace) -> None:
         manifest = model.manifest
         table.add_row(model.name, manifest.format, manifest.card or manifest.family, manifest.quant,
                       manifest.vision_quant, f"{manifest.total_bytes() / 1e6:,.0f} MB", str(model.path))
+    Console().print(table)
+
+
+def _print_catalogue() -> None:
+    """The model cards `edgevl pull NAME` knows: download (the bf16 checkpoint), model files at the card's
+    recommended quant (the cards' figures), licence."""
+    from rich.table import Table
+
+    from edgevl.model_cards import all_cards
+
+    table = Table(box=None)
+    for column in ("name", "repo", "download", "model", "licence", "OCRBench"):
+        table.add_column(column, no_wrap=column != "licence")
+    for card in all_cards():
+        model_mb = card.sizes_mb.get(card.recommended_quant, 0) + card.sizes_mb.get("mmproj_f16", 0)
+        table.add_row(card.id, card.hub_id, f"{card.parameters_b * 2:,.1f} GB",
+                      f"{model_mb / 1e3:,.1f} GB" if model_mb else "?", card.license,
+                      f"{card.scores['ocrbench']:g}" if "ocrbench" in card.scores else "")
     Console().print(table)
 
 
@@ -376,6 +456,11 @@ def _comma_list(text: str) -> list[str]:
 
 def run_doctor(args: argparse.Namespace) -> None:
     from edgevl.doctor import checks
+
+    if args.fix:
+        from edgevl.gpu_setup import fix
+
+        fix(args)
 
     for name, ok, detail in checks():
         mark = "[green]ok[/green]  " if ok else "[yellow]--[/yellow]  "

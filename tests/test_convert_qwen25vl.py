@@ -56,3 +56,12 @@ def test_windows_llama_cpp_cannot_run_are_refused(vision_change, message, qwen25
     with pytest.raises(CheckpointError, match=message):
         convert(broken, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_llama_cpp_style_files_are_imported_as_qwen25vl(qwen25vl_gguf, tmp_path):
+    from edgevl.gguf_import import import_gguf
+
+    converted = qwen25vl_gguf("q8_0", "f16")
+    manifest = read_manifest(converted)
+    folder, _ = import_gguf(manifest.path(converted, "text"), manifest.path(converted, "mmproj"), tmp_path / "model")
+    assert read_manifest(folder).family == "qwen25vl"

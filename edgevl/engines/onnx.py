@@ -10,6 +10,8 @@ present keys and values are bound as the next step's past, with no copy through 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import time
@@ -35,12 +37,30 @@ def choose_providers(device: str) -> tuple[list[str], str]:
     if device == "cpu":
         return ["CPUExecutionProvider"], "CPU (asked for)"
     if "CUDAExecutionProvider" in available:
+        preload_cuda_libraries(onnxruntime)
         return ["CUDAExecutionProvider", "CPUExecutionProvider"], "CUDA execution provider"
     if device == "cuda":
         raise BackendUnavailable(
             "CUDA was asked for but this ONNX Runtime has no CUDA provider: pip uninstall onnxruntime && "
             "pip install 'onnxruntime-gpu[cuda,cudnn]'")
     return ["CPUExecutionProvider"], "CPU: this ONNX Runtime has no CUDA provider (install onnxruntime-gpu)"
+
+
+def preload_cuda_libraries(onnxruntime) -> None:
+    """onnxruntime-gpu finds the CUDA, cuBLAS and cuDNN of NVIDIA's wheels only once they are loaded
+    (`preload_dlls`, onnxruntime >= 1.21); a library that is missing shows when the session falls back to the CPU,
+    and `edgevl doctor` names it."""
+    preload = getattr(onnxruntime, "preload_dlls", None)
+    if preload is None:
+        return
+    printed = io.StringIO()  # it prints what it cannot load: that goes to the log, not into the answer's stream
+    try:
+        with contextlib.redirect_stdout(printed):
+            preload()
+    except Exception as error:  # noqa: BLE001 - whatever fails here, the session's own fallback says it again
+        log.info("onnxruntime.preload_dlls: %s", error)
+    if printed.getvalue().strip():
+        log.info("onnxruntime.preload_dlls: %s", printed.getvalue().strip())
 
 
 class OnnxEngine(ModelFolderEngine):

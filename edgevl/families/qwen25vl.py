@@ -18,3 +18,4 @@ class Qwen25VL(Qwen2VL):
 
     name = "qwen25vl"
     engines = Qwen2VL.engines
+    imported_gguf = (("qwen2vl", "qwen2.5vl_merger"),)  # as llama.cpp's convert_hf_to_gguf.py writes them
