@@ -23,6 +23,7 @@ from edgevl.errors import ModelError
 from edgevl.families import FAMILIES
 from edgevl.manifest import Manifest, file_entry, write_manifest
 from edgevl.model_cards import ModelCard, card_for_config
+from edgevl.model_files import check_gguf
 
 GGUF_MAGIC = b"GGUF"
 #: projector types edgevl recognises but does not run (the families say what it runs: Family.imported_gguf)
@@ -78,6 +79,7 @@ def read_facts(path: Path) -> GGUFFacts:
     with path.open("rb") as handle:
         if handle.read(4) != GGUF_MAGIC:
             raise ModelError(f"{path}: not a GGUF file")
+    check_gguf(path)  # GGUFReader trusts the header's counts and offsets (a crafted file: IndexError, MemoryError)
     from gguf import GGUFReader
 
     try:

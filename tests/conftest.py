@@ -33,6 +33,12 @@ def pytest_collection_modifyitems(config, items) -> None:
                                 f"{', '.join(unmarked)}")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_user_cache(tmp_path_factory) -> None:
+    """edgevl remembers verified model files in the user cache folder: tests use one of their own."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("user-cache"))
+
+
 @pytest.fixture(scope="session")
 def qwen2vl_checkpoint(tmp_path_factory) -> Path:
     from edgevl.testing.qwen2vl import build_qwen2vl_checkpoint

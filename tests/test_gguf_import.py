@@ -17,7 +17,8 @@ gguf = pytest.importorskip("gguf")
 from edgevl.cli import main  # noqa: E402
 from edgevl.errors import ModelError  # noqa: E402
 from edgevl.gguf_import import import_gguf, pick_files  # noqa: E402
-from edgevl.manifest import check_files, read_manifest  # noqa: E402
+from edgevl.manifest import read_manifest  # noqa: E402
+from edgevl.model_files import check_model_files  # noqa: E402
 
 
 
@@ -73,7 +74,7 @@ def test_imports_a_folder_into_a_model_folder(lm_studio_folder, tmp_path):
                                                                                          "q4_k_m", "f16")
     assert manifest.chat_template == "chatml" and manifest.card is None
     assert read_manifest(folder) == manifest
-    check_files(folder, manifest, verify_hashes=True)
+    check_model_files(folder, manifest, verify=True)
     assert manifest.source["imported"]["text"].endswith("Tiny-VL-Q4_K_M.gguf")
     assert (lm_studio_folder / "Tiny-VL-Q4_K_M.gguf").is_file()  # the original is left where it was
 
