@@ -20,7 +20,7 @@ if importlib.util.find_spec("PySide6") is None:
 
 #: fixtures that build or convert a tiny checkpoint (seconds to minutes): a test using one must be marked slow
 CHECKPOINT_FIXTURES = frozenset({"qwen2vl_checkpoint", "qwen2vl_gguf", "qwen2vl_onnx", "qwen2vl_reference",
-                                 "minicpmv_checkpoint", "minicpmv_reference", "minicpmv_gguf",
+                                 "minicpmv_checkpoint", "minicpmv_reference", "minicpmv_gguf", "minicpmv_onnx",
                                  "qwen25vl_checkpoint", "qwen25vl_gguf", "qwen25vl_onnx", "qwen25vl_reference"})
 
 
@@ -175,16 +175,12 @@ def minicpmv_gguf(minicpmv_checkpoint, tmp_path_factory):
 @pytest.fixture(scope="session")
 def minicpmv_onnx(minicpmv_checkpoint, tmp_path_factory):
     """Function (version, quant) -> exported ONNX model folder ("fp32", "fp16", "int4"), each exported once."""
-    from edgevl.converters import convert
-
-    root = tmp_path_factory.mktemp("minicpmv-onnx")
-    folders: dict[tuple[str, str], Path] = {}
+    exports = {}
 
     def exported(version: str, quant: str = "fp32") -> Path:
-        if (version, quant) not in folders:
-            folders[version, quant] = root / f"{version}-{quant}"
-            convert(minicpmv_checkpoint(version), folders[version, quant], to="onnx", quant=quant)
-        return folders[version, quant]
+        if version not in exports:
+            exports[version] = onnx_exports(minicpmv_checkpoint(version), tmp_path_factory.mktemp("minicpmv-onnx"))
+        return exports[version](quant)
 
     return exported
 
