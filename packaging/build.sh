@@ -48,6 +48,9 @@ version=$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version
 say "PyInstaller: dist/edgevl/"
 nice -n 10 "$venv/bin/pyinstaller" --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller \
   packaging/edgevl.spec
+# A Python built from source keeps its symbol tables (libpython: 23 -> 6 MB). Only this library: strip on the
+# wheels' libraries, which auditwheel has patched, breaks them ("ELF load command ... not page-aligned").
+strip --strip-unneeded dist/edgevl/_internal/libpython3*.so.*
 echo "dist/edgevl: $(du -sm dist/edgevl | cut -f1) MB"
 
 say "dist/edgevl_${version}_amd64.deb"
