@@ -117,7 +117,7 @@ check_cli() {
   frozen "$bundle/edgevl" ocr examples/receipt.png | tee "$out/receipt.txt"
   grep -qF "$receipt_line" "$out/receipt.txt"
   frozen "$bundle/edgevl" table examples/table.png | grep -F "| Cordless drill | 1"
-  frozen "$bundle/edgevl" doctor >"$scratch/doctor.txt" || true  # its status says whether a GPU is used
+  frozen "$bundle/edgevl" doctor >"$scratch/doctor.txt" 2>&1 || true  # (it prints to stderr)
   cat "$scratch/doctor.txt"
   grep -q "^ok  llama.cpp (GGUF)" "$scratch/doctor.txt"
   grep -q "^ok  ONNX Runtime" "$scratch/doctor.txt"
