@@ -186,7 +186,7 @@ class Run:
 
 def measure_ours(job: Job) -> Run:
     """LlamaCppEngine as an application uses it: stream() the text; the engine's own stats split the time."""
-    from edgevl.engines.base import Request, Sampling
+    from edgevl.request import Request, Sampling
     from edgevl.engines.llamacpp import LlamaCppEngine
 
     image = load_image(job.image)
@@ -313,7 +313,7 @@ class DirectPath:
 
 
 def measure_direct(job: Job) -> Run:
-    from edgevl.preprocess import resize_for_qwen2vl
+    from edgevl.families.qwen2vl import resize_for_qwen2vl
 
     image = load_image(job.image)
     started = time.perf_counter()

@@ -128,7 +128,7 @@ def engine_class(name: str):
 
 def measure(name: str, job: Job) -> dict:
     """One request as an application makes it: load the folder, stream() the answer; timings from last_stats."""
-    from edgevl.engines.base import Request, Sampling
+    from edgevl.request import Request, Sampling
 
     image = load_image(job.image)
     engine_type = engine_class(name)

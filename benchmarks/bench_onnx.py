@@ -151,7 +151,7 @@ def write_genai_config(folder: Path, checkpoint: Path, image_tokens: int) -> Non
 # ---- measuring -------------------------------------------------------------------------------------------------
 
 def measure_ours(job: Job) -> dict:
-    from edgevl.engines.base import Request, Sampling
+    from edgevl.request import Request, Sampling
     from edgevl.engines.onnx import OnnxEngine
 
     image = load_image(job.image)

@@ -24,15 +24,16 @@ from edgevl.converters.base import Converter, GGUFPlan
 from edgevl.converters.gguf_files import (PlannedTensor, Quant, VisionTower, add_bpe_vocab, add_decoder_metadata,
                                           add_vision_metadata, storage_type)
 from edgevl.errors import CheckpointError
-from edgevl.preprocess import resampler_key_positions
+from edgevl.families.minicpmv import QUERY_NUM, SLICE_SIZE, chat_defaults, resampler_key_positions
+from edgevl.model_cards import card_for_config
 
 log = logging.getLogger(__name__)
+SUPPORTED = "edgevl converts 2.5 (MiniCPM-Llama3-V 2.5) and 2.6 (MiniCPM-V 2.6, MiniCPM-o 2.6)"
 
 #: clip.minicpmv_version as llama.cpp numbers the releases (it picks the prompt layout and query count by it)
 LLAMA_CPP_VERSION = {"2.5": 2, "2.6": 3, "o2.6": 4}
-QUERY_NUM = {"2.5": 96, "2.6": 64}
-#: the released processor's slice size; llama.cpp's clip reads it as the vision image size
-SLICE_SIZE = 448
+#: MiniCPM-V 2.0's LLM width and resampler queries, how a config without `version` is told from 2.5's (as vLLM does)
+V2_0_SHAPE = {"hidden_size": 2304, "query_num": 64}
 #: the SigLIP position table covers 70x70 patches (980 px at patch 14), whatever the slice size
 POSITION_GRID = 70
 #: llama.cpp's name for MiniCPM-V's projector (gguf's VisionProjectorType has no constant for it)
@@ -74,11 +75,26 @@ class MiniCPMVConverter(Converter):
         """"2.5" or "2.6" (MiniCPM-o 2.6 shares 2.6's vision path); earlier releases are refused."""
         if self.checkpoint.architecture == "MiniCPMO":
             return "2.6"
-        version = str(self.checkpoint.config.get("version", ""))
+        if "version" not in self.checkpoint.config:
+            return self._infer_version()
+        version = str(self.checkpoint.config["version"])
         if version not in QUERY_NUM:
-            raise CheckpointError(f"{self.checkpoint.folder}: MiniCPM-V version {version or '?'}; edgevl converts "
-                                  "2.5 (MiniCPM-Llama3-V 2.5) and 2.6 (MiniCPM-V 2.6, MiniCPM-o 2.6)")
+            raise CheckpointError(f"{self.checkpoint.folder}: MiniCPM-V version {version}; {SUPPORTED}")
         return version
+
+    def _infer_version(self) -> str:
+        """The released MiniCPM-Llama3-V 2.5 config.json predates the `version` field; read such a config as vLLM
+        does: 2.0 when the LLM is 2304 wide with 64 resampler queries, 2.5 otherwise - and say so. The 2.5 card is
+        then matched with the inferred version."""
+        shape = {"hidden_size": self.text.get("hidden_size"), "query_num": self.checkpoint.config.get("query_num")}
+        described = f"LLM width {shape['hidden_size']}, {shape['query_num'] or 'no'} resampler queries"
+        if shape == V2_0_SHAPE:
+            raise CheckpointError(f"{self.checkpoint.folder}: config.json has no 'version' and the model looks like "
+                                  f"MiniCPM-V 2.0 ({described}), which edgevl does not convert; {SUPPORTED}")
+        log.warning("MiniCPM-V: config.json has no 'version'; converting it as 2.5 (MiniCPM-Llama3-V 2.5) because "
+                    "its shape (%s) is not 2.0's (LLM width 2304, 64 queries)", described)
+        self.card = card_for_config(self.family, {**self.text, "version": 2.5})
+        return "2.5"
 
     @property
     def llama_cpp_version(self) -> int:
@@ -88,9 +104,7 @@ class MiniCPMVConverter(Converter):
         if self.card:
             return super().prompt_settings()
         # a checkpoint of no released size (a fine-tune, a test fixture) still prompts like its release
-        if self.version == "2.5":
-            return {"chat_template": "llama3", "system_prompt": ""}
-        return {"chat_template": "chatml", "system_prompt": "You are a helpful assistant."}
+        return chat_defaults(self.version)
 
     # ---- language model -------------------------------------------------------------------------------------
 

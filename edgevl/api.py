@@ -10,6 +10,7 @@ Data flows one way: image -> task (builds the request) -> engine (streams text) 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +19,15 @@ from typing import Any, Iterator, Sequence
 import platformdirs
 from PIL import Image
 
-from edgevl.engines.base import Engine, Request
-from edgevl.errors import EdgevlError, ModelError
+from edgevl.engines.base import Engine
+from edgevl.errors import BackendUnavailable, EdgevlError, ModelError
+from edgevl.families import engine_class
 from edgevl.manifest import MANIFEST_NAME, Manifest, read_manifest
+from edgevl.request import Request
 from edgevl.tasks import Result, Task, get_task
 
 DEFAULT_MODEL = "default"  # the embedded classic OCR engine
+CONVERT_HINT = "pip install 'edgevl[convert]'"
 
 
 def models_dir() -> Path:
@@ -97,18 +101,32 @@ def open_engine(
 
         return ClassicOcrEngine(threads=threads)
     manifest = read_manifest(folder)
-    if manifest.format == "gguf":
-        from edgevl.engines.llamacpp import LlamaCppEngine
-        from edgevl.engines.llamacpp_minicpmv import MiniCPMVLlamaCppEngine
+    return engine_class(manifest.format, manifest.family).open(
+        folder, threads=threads, gpu=gpu, image_max_tokens=image_max_tokens, context_size=context_size)
 
-        engine_class = MiniCPMVLlamaCppEngine if manifest.family == "minicpmv" else LlamaCppEngine
-        return engine_class(folder, threads=threads, gpu=gpu, image_max_tokens=image_max_tokens,
-                            context_size=context_size)
-    if manifest.format == "onnx":
-        from edgevl.engines.onnx import OnnxEngine
 
-        return OnnxEngine(folder, threads=threads, device="auto" if gpu else "cpu", image_max_tokens=image_max_tokens)
-    raise ModelError(f"{folder}: format {manifest.format!r} is not supported by this version of edgevl")
+def conversion_choices() -> list[tuple[str, str]]:
+    """(format, quant) a checkpoint can be converted to here, recommended first: GGUF when the converter is
+    installed, ONNX when the export extra (torch, onnx, transformers) is too; empty when neither is."""
+    try:
+        from edgevl.converters.gguf_files import QUANTS
+        from edgevl.converters.onnx_files import ONNX_QUANTS
+    except ImportError:
+        return []
+    choices = [("gguf", name) for name in sorted(QUANTS, key=lambda name: name != "q4_k_m")]
+    if all(importlib.util.find_spec(package) for package in ("torch", "onnx", "transformers")):
+        choices += [("onnx", name) for name in ONNX_QUANTS]
+    return choices
+
+
+def convert(checkpoint: str | Path, output: str | Path, **options: Any) -> Manifest:
+    """Convert a Hugging Face checkpoint folder into a model folder at `output`; `options` are those of
+    edgevl.converters.convert (to, quant, vision_quant, overwrite, progress...)."""
+    try:
+        from edgevl.converters import convert as convert_checkpoint
+    except ImportError:
+        raise BackendUnavailable(f"converting needs the converter: {CONVERT_HINT}") from None
+    return convert_checkpoint(checkpoint, output, **options)
 
 
 class TaskRun:

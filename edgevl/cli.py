@@ -23,6 +23,7 @@ from rich.progress import (
 import edgevl
 from edgevl import api
 from edgevl.errors import EdgevlError
+from edgevl.families import DEFAULT_FAMILY, FAMILIES
 from edgevl.gui.arguments import add_gui_arguments
 from edgevl.engines.base import Engine
 from edgevl.images import IMAGE_EXTENSIONS, expand_image_files, load_image
@@ -181,8 +182,9 @@ def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
                                            "(vLLM, llama.cpp's server, edgevl serve), e.g. http://gpu-box:8000/v1")
     parser.add_argument("--api-key", default=os.environ.get("EDGEVL_API_KEY"),
                         help="the endpoint's key (default: $EDGEVL_API_KEY)")
-    parser.add_argument("--family", choices=["qwen2vl", "minicpmv"],
-                        help="prompt wording for the endpoint's model (default: told by edgevl serve, else qwen2vl)")
+    parser.add_argument("--family", choices=list(FAMILIES),
+                        help="prompt wording for the endpoint's model (default: told by edgevl serve, else "
+                             f"{DEFAULT_FAMILY})")
 
 
 def _add_sampling_options(parser: argparse.ArgumentParser) -> None:
@@ -217,7 +219,8 @@ def run_task(args: argparse.Namespace) -> None:
     options = _task_options(args)
     with _open_engine(args) as engine:
         if args.verbose:
-            stderr.print(f"engine: {engine.description}")
+            stderr.print(f"engine: {escape(engine.description)}")
+            stderr.print(f"device: {engine.device} ({escape(engine.device_reason)})")
         # a question is about all its images together; other tasks answer image by image
         groups = [files] if args.task == "ask" else [[file] for file in files]
         for index, group in enumerate(groups):

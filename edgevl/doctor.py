@@ -8,6 +8,7 @@ import shutil
 from typing import Iterator
 
 from edgevl.errors import BackendUnavailable
+from edgevl.qt_platform import qt_platform_checks
 from edgevl.system import default_threads
 
 
@@ -20,6 +21,7 @@ def checks() -> Iterator[tuple[str, bool, str]]:
     yield from _onnxruntime()
     yield from _converter()
     yield from _models()
+    yield from qt_platform_checks()
 
 
 def _version(package: str) -> str | None:

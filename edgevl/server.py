@@ -42,10 +42,11 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from edgevl.engines.base import Engine, Request, Sampling, Stats
+from edgevl.engines.base import Engine
 from edgevl.engines.remote import EDGEVL_OWNER
 from edgevl.errors import EdgevlError
 from edgevl.images import load_image
+from edgevl.request import Request, Sampling, Stats
 from edgevl.tasks import TASKS, get_task
 
 log = logging.getLogger(__name__)
@@ -439,15 +440,15 @@ def serve(worker: EngineWorker, settings: ServerSettings, host: str, port: int,
     """Serve until Ctrl+C. The socket is bound first, so that port 0 works and `on_ready` gets the real URL."""
     import uvicorn
 
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
+    ipv6 = ":" in host
+    listener = socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         listener.bind((host, port))
     except OSError as error:
         listener.close()
         raise EdgevlError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
-    url_host = f"[{host}]" if family == socket.AF_INET6 else host
+    url_host = f"[{host}]" if ipv6 else host
     on_ready(f"http://{url_host}:{listener.getsockname()[1]}/v1")
     config = uvicorn.Config(create_app(worker, settings), log_level="info" if access_log else "warning",
                             access_log=access_log, timeout_graceful_shutdown=10)

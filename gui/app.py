@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QApplication
 
 from edgevl.gui.arguments import add_gui_arguments, default_data_dir
 from edgevl.gui.i18n import install_qt_translations, set_language
-from edgevl.gui.instance import InstanceServer, send_to_running_app
+from edgevl.gui.instance import SERVER_NAME, InstanceServer, send_to_running_app
 from edgevl.gui.settings import SETTINGS_FILE, Settings
 from edgevl.gui.theme import apply_theme
 from edgevl.gui.tray import bring_to_front, create_tray
@@ -40,14 +40,25 @@ def run(args: argparse.Namespace) -> int:
     app.setDesktopFileName("edgevl")  # Wayland and task bars match the window to packaging/edgevl.desktop
     if send_to_running_app("capture" if args.capture else "show"):
         return 0
-    window = create_window(args.data_dir or default_data_dir())
-    server = InstanceServer(parent=window)
-    server.message.connect(lambda message: _on_message(window, message))
-    create_tray(window)
-    window.show()
-    if args.capture:
-        QTimer.singleShot(0, window.capture.select_region)
+    start(args)
     return app.exec()
+
+
+def start(args: argparse.Namespace, server_name: str = SERVER_NAME, **window_options: Any) -> MainWindow:
+    """Everything up to the event loop: the window, the single-instance server, the tray icon. With `--capture`
+    the app captures to the clipboard at once and, where there is a tray, stays in it without a window."""
+    app = QApplication.instance()
+    window = create_window(args.data_dir or default_data_dir(), **window_options)
+    server = InstanceServer(server_name, parent=window)
+    server.message.connect(lambda message: _on_message(window, message))
+    tray = create_tray(window)
+    app.setQuitOnLastWindowClosed(tray is None)
+    window.quit_requested.connect(app.quit)
+    if tray is None or not args.capture:
+        window.show()
+    if args.capture:
+        QTimer.singleShot(0, window.capture_to_clipboard)
+    return window
 
 
 def create_window(data_dir: Path, **window_options: Any) -> MainWindow:
@@ -61,6 +72,6 @@ def create_window(data_dir: Path, **window_options: Any) -> MainWindow:
 
 def _on_message(window: MainWindow, message: str) -> None:
     if message == "capture":
-        window.capture.select_region()
+        window.capture_to_clipboard()
     else:
         bring_to_front(window)

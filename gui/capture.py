@@ -22,7 +22,7 @@ HIDE_DELAY_MS = 250
 
 
 class CaptureController(QObject):
-    captured = Signal(object)  # Pillow image of the region
+    captured = Signal(object, bool)  # Pillow image of the region; True for "capture to clipboard"
     failed = Signal(str)
 
     def __init__(self, window: QWidget, handlers: Sequence[ScreenshotHandler] = HANDLERS) -> None:
@@ -30,6 +30,8 @@ class CaptureController(QObject):
         self._window = window
         self._handlers = handlers
         self._overlays: list[RegionOverlay] = []
+        self._to_clipboard = False
+        self._window_was_visible = True  # a window hidden in the tray stays hidden after a capture
         #: (monitor index, region in its screenshot's pixels) of the last capture, for "capture again"
         self.last_region: tuple[int, QRect] | None = None
 
@@ -37,20 +39,23 @@ class CaptureController(QObject):
     def overlays(self) -> list[RegionOverlay]:
         return self._overlays
 
-    def select_region(self) -> None:
-        """Hide the window, then show the region picker over every monitor."""
-        self._hide_then(self._open_overlays)
+    def select_region(self, to_clipboard: bool = False) -> None:
+        """Hide the window, then show the region picker over every monitor. `to_clipboard`: the text goes to the
+        clipboard and the window is not brought forward afterwards."""
+        self._hide_then(self._open_overlays, to_clipboard)
 
     def capture_again(self) -> None:
         """The region of the last capture, from fresh screenshots, without asking."""
         if self.last_region is None:
             self.failed.emit(tr("Nothing to capture again yet: capture a region first."))
             return
-        self._hide_then(self._recapture)
+        self._hide_then(self._recapture, to_clipboard=False)
 
-    def _hide_then(self, step) -> None:
+    def _hide_then(self, step, to_clipboard: bool) -> None:
         if self._overlays:  # already picking
             return
+        self._to_clipboard = to_clipboard
+        self._window_was_visible = self._window.isVisible()
         self._window.hide()
         QTimer.singleShot(HIDE_DELAY_MS, step)
 
@@ -90,14 +95,16 @@ class CaptureController(QObject):
         self.last_region = (index, region)
         image = from_qimage(screenshot.image.copy(region))
         self._end()
-        self.captured.emit(image)
+        self.captured.emit(image, self._to_clipboard)
 
     def _end(self, error: str = "") -> None:
         for overlay in self._overlays:
             overlay.close()
         self._overlays = []
-        self._window.show()
-        self._window.raise_()
-        self._window.activateWindow()
+        if self._window_was_visible:
+            self._window.show()
+            if not self._to_clipboard:
+                self._window.raise_()
+                self._window.activateWindow()
         if error:
             self.failed.emit(error)

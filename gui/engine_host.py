@@ -16,8 +16,9 @@ from PIL import Image
 from PySide6.QtCore import QObject, QThreadPool, QTimer
 
 from edgevl import api
-from edgevl.engines.base import Engine
-from edgevl.gui.i18n import tr
+from edgevl.engines.base import READING_TASKS, Engine
+from edgevl.errors import UnsupportedTask
+from edgevl.gui.i18n import task_labels, tr
 from edgevl.gui.jobs import Cancelled, Job
 from edgevl.tasks import Result
 
@@ -47,6 +48,17 @@ class Answer:
     engine: str
 
 
+def supported_tasks(choice: EngineChoice) -> frozenset[str]:
+    """What the chosen engine can do, known without loading it: the embedded engine reads text and tables,
+    the vision-language models do every task."""
+    return READING_TASKS if choice.is_embedded else Engine.tasks
+
+
+def needs_model_message(task: str) -> str:
+    return tr("{task} needs a vision-language model. Add one in the model manager, then choose it as the model.",
+              task=task_labels().get(task, task))
+
+
 def open_chosen_engine(choice: EngineChoice) -> Engine:
     if choice.is_embedded:
         return api.open_engine(threads=choice.threads)
@@ -56,9 +68,11 @@ def open_chosen_engine(choice: EngineChoice) -> Engine:
 
 class EngineHost(QObject):
     def __init__(self, opener: Callable[[EngineChoice], Engine] = open_chosen_engine,
+                 tasks_of: Callable[[EngineChoice], frozenset[str]] = supported_tasks,
                  parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._opener = opener  # tests pass fakes (a slow engine to cancel)
+        self.tasks_of = tasks_of
         self._pool = QThreadPool(self)
         self._pool.setMaxThreadCount(1)
         self._engine: Engine | None = None
@@ -69,6 +83,17 @@ class EngineHost(QObject):
     def run_task(self, choice: EngineChoice, task: str, images: Sequence[Image.Image], **options: Any) -> Job:
         """Start a task; the job reports each streamed text piece and finishes with an `Answer`."""
         return self._start(lambda job: self._answer(job, choice, task, list(images), options))
+
+    def run_batch(self, choice: EngineChoice, files: Sequence[Path], output: Path, task: str, **options: Any) -> Job:
+        """A folder through the library's batch runner; the job reports ("start", to_do) and ("record", record)
+        and finishes with the batch summary. Cancelling stops after the image in flight (the output file keeps
+        every finished record)."""
+        return self._start(lambda job: self._batch(job, choice, list(files), output, task, options))
+
+    @property
+    def summary(self) -> str:
+        """The loaded engine's description ("" before the first task)."""
+        return self._summary
 
     def release(self, model: str | Path) -> Job:
         """Close the engine if it holds `model` (before its folder is deleted)."""
@@ -99,6 +124,8 @@ class EngineHost(QObject):
         if job.cancel_requested:  # cancelled while it waited for the job before it
             raise Cancelled
         engine = self._engine_for(choice, job)
+        if task not in engine.tasks:
+            raise UnsupportedTask(needs_model_message(task))
         run = api.stream_task(engine, task, images, **options)
         pieces = iter(run)
         try:
@@ -109,6 +136,21 @@ class EngineHost(QObject):
         finally:
             pieces.close()  # stops the engine's generator now, so it frees its per-request state
         return Answer(task, run.result(), run.answer, self._summary)
+
+    def _batch(self, job: Job, choice: EngineChoice, files: list[Path], output: Path, task: str,
+               options: dict[str, Any]) -> Any:
+        from edgevl.batch import run_batch
+
+        def on_record(record: dict[str, Any]) -> None:
+            job.report(("record", record))
+            if job.cancel_requested:  # the record is written; the runner stops here
+                raise Cancelled
+
+        engine = self._engine_for(choice, job)
+        if task not in engine.tasks:
+            raise UnsupportedTask(needs_model_message(task))
+        return run_batch(engine, files, output, task, options=options,
+                         on_start=lambda to_do, skipped: job.report(("start", to_do)), on_record=on_record)
 
     def _engine_for(self, choice: EngineChoice, job: Job) -> Engine:
         if choice != self._loaded:
@@ -125,8 +167,8 @@ class EngineHost(QObject):
         """The engine's description, and in plain words why a wanted GPU is not used (CUDA missing...)."""
         engine = self._engine
         summary = engine.description
-        if choice.gpu and not choice.is_embedded and getattr(engine, "gpu_offload", True) is False:
-            summary += " - " + tr("GPU not used: {reason}", reason=getattr(engine, "offload_reason", ""))
+        if choice.gpu and not choice.is_embedded and engine.device == "cpu":
+            summary += " - " + tr("GPU not used: {reason}", reason=engine.device_reason)
         return summary
 
     def _close_if_holding(self, model: Path) -> None:

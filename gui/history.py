@@ -1,7 +1,9 @@
 """Earlier results, kept in SQLite in the app's data folder with a small thumbnail of each image.
 
 The raw answer is stored with its task, so a result comes back exactly as it was parsed the first time
-(`restore()` parses it again: tables return as tables). Only the GUI thread uses the connection.
+(`restore()` parses it again: tables return as tables). The user's edits replace the stored answer, in a form
+the task parses back to the edited result (HTML for tables: it keeps every cell as typed). Only the GUI thread
+uses the connection.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from PIL import Image
 
 from edgevl.gui.imaging import thumbnail_png
-from edgevl.tasks import Result, get_task
+from edgevl.tasks import Result, TableResult, get_task
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -27,6 +29,8 @@ CREATE TABLE IF NOT EXISTS results (
     thumbnail BLOB NOT NULL     -- PNG
 )
 """
+
+SELECT = "SELECT id, created, task, engine, source, answer, thumbnail FROM results"
 
 
 @dataclass(frozen=True)
@@ -59,13 +63,18 @@ class History:
             )
         return HistoryEntry(cursor.lastrowid, created, task, engine, source, answer, thumbnail)
 
+    def save_edit(self, entry_id: int, result: Result) -> None:
+        with self._db:
+            self._db.execute("UPDATE results SET answer = ? WHERE id = ?", (stored_answer(result), entry_id))
+
     def entries(self, limit: int = 500) -> list[HistoryEntry]:
         """Newest first."""
-        rows = self._db.execute(
-            "SELECT id, created, task, engine, source, answer, thumbnail FROM results ORDER BY id DESC LIMIT ?",
-            (limit,),
-        )
+        rows = self._db.execute(f"{SELECT} ORDER BY id DESC LIMIT ?", (limit,))
         return [HistoryEntry(row[0], datetime.fromisoformat(row[1]), *row[2:]) for row in rows]
+
+    def entry(self, entry_id: int) -> HistoryEntry:
+        row = self._db.execute(f"{SELECT} WHERE id = ?", (entry_id,)).fetchone()
+        return HistoryEntry(row[0], datetime.fromisoformat(row[1]), *row[2:])
 
     def clear(self) -> None:
         with self._db:
@@ -74,3 +83,10 @@ class History:
 
     def close(self) -> None:
         self._db.close()
+
+
+def stored_answer(result: Result) -> str:
+    """What to store so that the task parses it back to `result`."""
+    if isinstance(result, TableResult) and result.tables:
+        return result.render("html")
+    return result.text

@@ -11,6 +11,8 @@ language is set once at start-up; the settings dialog says a change applies afte
 
 from __future__ import annotations
 
+import re
+
 from PySide6.QtCore import QLibraryInfo, QLocale, QTranslator
 from PySide6.QtWidgets import QApplication
 
@@ -35,12 +37,6 @@ ZH_CN = {
     "Main": "主工具栏",
     "Capture region": "截取区域",
     "Capture again": "再次截取",
-    "Open...": "打开…",
-    "Paste": "粘贴",
-    "Models...": "模型…",
-    "Settings...": "设置…",
-    "Task:": "任务：",
-    "Model:": "模型：",
     "Text (OCR)": "文字识别 (OCR)",
     "Table": "表格",
     "Caption": "图片描述",
@@ -82,7 +78,6 @@ ZH_CN = {
     "Markdown": "Markdown",
     "Table:": "表格：",
     "{number} of {count}": "第 {number} 个，共 {count} 个",
-    "History": "历史记录",
     "Clear history": "清空历史记录",
     "Delete all saved results?": "删除所有已保存的结果？",
     # tray
@@ -111,7 +106,6 @@ ZH_CN = {
     "Starting...": "正在开始…",
     "Converted: {folder}": "已转换：{folder}",
     "Conversion cancelled; nothing was kept.": "转换已取消，未保留任何文件。",
-    "Converting needs the converter: {command}": "转换需要安装转换器：{command}",
     "Choose a checkpoint folder first.": "请先选择检查点文件夹。",
     "Give the model a name (no slashes).": "请为模型命名（不含斜杠）。",
     # settings
@@ -132,7 +126,89 @@ ZH_CN = {
     "Dark": "深色",
     "Copy every result to the clipboard": "自动将每个结果复制到剪贴板",
     "Global shortcut:": "全局快捷键：",
-    "Bind this command to a key in your system's keyboard settings: it captures a region with the running app (works on Wayland too).": "在系统的键盘设置中为此命令绑定一个快捷键：它会让正在运行的应用截取区域（在 Wayland 上同样有效）。",
+    # menus (Qt's convention for Chinese mnemonics: the letter in brackets)
+    "&File": "文件(&F)",
+    "&Edit": "编辑(&E)",
+    "&Task": "任务(&T)",
+    "&Models": "模型(&M)",
+    "&Help": "帮助(&H)",
+    "&Open images...": "打开图片(&O)…",
+    "Add &folder...": "添加文件夹(&F)…",
+    "Capture &region": "截取区域(&R)",
+    "Capture to &clipboard": "截取到剪贴板(&C)",
+    "Capture &again": "再次截取(&A)",
+    "&Export all...": "全部导出(&E)…",
+    "&History": "历史记录(&H)",
+    "C&lose window": "关闭窗口(&L)",
+    "&Quit": "退出(&Q)",
+    "&Copy result": "复制结果(&C)",
+    "Copy for &spreadsheet": "复制到表格软件(&S)",
+    "&Paste image": "粘贴图片(&P)",
+    "&Settings...": "设置(&S)…",
+    "&Run": "运行(&R)",
+    "&Cancel": "取消(&C)",
+    "&Manage models...": "管理模型(&M)…",
+    "&Read me": "说明文档(&R)",
+    "&About edgevl": "关于 edgevl(&A)",
+    "&Images": "图片(&I)",
+    "Tas&k:": "任务(&K)：",
+    "Hi&story": "历史记录(&S)",
+    "Mo&del:": "模型(&D)：",
+    "La&yout:": "排列(&Y)：",
+    "Results:": "结果：",
+    "&Copy": "复制(&C)",
+    # layout modes
+    "Lines": "按行",
+    "Paragraphs": "按段落",
+    "Raw": "原始",
+    "How the text is laid out: line by line, joined into paragraphs, or as the engine read it": "文字的排列方式：逐行、合并为段落，或保持引擎读出的原样",
+    # results per task, batch, export
+    "No {task} result for this image yet: press Run.": "这张图片还没有“{task}”结果：请点击“运行”。",
+    "Waiting for its turn...": "排队等待中…",
+    "Reading...": "正在识别…",
+    "Reading {source}...": "正在识别 {source}…",
+    "Cancelled before a result came.": "在得到结果之前已取消。",
+    "{done} of {total}": "{done} / {total}",
+    "No images in {folder}.": "{folder} 中没有图片。",
+    "Add a folder of images": "添加图片文件夹",
+    "{count} images in {folder}": "{folder} 中有 {count} 张图片",
+    "{count} images read, {failed} failed; Export all saves them.": "已识别 {count} 张图片，{failed} 张失败；“全部导出”可保存结果。",
+    "Export all": "全部导出",
+    "Every result in the queue, folders included, in one file": "将队列中的所有结果（包括文件夹）保存到一个文件",
+    "Nothing to export yet: read some images first.": "还没有可导出的内容：请先识别一些图片。",
+    "Saved {file}": "已保存 {file}",
+    "{task} needs a vision-language model. Add one in the model manager, then choose it as the model.": "“{task}”需要视觉语言模型。请在模型管理器中添加一个，然后将其选为模型。",
+    "Open the model manager": "打开模型管理器",
+    "Dismiss": "关闭提示",
+    "(no text found)": "（未找到文字）",
+    # tray, capture to clipboard, notifications
+    "Capture to clipboard": "截取到剪贴板",
+    "Capture failed": "截取失败",
+    "edgevl keeps running": "edgevl 仍在运行",
+    "Capture from the tray icon; quit from its menu.": "可通过托盘图标截取；在其菜单中退出。",
+    "Drag over the text to read. Esc or right-click cancels.": "拖动框选要识别的文字。按 Esc 或右键取消。",
+    # history view
+    "Date": "日期",
+    "Task": "任务",
+    "Choose an entry to see its result.": "选择一条记录以查看其结果。",
+    # help
+    "Read me": "说明文档",
+    "About edgevl": "关于 edgevl",
+    "The README is not installed with this copy of edgevl.": "此 edgevl 安装中没有附带 README。",
+    "On-device OCR, tables and captions.": "本地运行的文字识别、表格提取和图片描述。",
+    "Engine in use:": "当前引擎：",
+    "not loaded yet (loads on the first task): {model}": "尚未加载（首次运行任务时加载）：{model}",
+    # model manager
+    "No models yet. The built-in OCR engine reads text and tables without one. For captions, questions and harder pages, convert a Qwen2-VL or MiniCPM-V checkpoint below: q4_k_m is the smallest that keeps reading quality.": "还没有模型。内置 OCR 引擎无需模型即可识别文字和表格。如需图片描述、提问或处理更难的页面，请在下方转换 Qwen2-VL 或 MiniCPM-V 检查点：q4_k_m 是保持识别质量的最小量化级别。",
+    "This installation of edgevl has no converter (the \u201cconvert\u201d extra). The README's \u201cGetting real checkpoints\u201d section shows how to add it.": "此 edgevl 安装不含转换器（“convert”附加组件）。README 的“Getting real checkpoints”一节说明了如何添加。",
+    "The folder {folder} does not exist.": "文件夹 {folder} 不存在。",
+    "{folder} is a file; choose the folder that holds config.json.": "{folder} 是一个文件；请选择包含 config.json 的文件夹。",
+    "{model}: {size:.1f} GB of files, about {ram:.0f} GB of memory": "{model}：文件 {size:.1f} GB，约需 {ram:.0f} GB 内存",
+    "more than this computer has ({ram:.0f} GB)": "超过本机内存（{ram:.0f} GB）",
+    # settings
+    "Copy the text of screen captures to the clipboard": "将截图识别出的文字复制到剪贴板",
+    "Closing the window keeps edgevl running in the tray": "关闭窗口后 edgevl 继续在托盘中运行",
+    "Bind this command to a key in your system's keyboard settings: the running app captures a region and puts its text on the clipboard (works on Wayland too).": "在系统的键盘设置中为此命令绑定一个快捷键：正在运行的应用会截取区域并将其文字放到剪贴板（在 Wayland 上同样有效）。",
 }
 
 _TABLES = {"en": {}, "zh_CN": ZH_CN}
@@ -160,6 +236,17 @@ def tr(text: str, **values: object) -> str:
 def task_labels() -> dict[str, str]:
     """Task name -> what the UI calls it."""
     return {"ocr": tr("Text (OCR)"), "table": tr("Table"), "caption": tr("Caption"), "ask": tr("Ask a question")}
+
+
+def layout_labels() -> dict[str, str]:
+    """OCR layout mode (the library's `layout` option) -> what the UI calls it."""
+    return {"auto": tr("Lines"), "paragraphs": tr("Paragraphs"), "raw": tr("Raw")}
+
+
+def without_mnemonic(text: str) -> str:
+    """Menu text for tool buttons, without mnemonic or the dots of "opens a dialog": "Open &images..." ->
+    "Open images", "打开图片(&O)…" -> "打开图片"."""
+    return re.sub(r"\(&\w\)", "", text).replace("&", "").removesuffix("...").removesuffix("\u2026")
 
 
 def install_qt_translations(app: QApplication) -> None:

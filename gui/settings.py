@@ -28,6 +28,10 @@ class Settings:
     language: str = ""  # "": the system's
     theme: str = "system"
     auto_copy: bool = False  # copy every finished result to the clipboard
+    copy_captures: bool = True  # copy the text of screen captures to the clipboard
+    close_to_tray: bool = True  # with a tray, closing the window keeps the app running there
+    layout: str = "auto"  # OCR reading layout: auto (lines), paragraphs, raw
+    window_geometry: str = ""  # Qt's saveGeometry(), base64
     task: str = "ocr"
     model: str = "default"
     caption_length: str = "medium"

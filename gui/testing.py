@@ -19,10 +19,11 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 from PySide6.QtCore import QRect  # noqa: E402
 
-from edgevl.engines.base import Engine, Request  # noqa: E402
+from edgevl.engines.base import Engine  # noqa: E402
 from edgevl.gui.imaging import to_qimage  # noqa: E402
 from edgevl.gui.screenshot import Screenshot  # noqa: E402
 from edgevl.gui.widgets.main_window import MainWindow  # noqa: E402
+from edgevl.request import Request  # noqa: E402
 
 #: Generous: the machine running the tests may be shared and slow.
 TIMEOUT_MS = int(os.environ.get("EDGEVL_GUI_TEST_TIMEOUT_MS", "60000"))

@@ -1,4 +1,5 @@
-"""Model cards: one TOML file per supported model, plus `families.toml` with what a family shares.
+"""Model cards: one TOML file per supported model; what a family's models share comes from its family module
+(edgevl.families), and a card's own values win over it.
 
 This folder is installed as the package `edgevl.model_cards`. Code asks it for facts (image budgets, chat
 template, recommended quant) instead of hard-coding them.
@@ -11,6 +12,8 @@ import importlib.resources
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
+
+from edgevl.families import FAMILIES
 
 
 @dataclass(frozen=True)
@@ -43,9 +46,9 @@ def _read_toml(name: str) -> dict[str, Any]:
     return tomllib.loads(importlib.resources.files(__name__).joinpath(name).read_text(encoding="utf-8"))
 
 
-@functools.cache
 def families() -> dict[str, dict[str, Any]]:
-    return _read_toml("families.toml")
+    """Family name -> the settings every card of that family starts from."""
+    return {name: dict(family.settings) for name, family in FAMILIES.items()}
 
 
 @functools.cache
@@ -53,7 +56,7 @@ def all_cards() -> tuple[ModelCard, ...]:
     cards = []
     card_fields = set(ModelCard.__dataclass_fields__) - {"settings"}
     for entry in sorted(importlib.resources.files(__name__).iterdir(), key=lambda e: e.name):
-        if not entry.name.endswith(".toml") or entry.name == "families.toml":
+        if not entry.name.endswith(".toml"):
             continue
         data = _read_toml(entry.name)
         own = {key: value for key, value in data.items() if key in card_fields}

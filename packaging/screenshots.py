@@ -1,7 +1,10 @@
-"""Drive the desktop app into a few states and save a PNG of each (run by packaging/screenshots.sh under Xvfb).
+"""Drive the desktop app into a few states and save a PNG of each (run by packaging/screenshots.sh under Xvfb,
+once per scaling).
 
 Uses the embedded engine on the example images and a models folder with made-up manifests (the model manager
-only reads manifests), in a throwaway data folder: nothing of the user's is touched.
+only reads manifests), in a throwaway data folder: nothing of the user's is touched. Per language: the empty
+window, an OCR result, a table read after the OCR of the same image (two results), the history view, the model
+manager, the settings, About, and the whole screen (does the window fit?); plus the dark theme in English.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QApplication, QWidget
 
 REPO = Path(__file__).resolve().parent.parent
@@ -25,47 +29,64 @@ def main(out: Path) -> None:
     os.environ["EDGEVL_MODELS"] = str(scratch / "models")
     write_example_models(scratch / "models")
     app = QApplication(sys.argv[:1])
+    for language in ("en", "zh_CN"):
+        language_states(scratch / language, out / language, language)
+    dark_state(scratch / "dark", out)
+    app.quit()
+    print(f"screenshots in {out}")
 
+
+def language_states(data: Path, out: Path, language: str) -> None:
     from edgevl.gui.app import create_window
     from edgevl.gui.settings import SETTINGS_FILE, Settings
+    from edgevl.gui.widgets.help_dialogs import AboutDialog
+    from edgevl.gui.widgets.model_manager import ModelManager
+    from edgevl.gui.widgets.settings_dialog import SettingsDialog
 
-    window = create_window(scratch / "en")
+    out.mkdir(parents=True, exist_ok=True)
+    Settings(language=language).save(data / SETTINGS_FILE)
+    window = create_window(data)
     show(window)
     save(window, out / "1-empty.png")
+    save_screen(out / "0-screen.png")
 
     window.add_files([EXAMPLES / "receipt.png"])
     wait_for_answer(window, count=1)
     save(window, out / "2-ocr.png")
 
-    window.task.setCurrentIndex(window.task.findData("table"))
     window.add_files([EXAMPLES / "table.png"])
     wait_for_answer(window, count=2)
-    save(window, out / "3-table.png")
+    window.task.setCurrentIndex(window.task.findData("table"))
+    window.run_current()
+    wait_for_answer(window, count=2)
+    save(window, out / "3-table-after-ocr.png")
 
-    from edgevl.gui.widgets.model_manager import ModelManager
-    from edgevl.gui.widgets.settings_dialog import SettingsDialog
+    window.show_history()
+    history = window.history_view
+    history.list.setCurrentItem(history.list.topLevelItem(0))
+    pump(0.3)
+    save(window, out / "4-history.png")
 
-    manager = ModelManager(window.host, window)
-    show(manager)
-    save(manager, out / "4-model-manager.png")
-    manager.close()
-    dialog = SettingsDialog(window.settings, window)
-    show(dialog)
-    save(dialog, out / "5-settings.png")
-    dialog.close()
+    for name, dialog in (("5-model-manager", ModelManager(window.host, window)),
+                         ("6-settings", SettingsDialog(window.settings, window)),
+                         ("7-about", AboutDialog(window.host.summary, window.model.currentText(), window))):
+        show(dialog)
+        save(dialog, out / f"{name}.png")
+        dialog.close()
     window.close()
 
-    for name, settings in (("6-dark", Settings(theme="dark", task="table")),
-                           ("7-zh-cn", Settings(language="zh_CN", task="table"))):
-        settings.save(scratch / name / SETTINGS_FILE)
-        window = create_window(scratch / name)
-        show(window)
-        window.add_files([EXAMPLES / "table.png"])
-        wait_for_answer(window, count=1)
-        save(window, out / f"{name}.png")
-        window.close()
-    app.quit()
-    print(f"screenshots in {out}")
+
+def dark_state(data: Path, out: Path) -> None:
+    from edgevl.gui.app import create_window
+    from edgevl.gui.settings import SETTINGS_FILE, Settings
+
+    Settings(theme="dark", task="table").save(data / SETTINGS_FILE)
+    window = create_window(data)
+    show(window)
+    window.add_files([EXAMPLES / "table.png"])
+    wait_for_answer(window, count=1)
+    save(window, out / "8-dark.png")
+    window.close()
 
 
 def write_example_models(folder: Path) -> None:
@@ -104,6 +125,12 @@ def pump(seconds: float) -> None:
 
 def save(widget: QWidget, path: Path) -> None:
     widget.grab().save(str(path))
+    print(path)
+
+
+def save_screen(path: Path) -> None:
+    """The whole (virtual) screen: shows whether the window fits it."""
+    QGuiApplication.primaryScreen().grabWindow(0).save(str(path))
     print(path)
 
 

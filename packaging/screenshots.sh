@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Screenshots of the desktop app in a few states, on a real X server (Xvfb) with Qt's xcb platform plugin:
-# empty, OCR result, table result, model manager, settings, dark theme, Simplified Chinese.
+# Screenshots of the desktop app in a few states, on a real X server (Xvfb) with Qt's xcb platform plugin, at
+# 100 % scaling on 1366x800 and at 200 % on 1600x1000, in English and Simplified Chinese (see screenshots.py).
 #
 #   packaging/screenshots.sh [OUTPUT_DIR]      (default: build/screenshots)
 #
@@ -22,4 +22,7 @@ if [ -n "$missing" ]; then
   fi
 fi
 
-QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1366x800x24" "$python" packaging/screenshots.py "$out"
+for setting in "100 1366x800 1" "200 1600x1000 2"; do
+  set -- $setting
+  QT_QPA_PLATFORM=xcb QT_SCALE_FACTOR=$3 xvfb-run -a -s "-screen 0 ${2}x24" "$python" packaging/screenshots.py "$out/$1"
+done

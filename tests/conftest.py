@@ -3,11 +3,29 @@ built once per test session (a few seconds each) - nothing is downloaded."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+if importlib.util.find_spec("PySide6") is None:
+    # the desktop app's tests (`-m gui`) need the gui extra; a base install leaves them out of collection
+    collect_ignore_glob = ["test_gui_*.py"]
+
+#: fixtures that build or convert a tiny checkpoint (seconds to minutes): a test using one must be marked slow
+CHECKPOINT_FIXTURES = frozenset({"qwen2vl_checkpoint", "qwen2vl_gguf", "qwen2vl_onnx", "qwen2vl_reference",
+                                 "minicpmv_checkpoint", "minicpmv_reference", "minicpmv_gguf"})
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Keep the fast lane (`-m "not slow and not gui"`) fast: refuse a checkpoint-building test without the mark."""
+    unmarked = [item.nodeid for item in items
+                if CHECKPOINT_FIXTURES & set(getattr(item, "fixturenames", ())) and not item.get_closest_marker("slow")]
+    if unmarked:
+        raise pytest.UsageError(f"mark these tests @pytest.mark.slow (they build or convert a checkpoint): "
+                                f"{', '.join(unmarked)}")
 
 
 @pytest.fixture(scope="session")
@@ -113,3 +131,9 @@ def noise_image(width: int, height: int, seed: int = 0) -> Image.Image:
     """A deterministic busy image: every pixel matters, so preprocessing mistakes show in the logits."""
     pixels = np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
     return Image.fromarray(pixels)
+
+
+def require_eval_extra() -> None:
+    """Skip the calling test module where the eval extra (`pip install 'edgevl[eval]'`) is not installed."""
+    for module in ("rapidfuzz", "lxml", "table_recognition_metric", "fontTools"):
+        pytest.importorskip(module)

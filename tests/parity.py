@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from conftest import noise_image
 
-from edgevl.engines.base import Request, Sampling
+from edgevl.request import Request, Sampling
 
 MIN_TOKENS, MAX_TOKENS = 4, 64
 PROMPT = "Read all the text in the image."

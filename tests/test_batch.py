@@ -19,8 +19,9 @@ from conftest import noise_image
 
 from edgevl.batch import read_done, run_batch
 from edgevl.cli import main
-from edgevl.engines.base import Engine, Request
+from edgevl.engines.base import Engine
 from edgevl.errors import EdgevlError, EngineUnavailable, UnsupportedTask
+from edgevl.request import Request
 from edgevl.system import rss_bytes
 
 
@@ -236,3 +237,19 @@ def test_resume_after_kills_at_random_moments(qwen2vl_gguf, tmp_path):
 
 def _line_count(output: Path) -> int:
     return output.read_bytes().count(b"\n") if output.exists() else 0
+
+
+def test_records_export_as_text_jsonl_markdown_and_csv():
+    from edgevl.batch_export import render_records
+
+    records = [{"path": "/scans/a.png", "task": "ocr", "output": "Hello\n", "error": None},
+               {"path": "/scans/b.png", "task": "ocr", "output": None, "error": "b.png: the file is empty"}]
+    assert render_records(records, "txt") == ("==> /scans/a.png <==\nHello\n\n"
+                                              "==> /scans/b.png <==\n[b.png: the file is empty]\n\n")
+    assert render_records(records, "md") == "## a.png\n\nHello\n\n## b.png\n\n*b.png: the file is empty*\n\n"
+    assert render_records(records, "csv").splitlines() == [
+        "path,task,output,error", '/scans/a.png,ocr,"Hello', '",', "/scans/b.png,ocr,,b.png: the file is empty"]
+    assert [json.loads(line)["path"] for line in render_records(records, "jsonl").splitlines()] == [
+        "/scans/a.png", "/scans/b.png"]
+    with pytest.raises(ValueError, match="choose one of txt, jsonl, md, csv"):
+        render_records(records, "pdf")

@@ -10,19 +10,21 @@ import logging
 import shutil
 from pathlib import Path
 
-import gguf
 import numpy as np
 import pytest
-import torch
 from conftest import noise_image
 from parity import cosine
 
-from edgevl.converters import convert
 from edgevl.engines.llamacpp import LlamaCppEngine
 from edgevl.engines.minicpmv_vision import MiniCPMVVision
 from edgevl.errors import CheckpointError, ModelError
+from edgevl.families.minicpmv import minicpmv_patches, siglip_position_ids
 from edgevl.manifest import read_manifest
-from edgevl.preprocess import minicpmv_patches, siglip_position_ids
+
+gguf = pytest.importorskip("gguf")  # the convert extra
+torch = pytest.importorskip("torch")  # the reference (dev extra)
+
+from edgevl.converters import convert  # noqa: E402 - needs gguf
 
 VERSIONS = ("2.6", "2.5")
 
@@ -49,6 +51,7 @@ def rewrite_checkpoint(source: Path, destination: Path, edit_state=None, edit_co
     return destination
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", VERSIONS)
 def test_writes_llm_and_resampler_mmproj(version, minicpmv_gguf):
     folder = minicpmv_gguf(version, "f32")
@@ -76,6 +79,7 @@ def test_writes_llm_and_resampler_mmproj(version, minicpmv_gguf):
     assert {"v.post_ln.weight", "v.blk.1.ffn_up.weight", "resampler.query", "resampler.proj.weight"} <= set(shapes)
 
 
+@pytest.mark.slow
 def test_minicpm_o_converts_its_vision_and_language_parts(minicpmv_checkpoint, tmp_path, caplog):
     def add_audio_and_tts(state):
         state["apm.layers.0.fc1.weight"] = torch.zeros(8, 8)
@@ -94,6 +98,20 @@ def test_minicpm_o_converts_its_vision_and_language_parts(minicpmv_checkpoint, t
     assert manifest.chat_template == "chatml"
 
 
+@pytest.mark.slow
+def test_a_2_5_checkpoint_without_version_converts_as_with_it(minicpmv_checkpoint, minicpmv_gguf, tmp_path, caplog):
+    """The released 2.5 config.json has no `version`: the converter infers 2.5, says so, and writes the same files."""
+    source = minicpmv_checkpoint("2.5")
+    unversioned = rewrite_checkpoint(source, tmp_path / source.name, edit_config=lambda config: config.pop("version"))
+    with caplog.at_level(logging.WARNING):
+        manifest = convert(unversioned, tmp_path / "out", quant="f32", vision_quant="f32")
+    assert "config.json has no 'version'; converting it as 2.5" in caplog.text
+    versioned = read_manifest(minicpmv_gguf("2.5", "f32"))
+    assert manifest.files == versioned.files
+    assert (manifest.chat_template, manifest.system_prompt) == (versioned.chat_template, versioned.system_prompt)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("edit_state, edit_config, message", [
     (None, lambda c: c.update(version=2.0), "MiniCPM-V version 2.0; edgevl converts 2.5"),
     (lambda s: s.pop("resampler.proj"), None, "tensors missing from the checkpoint: resampler.proj"),
@@ -108,6 +126,7 @@ def test_broken_checkpoint_gives_clear_error(edit_state, edit_config, message, m
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_truncated_mmproj_is_refused(minicpmv_gguf, tmp_path):
     folder = shutil.copytree(minicpmv_gguf("2.6", "f32"), tmp_path / "model")
     mmproj = read_manifest(folder).path(folder, "mmproj")
@@ -116,6 +135,7 @@ def test_truncated_mmproj_is_refused(minicpmv_gguf, tmp_path):
         MiniCPMVVision(mmproj, ["CPUExecutionProvider"], 1)
 
 
+@pytest.mark.slow
 def test_vision_session_keeps_its_own_copy_of_the_weights(minicpmv_gguf):
     """MiniCPMVVision drops its float32 weights once the session exists; that is only safe while ONNX Runtime
     copies external initializers. Overwriting them after the session is made must change nothing."""
@@ -188,6 +208,7 @@ def mtmd_image_embeddings(engine: LlamaCppEngine, image) -> np.ndarray:
         mtmd.mtmd_bitmap_free(bitmap)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", VERSIONS)
 def test_llama_cpp_mtmd_reads_the_mmproj(version, minicpmv_gguf):
     """The default output (f16 mmproj) in llama.cpp's own multimodal path. For 2.6 and a 448x448 image (no

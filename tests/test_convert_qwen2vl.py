@@ -7,15 +7,17 @@ import shutil
 import weakref
 from pathlib import Path
 
-import gguf
 import numpy as np
 import pytest
 
-from edgevl.converters import checkpoint as checkpoint_module
-from edgevl.converters import convert, gguf_files
-from edgevl.converters.gguf_files import QUANTS, quantize_with_llama_cpp
 from edgevl.errors import CheckpointError, EdgevlError
 from edgevl.manifest import check_files, read_manifest
+
+gguf = pytest.importorskip("gguf")  # the convert extra
+
+from edgevl.converters import checkpoint as checkpoint_module  # noqa: E402 - needs gguf
+from edgevl.converters import convert, gguf_files  # noqa: E402
+from edgevl.converters.gguf_files import QUANTS, quantize_with_llama_cpp  # noqa: E402
 
 
 def copy_checkpoint(source: Path, destination: Path) -> Path:
@@ -27,6 +29,7 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
 
 
+@pytest.mark.slow
 def test_writes_text_and_mmproj_with_manifest(qwen2vl_gguf):
     folder = qwen2vl_gguf("q4_k_m", "f16")
     manifest = read_manifest(folder)
@@ -50,6 +53,7 @@ def test_writes_text_and_mmproj_with_manifest(qwen2vl_gguf):
     assert names["v.blk.0.attn_q.weight"].tensor_type == gguf.GGMLQuantizationType.F16
 
 
+@pytest.mark.slow
 def test_k_quant_is_llama_quantize_bit_for_bit(qwen2vl_gguf, tmp_path):
     """Our q4_k_m file equals llama.cpp's quantizer run by hand on the lossless f32 file."""
     ours = read_manifest(qwen2vl_gguf("q4_k_m", "f16"))
@@ -61,6 +65,7 @@ def test_k_quant_is_llama_quantize_bit_for_bit(qwen2vl_gguf, tmp_path):
     assert ours_data == by_hand_data
 
 
+@pytest.mark.slow
 def test_bf16_checkpoint_is_widened_exactly(tmp_path):
     from safetensors.torch import load_file
 
@@ -77,6 +82,7 @@ def test_bf16_checkpoint_is_widened_exactly(tmp_path):
     assert manifest.source["dtype"] == "BF16"
 
 
+@pytest.mark.slow
 def test_transformers5_layout_converts_to_the_same_tensors(qwen2vl_checkpoint, qwen2vl_gguf, tmp_path):
     """A checkpoint saved by transformers 5 (model.language_model.*, nested text_config) gives the same GGUF."""
     import torch
@@ -95,6 +101,7 @@ def test_transformers5_layout_converts_to_the_same_tensors(qwen2vl_checkpoint, q
     assert ours == theirs
 
 
+@pytest.mark.slow
 def test_reads_one_tensor_at_a_time(qwen2vl_checkpoint, tmp_path, monkeypatch):
     """Peak memory is about one tensor, not the model: count the loaded arrays alive at any moment."""
     alive, peak = [0], [0]
@@ -114,6 +121,7 @@ def test_reads_one_tensor_at_a_time(qwen2vl_checkpoint, tmp_path, monkeypatch):
 
 # ---- bad input ------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage, message", [
     (lambda d: (d / "config.json").unlink(), "no config.json"),
     (lambda d: (d / "model-00002-of-00002.safetensors").unlink(), "missing: model-00002-of-00002.safetensors"),
@@ -132,6 +140,7 @@ def test_broken_checkpoint_gives_clear_error(damage, message, qwen2vl_checkpoint
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_truncated_shard(qwen2vl_checkpoint, tmp_path):
     broken = copy_checkpoint(qwen2vl_checkpoint, tmp_path / "broken")
     shard = broken / "model-00001-of-00002.safetensors"
@@ -154,6 +163,7 @@ def test_not_a_folder(tmp_path):
         convert(tmp_path / "missing", tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_full_disk_midway_leaves_nothing(qwen2vl_checkpoint, tmp_path, monkeypatch):
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -164,6 +174,7 @@ def test_full_disk_midway_leaves_nothing(qwen2vl_checkpoint, tmp_path, monkeypat
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_existing_output_is_kept_unless_forced(qwen2vl_checkpoint, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -176,6 +187,7 @@ def test_existing_output_is_kept_unless_forced(qwen2vl_checkpoint, tmp_path):
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_unknown_quant(qwen2vl_checkpoint, tmp_path):
     with pytest.raises(EdgevlError, match="unknown quant 'q3_xs'"):
         convert(qwen2vl_checkpoint, tmp_path / "out", quant="q3_xs")

@@ -7,10 +7,11 @@ import shutil
 import pytest
 from conftest import noise_image
 
-from edgevl.engines.base import Request, Sampling, StopFilter
+from edgevl.engines.base import StopFilter
 from edgevl.engines.llamacpp import LlamaCppEngine
 from edgevl.errors import EdgevlError, ModelError
 from edgevl.manifest import read_manifest
+from edgevl.request import Request, Sampling
 from edgevl.system import rss_bytes
 
 
@@ -18,6 +19,7 @@ def ocr_request(max_tokens: int = 16, **sampling) -> Request:
     return Request("ocr", (noise_image(120, 90),), "Read the text.", sampling=Sampling(max_tokens=max_tokens, **sampling))
 
 
+@pytest.mark.slow
 def test_streams_pieces_and_honours_max_tokens(qwen2vl_gguf):
     with LlamaCppEngine(qwen2vl_gguf("q4_k_m", "f16"), threads=1) as engine:
         pieces = list(engine.stream(ocr_request(max_tokens=12)))
@@ -36,6 +38,7 @@ def test_stop_filter_cuts_and_holds_back_partial_stops():
     assert passthrough.feed("EN") == "" and passthrough.flush() == "EN"
 
 
+@pytest.mark.slow
 def test_memory_does_not_grow_over_repeated_calls(qwen2vl_gguf):
     with LlamaCppEngine(qwen2vl_gguf("f16", "f16"), threads=1) as engine:
         request = ocr_request(max_tokens=8)
@@ -48,6 +51,7 @@ def test_memory_does_not_grow_over_repeated_calls(qwen2vl_gguf):
     assert after_30 <= after_3 * 1.05, f"RSS grew from {after_3 / 1e6:.1f} MB to {after_30 / 1e6:.1f} MB"
 
 
+@pytest.mark.slow
 def test_close_frees_the_model(qwen2vl_gguf):
     folder = qwen2vl_gguf("f16", "f16")
     LlamaCppEngine(folder, threads=1).close()  # warm up allocator pools once
@@ -60,6 +64,7 @@ def test_close_frees_the_model(qwen2vl_gguf):
     assert rss_bytes() <= before * 1.10
 
 
+@pytest.mark.slow
 def test_truncated_model_file_is_reported(qwen2vl_gguf, tmp_path):
     folder = shutil.copytree(qwen2vl_gguf("f16", "f16"), tmp_path / "model")
     text = read_manifest(folder).path(folder, "text")
@@ -73,6 +78,7 @@ def test_not_a_model_folder(tmp_path):
         LlamaCppEngine(tmp_path)
 
 
+@pytest.mark.slow
 def test_damaged_file_of_right_size_is_reported(qwen2vl_gguf, tmp_path):
     folder = shutil.copytree(qwen2vl_gguf("f16", "f16"), tmp_path / "model")
     mmproj = read_manifest(folder).path(folder, "mmproj")
@@ -81,6 +87,7 @@ def test_damaged_file_of_right_size_is_reported(qwen2vl_gguf, tmp_path):
         LlamaCppEngine(folder)
 
 
+@pytest.mark.slow
 def test_prompt_longer_than_context_is_refused(qwen2vl_gguf):
     with LlamaCppEngine(qwen2vl_gguf("f16", "f16"), context_size=256, image_max_tokens=1000, threads=1) as engine:
         big = Request("ocr", (noise_image(900, 900),), "Read the text.")

@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_eval_synth import needs_cjk_font
+from conftest import require_eval_extra
 
 from edgevl.cli import main
 from edgevl.eval.datasets import load_dataset
-from edgevl.eval.report import score_run
+
+require_eval_extra()
+
+from edgevl.eval.report import score_run  # noqa: E402
+from test_eval_synth import needs_cjk_font  # noqa: E402
 
 
 @needs_cjk_font

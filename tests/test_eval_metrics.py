@@ -5,11 +5,15 @@ from __future__ import annotations
 import math
 
 import pytest
+from conftest import require_eval_extra
 
 from edgevl.errors import EdgevlError
-from edgevl.eval.captions import bleu4, cider_d, rouge_l, score_captions, tokenize
-from edgevl.eval.metrics import Normalization, TextTotals, score_text, words
-from edgevl.eval.teds import canonical_table, score_table
+
+require_eval_extra()
+
+from edgevl.eval.captions import bleu4, cider_d, rouge_l, score_captions, tokenize  # noqa: E402
+from edgevl.eval.metrics import Normalization, TextTotals, score_text, words  # noqa: E402
+from edgevl.eval.teds import canonical_table, score_table  # noqa: E402
 
 TABLE = "<table><thead><tr><th>A</th><th>B</th></tr></thead><tbody><tr><td>1</td><td>2</td></tr></tbody></table>"
 

@@ -12,15 +12,19 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from conftest import noise_image
-from test_eval_synth import needs_cjk_font
+from conftest import noise_image, require_eval_extra
 
-from edgevl.engines.base import Engine, Request
+from edgevl.engines.base import Engine
 from edgevl.errors import EdgevlError
 from edgevl.eval import runner
 from edgevl.eval.datasets import Sample, load_dataset
-from edgevl.eval.report import score_run, summary_tables, write_report
 from edgevl.eval.runner import PredictionLog, RunSettings, model_labels, run_models
+from edgevl.request import Request
+
+require_eval_extra()
+
+from edgevl.eval.report import score_run, summary_tables, write_report  # noqa: E402
+from test_eval_synth import needs_cjk_font  # noqa: E402
 
 SETTINGS = RunSettings(dataset="test")
 

@@ -7,13 +7,17 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import require_eval_extra
 
 from edgevl.errors import EdgevlError
 from edgevl.eval.corpus import LANGUAGES, load_corpus
 from edgevl.eval.datasets import load_dataset
-from edgevl.eval.fonts import KNOWN_FONTS, FontFile, fonts_for
-from edgevl.eval.synth import KIND_WEIGHTS, generate, kind_schedule
 from edgevl.tasks.tables import parse_tables
+
+require_eval_extra()
+
+from edgevl.eval.fonts import KNOWN_FONTS, FontFile, fonts_for  # noqa: E402
+from edgevl.eval.synth import KIND_WEIGHTS, generate, kind_schedule  # noqa: E402
 
 needs_cjk_font = pytest.mark.skipif(
     not any(font.cjk and font.path.is_file() for font in KNOWN_FONTS),

@@ -57,7 +57,7 @@ def test_dropped_files_are_queued_and_read_in_order(qtbot, window, tmp_path):
     assert [item.state for item in items] == ["done", "done"]
     for item, line in zip(items, LINES):
         assert similarity(line, item.answer.result.text) >= 0.98
-    assert window.history_panel.list.count() == 2
+    assert window.history_view.list.topLevelItemCount() == 2
 
 
 def test_pasted_image_is_read_and_the_text_streams_in(qtbot, window):
@@ -96,18 +96,9 @@ def test_table_shows_in_an_editable_grid_and_exports_the_edits(qtbot, window, tm
     assert QGuiApplication.clipboard().text() == view.rendered("tsv")
 
 
-@pytest.mark.parametrize("task", ["caption", "ask"])
-def test_tasks_the_embedded_engine_cannot_do_say_so(qtbot, window, task):
-    choose_task(window, task)
-    window.question.setText("What is the total?")
-    window.add_image(render_text(LINES), "receipt.png")
-    wait_until_idle(qtbot, window)
-    assert window.queue.items()[0].state == "failed"
-    assert window.error_banner.isVisible()
-    assert "vision-language model" in window.error_banner.text()
-
-
-def test_ask_without_a_question_waits_for_one(qtbot, window):
+def test_ask_without_a_question_waits_for_one(qtbot, data_dir, models_folder):
+    window = open_window(qtbot, data_dir, host=EngineHost(opener=lambda choice: SlowEngine(),
+                                                          tasks_of=lambda choice: SlowEngine.tasks))
     choose_task(window, "ask")
     window.add_image(render_text(LINES), "receipt.png")
     assert window.job is None and window.queue.items()[0].state == "waiting"
@@ -136,15 +127,15 @@ def test_history_survives_a_restart_and_can_be_cleared(qtbot, data_dir, models_f
 
     second = open_window(qtbot, data_dir)
     assert second.task.currentData() == "table"  # the settings came back too
-    assert second.history_panel.list.count() == 1
-    second.history_panel.list.item(0).setSelected(True)
-    second.history_panel._choose(second.history_panel.list.item(0))
-    assert second.result_view.is_table
-    assert second.result_view.grid.item(0, 0).text() == "Apples"
-    second.history_panel.clear()
+    history = second.history_view
+    assert history.list.topLevelItemCount() == 1
+    history.list.setCurrentItem(history.list.topLevelItem(0))
+    assert history.result_view.is_table
+    assert history.result_view.grid.item(0, 0).text() == "Apples"
+    history.clear()
     second.close()
 
-    assert open_window(qtbot, data_dir).history_panel.list.count() == 0
+    assert open_window(qtbot, data_dir).history_view.list.topLevelItemCount() == 0
 
 
 def test_cancel_stops_the_running_job_and_the_waiting_ones(qtbot, data_dir, models_folder):
@@ -157,7 +148,7 @@ def test_cancel_stops_the_running_job_and_the_waiting_ones(qtbot, data_dir, mode
     wait_until_idle(qtbot, window)
     assert [item.state for item in window.queue.items()] == ["cancelled", "cancelled"]
     assert engine.stopped.is_set()  # the engine's generator was closed, not abandoned
-    assert window.history_panel.list.count() == 0
+    assert window.history_view.list.topLevelItemCount() == 0
     assert window.statusBar().currentMessage() == "Cancelled"
 
     window.queue.setCurrentRow(1)

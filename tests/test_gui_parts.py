@@ -122,3 +122,44 @@ def test_a_second_start_hands_its_request_to_the_running_app(qtbot):
         assert send_to_running_app("capture", "edgevl-gui-test-instance")
     assert received.args == ["capture"]
     assert not send_to_running_app("capture", "edgevl-gui-nobody-listens")
+
+
+def test_an_edited_table_is_stored_so_that_it_comes_back_edited(tmp_path):
+    history = History(tmp_path / "history.sqlite3")
+    entry = history.add("table", "engine", "t.png", "| a | b |\n|---|---|\n| 1 | 2 |", Image.new("RGB", (10, 10)))
+    edited = entry.restore()
+    edited.tables[0].rows[0][1] = "20 | x"  # a pipe in a cell survives
+    history.save_edit(entry.id, edited)
+    assert history.entry(entry.id).restore().primary.rows == [["1", "20 | x"]]
+
+
+LDD_WITHOUT_ICCCM = """\
+\tlinux-vdso.so.1 (0x00007ffd)
+\tlibxcb-icccm.so.4 => not found
+\tlibxcb-keysyms.so.1 => not found
+\tlibxcb.so.1 => /lib/x86_64-linux-gnu/libxcb.so.1 (0x00007f)
+\tlibweird.so.2 => not found
+"""
+
+
+@pytest.mark.parametrize("family, command", [
+    ("debian", "sudo apt-get install libxcb-icccm4 libxcb-keysyms1; also provide libweird.so.2"),
+    ("fedora", "sudo dnf install xcb-util-keysyms xcb-util-wm; also provide libweird.so.2"),
+    ("arch", "sudo pacman -S xcb-util-keysyms xcb-util-wm; also provide libweird.so.2"),
+])
+def test_the_qt_check_names_the_missing_packages_per_distribution(family, command):
+    from edgevl.qt_platform import install_command, missing_libraries
+
+    missing = missing_libraries(LDD_WITHOUT_ICCCM)
+    assert missing == ["libxcb-icccm.so.4", "libxcb-keysyms.so.1", "libweird.so.2"]
+    assert install_command(missing, family) == command
+
+
+def test_doctor_reports_the_qt_platform_plugin(monkeypatch):
+    from edgevl import doctor, qt_platform
+
+    monkeypatch.setattr(qt_platform, "_ldd", lambda library: LDD_WITHOUT_ICCCM)
+    monkeypatch.setattr(qt_platform, "distribution", lambda: "debian")
+    lines = {what: (ok, detail) for what, ok, detail in doctor.checks()}
+    ok, detail = lines["desktop app (Qt xcb plugin)"]
+    assert not ok and "libxcb-icccm.so.4" in detail and "sudo apt-get install libxcb-icccm4 libxcb-keysyms1" in detail

@@ -8,11 +8,9 @@ import math
 
 import numpy as np
 import pytest
-import torch
-from safetensors import safe_open
 
-from edgevl.preprocess import (find_best_resize, get_refine_size, get_sliced_grid, minicpmv25_placeholder,
-                               minicpmv26_placeholder, minicpmv_slices)
+from edgevl.families.minicpmv import (find_best_resize, get_refine_size, get_sliced_grid, minicpmv25_placeholder,
+                                      minicpmv26_placeholder, minicpmv_slices)
 from conftest import noise_image
 
 
@@ -86,7 +84,10 @@ def minicpmv(request, minicpmv_checkpoint, minicpmv_reference):
     return minicpmv_checkpoint(request.param), minicpmv_reference(request.param)
 
 
+@pytest.mark.slow
 def test_checkpoint_has_the_released_layout(minicpmv):
+    from safetensors import safe_open
+
     folder, reference = minicpmv
     config = json.loads((folder / "config.json").read_text())
     assert config["architectures"] == ["MiniCPMV"] and config["model_type"] == "minicpmv"
@@ -108,6 +109,7 @@ def test_checkpoint_has_the_released_layout(minicpmv):
     assert {n.split(".")[0] for n in names} == {"vpm", "resampler", "llm"}
 
 
+@pytest.mark.slow
 def test_special_tokens_are_single_tokens(minicpmv):
     _, reference = minicpmv
     specials = ["<image>", "</image>", "<slice>", "</slice>", "<image_id>", "</image_id>", "<unk>", "\n"]
@@ -121,10 +123,11 @@ def test_special_tokens_are_single_tokens(minicpmv):
         assert len(reference.tokenizer.encode(token, add_special_tokens=False)) == 1, token
 
 
+@pytest.mark.slow
 def test_resampler_position_embedding_is_the_2d_sincos_formula(minicpmv):
     _, reference = minicpmv
     dim, rows, cols = 256, 3, 5
-    from edgevl.preprocess import resampler_key_positions
+    from edgevl.families.minicpmv import resampler_key_positions
 
     table = resampler_key_positions(dim, rows, cols)
     omega = [1 / 10000 ** (i / (dim / 4)) for i in range(dim // 4)]
@@ -135,6 +138,7 @@ def test_resampler_position_embedding_is_the_2d_sincos_formula(minicpmv):
             np.testing.assert_allclose(table[h * cols + w], expected, atol=2e-6)
 
 
+@pytest.mark.slow
 def test_placeholder_count_and_order_in_the_prompt(minicpmv):
     _, reference = minicpmv
     input_ids, pieces = reference.input_ids([noise_image(1344, 448)], "Read the text.")
@@ -146,6 +150,7 @@ def test_placeholder_count_and_order_in_the_prompt(minicpmv):
     assert [start for start, _ in bounds] == sorted(start for start, _ in bounds)
 
 
+@pytest.mark.slow
 def test_image_changes_the_logits(minicpmv):
     _, reference = minicpmv
     first = reference.first_token_logits([noise_image(448, 448, seed=1)], "Describe.")
@@ -154,8 +159,11 @@ def test_image_changes_the_logits(minicpmv):
     assert np.abs(first - second).max() > 1e-4
 
 
+@pytest.mark.slow
 def test_slice_order_matters(minicpmv):
     """Swapping two slices' features must change the answer, or a parity test could not catch a wrong order."""
+    import torch
+
     _, reference = minicpmv
     image = noise_image(1344, 448, seed=3)
     _, embeds = reference.inputs([image], "Describe.")
@@ -169,6 +177,7 @@ def test_slice_order_matters(minicpmv):
     assert (logits - logits_swapped).abs().max() > 1e-5
 
 
+@pytest.mark.slow
 def test_greedy_generation(minicpmv):
     _, reference = minicpmv
     tokens = reference.greedy_tokens([noise_image(300, 1500)], "What is written here?", 4)
@@ -178,9 +187,12 @@ def test_greedy_generation(minicpmv):
     assert tokens[0] == int(np.argmax(logits))
 
 
+@pytest.mark.slow
 def test_one_row_layout_keeps_the_patches_in_row_major_order(minicpmv):
     """2.5 feeds the vision tower the released one-row layout; its patch embeddings must be the image's patches
     in row-major order (only the position ids differ from 2.6's 2-D input)."""
+    import torch
+
     from edgevl.testing.minicpmv import patches_in_one_row
 
     _, reference = minicpmv
@@ -192,6 +204,7 @@ def test_one_row_layout_keeps_the_patches_in_row_major_order(minicpmv):
     torch.testing.assert_close(one_row, two_d)
 
 
+@pytest.mark.slow
 def test_drop_vision_last_layer_is_honoured(minicpmv, tmp_path):
     from edgevl.testing.minicpmv import load_minicpmv
 

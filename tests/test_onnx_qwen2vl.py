@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
-import torch
 from conftest import noise_image
 from parity import MAX_TOKENS, MIN_TOKENS, PROMPT, cosine, images_for, ocr_request
-from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLModel
 
 from edgevl import api
-from edgevl.engines.base import Request, Sampling
 from edgevl.engines.onnx import OnnxEngine
 from edgevl.errors import BackendUnavailable, EdgevlError
+from edgevl.families.qwen2vl import qwen2vl_rope_positions
 from edgevl.manifest import read_manifest
-from edgevl.preprocess import qwen2vl_rope_positions
+from edgevl.request import Request, Sampling
 from edgevl.system import rss_bytes
+
+onnx = pytest.importorskip("onnx")
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.slow  # every test exports the tiny checkpoint
 
 SHAPES = ["smaller-than-56px", "needs-resize", "tall-screenshot-over-budget", "two-images"]
 
@@ -60,6 +61,8 @@ def test_int4_is_matmulnbits_and_smaller(qwen2vl_onnx):
 
 
 def test_rope_positions_match_transformers(qwen2vl_reference):
+    from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLModel
+
     images = images_for("two-images")
     inputs = qwen2vl_reference.inputs(list(images), PROMPT, MIN_TOKENS, MAX_TOKENS)
     model: Qwen2VLModel = qwen2vl_reference.model.model

@@ -10,8 +10,8 @@ import pytest
 from conftest import noise_image
 from parity import cosine
 
-from edgevl.engines.base import Request, Sampling
 from edgevl.engines.llamacpp_minicpmv import MiniCPMVLlamaCppEngine
+from edgevl.request import Request, Sampling
 
 VERSIONS = ("2.6", "2.5")
 PROMPT = "Read all the text in the image."
@@ -33,6 +33,8 @@ def request_for(image, max_tokens: int = 24) -> Request:
     # no system turn for 2.5 (its release has none), the model's default for 2.6: both as the reference
     return Request("ocr", (image,), PROMPT, sampling=Sampling(max_tokens=max_tokens))
 
+
+pytestmark = pytest.mark.slow  # every test converts the tiny checkpoint and runs the reference
 
 @pytest.fixture(scope="module", params=VERSIONS)
 def version(request):

@@ -13,6 +13,8 @@ from parity import IMAGE_CASES, MAX_TOKENS, MIN_TOKENS, PROMPT, cosine, images_f
 from edgevl.engines.llamacpp import LlamaCppEngine
 
 
+pytestmark = pytest.mark.slow  # every test converts the tiny checkpoint and runs the reference
+
 @pytest.fixture(scope="module")
 def f32_engine(qwen2vl_gguf):
     with LlamaCppEngine(qwen2vl_gguf("f32"), image_max_tokens=MAX_TOKENS) as engine:

@@ -16,9 +16,9 @@ from rendering import render_table, render_text
 
 from edgevl.api import open_engine, run_task
 from edgevl.batch import run_batch
-from edgevl.engines.base import Request, Sampling
 from edgevl.engines.remote import RemoteEngine
 from edgevl.errors import EdgevlError, EngineUnavailable
+from edgevl.request import Request, Sampling
 from edgevl.testing.server import edgevl_serve
 
 KEY = "test-key"

@@ -21,7 +21,8 @@ from conftest import noise_image
 from PIL import Image
 from rendering import render_table, render_text
 
-from edgevl.engines.base import Engine, Request
+from edgevl.engines.base import Engine
+from edgevl.request import Request
 from edgevl.server import EngineWorker, ServerSettings, create_app
 
 SETTINGS = ServerSettings(model_name="test-model")

@@ -1,68 +1,27 @@
 """The one small interface every backend implements.
 
-Data flows one way: the task builds a `Request` (images + prompt text), the engine streams text pieces back, the
-task parses the joined text. Engines know nothing of tasks' output formats; tasks know nothing of backends.
+Data flows one way: the task builds a `Request` (edgevl.request: images + prompt text), the engine streams text
+pieces back, the task parses the joined text. Engines know nothing of tasks' output formats; tasks know nothing
+of backends.
 """
 
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
-
-from PIL import Image
 
 from edgevl import model_cards
 from edgevl.chat import format_prompt
 from edgevl.errors import ModelError
+from edgevl.families import get_family
 from edgevl.manifest import check_files, read_manifest
+from edgevl.request import Request, Stats
 
 
-@dataclass(frozen=True)
-class Sampling:
-    """How to generate. temperature 0 means greedy, which is what OCR and tables want."""
-
-    max_tokens: int = 1024
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int = 0
-    stop: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Request:
-    """One question about one or more images.
-
-    `task` lets engines that are not language models (the classic OCR engine) pick what to do; language-model
-    engines ignore it and use `prompt`, which holds only the user's words - each engine adds its own chat
-    template and image markers.
-    """
-
-    task: str
-    images: tuple[Image.Image, ...]
-    prompt: str
-    system: str | None = None
-    sampling: Sampling = field(default_factory=Sampling)
-
-
-@dataclass
-class Stats:
-    """Timings of the last request, filled in by engines that can measure them (zeros otherwise)."""
-
-    image_encode_ms: float = 0.0
-    prompt_tokens: int = 0
-    prefill_ms: float = 0.0
-    generated_tokens: int = 0
-    decode_ms: float = 0.0
-
-    @property
-    def prefill_tokens_per_s(self) -> float:
-        return 1000.0 * self.prompt_tokens / self.prefill_ms if self.prefill_ms else 0.0
-
-    @property
-    def decode_tokens_per_s(self) -> float:
-        return 1000.0 * self.generated_tokens / self.decode_ms if self.decode_ms else 0.0
+#: What engines without a language model do (the embedded engine): read text and tables, no captions or
+#: questions. Here rather than in engines/classic.py so the desktop app knows it without importing numpy.
+READING_TASKS = frozenset({"ocr", "table"})
 
 
 class Engine(abc.ABC):
@@ -74,6 +33,10 @@ class Engine(abc.ABC):
     tasks: frozenset[str] = frozenset({"ocr", "table", "caption", "ask"})
     #: a short human description ("llama.cpp qwen2-vl-2b q4_k_m, CPU")
     description: str = ""
+    #: where the model runs: "cpu", "gpu" (llama.cpp's offload), "cuda" (ONNX Runtime's provider), "remote"
+    device: str = "cpu"
+    #: why it runs there, in words a user can act on ("CPU: this llama-cpp-python build has no GPU backend...")
+    device_reason: str = ""
 
     def __init__(self) -> None:
         self.last_stats = Stats()
@@ -105,10 +68,19 @@ class ModelFolderEngine(Engine):
         if self.manifest.format != self.format:
             raise ModelError(f"{self.folder}: holds a {self.manifest.format} model, not {self.format.upper()}")
         check_files(self.folder, self.manifest)
-        self.card = (model_cards.card_by_id(self.manifest.card) if self.manifest.card
-                     else model_cards.family_card(self.manifest.family))
         self.family = self.manifest.family
+        #: what is particular to the model's family (preprocessing, placeholders)
+        self.model_family = get_family(self.family)
+        self.card = (model_cards.card_by_id(self.manifest.card) if self.manifest.card
+                     else model_cards.family_card(self.family))
         self.image_max_tokens = image_max_tokens
+
+    @classmethod
+    def open(cls, folder: str | Path, *, threads: int | None, gpu: bool, image_max_tokens: int | None,
+             context_size: int) -> "ModelFolderEngine":
+        """What `edgevl.api.open_engine` calls for any engine in the registry (edgevl.families.ENGINES);
+        engines whose constructor takes other options translate them here."""
+        return cls(folder, threads=threads, gpu=gpu, image_max_tokens=image_max_tokens, context_size=context_size)
 
     def image_budget(self, task: str) -> tuple[int, int]:
         """(min, max) image tokens per image: the engine's override, else the model card's for the task."""

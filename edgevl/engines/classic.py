@@ -26,9 +26,10 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from edgevl.engines.base import Engine, Request, Stats
+from edgevl.engines.base import READING_TASKS, Engine
 from edgevl.errors import BackendUnavailable, UnsupportedTask
 from edgevl.images import to_rgb
+from edgevl.request import Request, Stats
 
 PIP_HINT = 'pip install "rapidocr==3.10.0" "rapid-table==0.3.0"'
 #: RapidOCR config section -> the model file its wheel ships in rapidocr/models/
@@ -76,7 +77,8 @@ class ClassicOcrEngine(Engine):
     """OCR and table extraction with models shipped inside pip packages: works offline on a fresh machine."""
 
     family = "classic"
-    tasks = frozenset({"ocr", "table"})
+    tasks = READING_TASKS
+    device_reason = "the embedded engine's small models run on ONNX Runtime's CPU provider"
 
     def __init__(self, threads: int | None = None) -> None:
         """`threads`: ONNX Runtime intra-op threads per model; None (or 0) lets ONNX Runtime pick (all cores)."""

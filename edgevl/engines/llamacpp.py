@@ -1,11 +1,11 @@
 """The llama.cpp backend: a converted GGUF model folder (language model + mmproj) driven through
 llama-cpp-python's low-level bindings and libmtmd.
 
-One request: preprocess the images (edgevl.preprocess), format the chat prompt with one media marker per
-image, let mtmd split it into text and image chunks, encode the images, decode the prompt, then sample token by
-token and stream the text. Everything C-side (model, context, mtmd context, batch) is owned here and freed in
-`close()`; per-request objects (bitmaps, chunks, sampler) are freed at the end of each request, so memory does
-not grow over repeated calls.
+One request: preprocess the images (the family's resize, edgevl.families), format the chat prompt with one
+media marker per image, let mtmd split it into text and image chunks, encode the images, decode the prompt, then
+sample token by token and stream the text. Everything C-side (model, context, mtmd context, batch) is owned here
+and freed in `close()`; per-request objects (bitmaps, chunks, sampler) are freed at the end of each request, so
+memory does not grow over repeated calls.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-from edgevl.engines.base import ModelFolderEngine, Request, Sampling, StopFilter
+from edgevl.engines.base import ModelFolderEngine, StopFilter
 from edgevl.errors import EdgevlError, ModelError
 from edgevl.llamacpp_lib import INSTALL_HINT, load_llama_cpp
-from edgevl.preprocess import resize_for_qwen2vl
+from edgevl.request import Request, Sampling
 from edgevl.system import default_threads
 
 log = logging.getLogger(__name__)
@@ -63,9 +63,9 @@ class LlamaCppEngine(ModelFolderEngine):
     def _load(self, gpu: bool, context_size: int) -> None:
         llama = self._llama
         llama.llama_backend_init()
-        self.gpu_offload, reason = _gpu_decision(llama, gpu)
-        log.info("llama.cpp: %s", reason)
-        self.offload_reason = reason
+        self.gpu_offload, self.device_reason = _gpu_decision(llama, gpu)
+        self.device = "gpu" if self.gpu_offload else "cpu"
+        log.info("llama.cpp: %s", self.device_reason)
 
         model_params = llama.llama_model_default_params()
         model_params.n_gpu_layers = ALL_LAYERS if self.gpu_offload else 0
@@ -93,8 +93,8 @@ class LlamaCppEngine(ModelFolderEngine):
         self._resources.callback(llama.llama_batch_free, self._batch)
         self._vocab = llama.llama_model_get_vocab(self._model)
         self.vocab_size = llama.llama_vocab_n_tokens(self._vocab)
-        device = "GPU" if self.gpu_offload else "CPU"
-        self.description = f"llama.cpp {self.card.name} {self.manifest.quant.upper()} ({device}, {self.threads} threads)"
+        self.description = (f"llama.cpp {self.card.name} {self.manifest.quant.upper()} ({self.device.upper()}, "
+                            f"{self.threads} threads)")
         self._load_vision(gpu)
 
     def _load_vision(self, gpu: bool) -> None:
@@ -164,11 +164,9 @@ class LlamaCppEngine(ModelFolderEngine):
         return np.ctypeslib.as_array(logits, shape=(self.vocab_size,)).copy()
 
     def prepare_images(self, images: tuple[Image.Image, ...], task: str) -> list[Image.Image]:
-        """Resize as the reference does, within the model card's image-token budget for the task."""
-        if self.family != "qwen2vl":
-            return list(images)
-        min_tokens, max_tokens = self.image_budget(task)
-        return [resize_for_qwen2vl(image, min_tokens, max_tokens) for image in images]
+        """Resize as the family's reference does, within the model card's image-token budget for the task."""
+        budget = self.image_budget(task)
+        return [self.model_family.resize(image, budget) for image in images]
 
     def _prefill(self, request: Request) -> int:
         """Clear the cache, evaluate prompt and images; returns the next position."""

@@ -1,6 +1,6 @@
 """MiniCPM-V 2.5 / 2.6 on llama.cpp: the language model GGUF through llama.cpp, the images the released way.
 
-A request: slice each image as the release does (overview + up to 9 slices, edgevl.preprocess), write the
+A request: slice each image as the release does (overview + up to 9 slices, edgevl.families.minicpmv), write the
 prompt with the release's placeholders (`<image_id>`, `<image>`/`<slice>` markers around `<unk>` runs), tokenize
 it with the GGUF's vocabulary, encode every slice (MiniCPMVVision, from the mmproj's weights), then decode the
 text tokens and, in place of each `<unk>` run, that slice's embeddings - llama.cpp takes embeddings in a batch
@@ -15,12 +15,12 @@ import time
 
 import numpy as np
 
-from edgevl.engines.base import Request
 from edgevl.engines.llamacpp import LlamaCppEngine, set_batch_slot
 from edgevl.engines.minicpmv_vision import MiniCPMVVision
 from edgevl.engines.onnx import choose_providers
 from edgevl.errors import EdgevlError
-from edgevl.preprocess import feature_spans, minicpmv_feature_markers, minicpmv_placeholder, minicpmv_slices
+from edgevl.families.minicpmv import feature_spans, minicpmv_feature_markers, minicpmv_placeholder, minicpmv_slices
+from edgevl.request import Request
 
 log = logging.getLogger(__name__)
 

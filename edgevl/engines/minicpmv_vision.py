@@ -3,8 +3,8 @@
 Why not libmtmd: llama.cpp preprocesses MiniCPM-V its own way - images that need no slicing are squashed to
 448x448, slicing starts when a side passes 448 px (the release slices by area), its bicubic resize is not PIL's,
 2.6's `<image_id>` tokens are missing and 2.5's one-row patch positions become 2-D - and it offers no way to
-hand it slices cut elsewhere. So edgevl slices as the release does (edgevl.preprocess), encodes each slice with
-this graph, and feeds the embeddings to llama.cpp's language model. The mmproj stays a standard llama.cpp file,
+hand it slices cut elsewhere. So edgevl slices as the release does (edgevl.families.minicpmv), encodes each slice
+with this graph, and feeds the embeddings to llama.cpp's language model. The mmproj stays a standard llama.cpp file,
 so the same folder also works with llama-mtmd-cli, Ollama or LM Studio (with their preprocessing).
 
 The graph is built in memory at load time; its weights are the GGUF's tensors widened to float32 and handed to
@@ -16,20 +16,19 @@ One run encodes one slice: patches [N, 3*14*14], SigLIP position ids [N] and the
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from edgevl.errors import BackendUnavailable, ModelError
-from edgevl.preprocess import minicpmv_patches, resampler_key_positions, siglip_position_ids
+from edgevl.families.minicpmv import (QUERY_NUM, RESAMPLER_HEAD_WIDTH, VisionSettings, minicpmv_patches,
+                                      resampler_key_positions, siglip_position_ids)
 
 log = logging.getLogger(__name__)
 
 #: clip.minicpmv_version -> release; llama.cpp numbers MiniCPM-o 2.6 as 4 (same vision path as 2.6)
 RELEASES = {2: "2.5", 3: "2.6", 4: "2.6"}
-RESAMPLER_HEAD_WIDTH = 128  # the release gives the resampler one head per 128 channels
 OPSET = 20  # Gelu with the tanh approximation
 IR_VERSION = 10
 
@@ -83,26 +82,6 @@ def create_session(onnxruntime, graph, weights: dict[str, np.ndarray], providers
     return onnxruntime.InferenceSession(graph.SerializeToString(), options, providers=providers)
 
 
-@dataclass(frozen=True)
-class VisionSettings:
-    """What the mmproj says about the vision tower, in the terms the graph and the engine need."""
-
-    release: str  # "2.5" or "2.6"
-    query_num: int  # resampler queries = image tokens per piece
-    width: int  # the language model's width
-    layers: int
-    heads: int
-    eps: float
-    patch: int
-    slice_size: int
-    mean: list[float]
-    std: list[float]
-
-    @property
-    def resampler_heads(self) -> int:
-        return self.width // RESAMPLER_HEAD_WIDTH
-
-
 def _read_settings(reader, path: Path) -> VisionSettings:
     def field(key: str, default=None):
         if key in reader.fields:
@@ -119,7 +98,7 @@ def _read_settings(reader, path: Path) -> VisionSettings:
                          "3 (2.6) and 4 (MiniCPM-o 2.6)")
     return VisionSettings(
         release=RELEASES[version],
-        query_num=field("clip.minicpmv_query_num", 96 if version == 2 else 64),
+        query_num=field("clip.minicpmv_query_num", QUERY_NUM[RELEASES[version]]),
         width=field("clip.vision.projection_dim"),
         layers=field("clip.vision.block_count"),
         heads=field("clip.vision.attention.head_count"),

@@ -1,10 +1,11 @@
 """The ONNX Runtime backend: a model folder exported by `edgevl convert --to onnx` (vision, embedding and
 decoder graphs), CUDA execution provider when it loads, CPU otherwise.
 
-One request: edgevl's own numpy preprocessing (bit-identical to Qwen2VLImageProcessor), the vision graph once
-per image, the chat prompt with one <|image_pad|> per image token, M-RoPE position ids, then a prefill and a
-token-by-token loop. The KV cache stays where ONNX Runtime put it (IO binding): each step's present keys and
-values are bound as the next step's past, with no copy through Python.
+One request: the family's image hooks (edgevl.families: `OnnxImages`) preprocess and encode the images with the
+vision graph and give each image's placeholder text; then the chat prompt is tokenized, the embedding graph puts
+the image features in place of the placeholder tokens, the family gives the position ids (Qwen2-VL's M-RoPE), and
+a prefill and a token-by-token loop follow. The KV cache stays where ONNX Runtime put it (IO binding): each step's
+present keys and values are bound as the next step's past, with no copy through Python.
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from PIL import Image
 
-from edgevl.engines.base import ModelFolderEngine, Request, Sampling, Stats, StopFilter
+from edgevl.engines.base import ModelFolderEngine, StopFilter
 from edgevl.errors import BackendUnavailable, ModelError
-from edgevl.preprocess import qwen2vl_patches, qwen2vl_rope_positions, resize_for_qwen2vl
+from edgevl.request import Request, Sampling, Stats
 from edgevl.system import default_threads
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ class OnnxEngine(ModelFolderEngine):
         super().__init__(folder, image_max_tokens)
         self.ort = onnxruntime
         self.config = json.loads(self.manifest.path(self.folder, "config").read_text(encoding="utf-8"))
+        self.family_images = self.model_family.onnx_images(self.config)
         self.tokenizer = Tokenizer.from_file(str(self.manifest.path(self.folder, "tokenizer")))
         providers, reason = choose_providers(device)
         self.sessions = {role: self._session(role, providers, threads or default_threads())
@@ -63,8 +64,15 @@ class OnnxEngine(ModelFolderEngine):
         self.device = "cuda" if self.sessions["decoder"].get_providers()[0] == "CUDAExecutionProvider" else "cpu"
         if device != "cpu" and self.device == "cpu" and providers[0] == "CUDAExecutionProvider":
             reason = "CPU: the CUDA provider failed to load (missing CUDA/cuDNN libraries?)"
+        self.device_reason = reason
         log.info("ONNX Runtime: %s", reason)
         self.description = f"ONNX Runtime {self.card.name} {self.manifest.quant} ({self.device.upper()})"
+
+    @classmethod
+    def open(cls, folder: str | Path, *, threads: int | None, gpu: bool, image_max_tokens: int | None,
+             context_size: int) -> "OnnxEngine":
+        """The KV cache grows as needed, so there is no context size to set."""
+        return cls(folder, threads=threads, device="auto" if gpu else "cpu", image_max_tokens=image_max_tokens)
 
     def _session(self, role: str, providers: list[str], threads: int):
         options = self.ort.SessionOptions()
@@ -124,48 +132,31 @@ class OnnxEngine(ModelFolderEngine):
     def _prefill(self, request: Request):
         self.last_stats = stats = Stats()
         started = time.perf_counter()
-        features, grids = self._encode_images(request.images, request.task)
+        encoded = self.family_images.encode(request.images, self.image_budget(request.task), self._run_vision)
         stats.image_encode_ms = 1000 * (time.perf_counter() - started)
 
         started = time.perf_counter()
-        input_ids = self._prompt_ids(request, grids)
-        positions = qwen2vl_rope_positions(input_ids, self.config["image_token_id"], grids, self.config["merge_size"])
-        embeds = self._embed(np.asarray([input_ids], dtype=np.int64), features)
+        input_ids = self.tokenizer.encode(self.prompt(request, encoded.markers), add_special_tokens=False).ids
+        positions = self.family_images.position_ids(input_ids, encoded)
+        embeds = self._embed(np.asarray([input_ids], dtype=np.int64), encoded.features)
         binding = self.sessions["decoder"].io_binding()
         logits = self._run_decoder(binding, embeds, positions[:, None, :], past=None)
         stats.prompt_tokens = len(input_ids)
         stats.prefill_ms = 1000 * (time.perf_counter() - started)
         return logits, binding, int(positions.max()) + 1
 
-    def _encode_images(self, images: tuple[Image.Image, ...], task: str):
-        config = self.config
-        min_tokens, max_tokens = self.image_budget(task)
-        features, grids = [], []
-        for image in images:
-            resized = resize_for_qwen2vl(image, min_tokens, max_tokens)
-            pixels, grid = qwen2vl_patches(resized, config["image_mean"], config["image_std"], config["patch_size"],
-                                           config["temporal_patch_size"], config["merge_size"])
-            inputs = {"pixel_values": pixels, "image_grid_thw": np.asarray([grid], dtype=np.int64)}
-            features.append(self.sessions["vision"].run(None, inputs)[0])
-            grids.append(grid)
-        return np.concatenate(features or [self._no_features()]), grids
+    def _run_vision(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        return self.sessions["vision"].run(None, inputs)[0]
 
     def _no_features(self) -> np.ndarray:
         return np.zeros((0, self.config["hidden_size"]), dtype=np.float32)
-
-    def _prompt_ids(self, request: Request, grids) -> list[int]:
-        merge_area = self.config["merge_size"] ** 2
-        markers = ["<|vision_start|>" + "<|image_pad|>" * (h * w // merge_area) + "<|vision_end|>"
-                   for _, h, w in grids]
-        prompt = self.prompt(request, markers)
-        return self.tokenizer.encode(prompt, add_special_tokens=False).ids
 
     def _embed(self, input_ids: np.ndarray, features: np.ndarray) -> np.ndarray:
         return self.sessions["embed"].run(None, {"input_ids": input_ids, "image_features": features})[0]
 
     def _decode_step(self, token: int, position: int, binding) -> np.ndarray:
         embeds = self._embed(np.asarray([[token]], dtype=np.int64), self._no_features())
-        positions = np.full((3, 1, 1), position, dtype=np.int64)
+        positions = np.full((self.family_images.position_axes, 1, 1), position, dtype=np.int64)
         return self._run_decoder(binding, embeds, positions, past=binding.get_outputs()[1:])
 
     def _run_decoder(self, binding, embeds: np.ndarray, positions: np.ndarray, past) -> np.ndarray:

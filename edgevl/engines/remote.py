@@ -28,9 +28,10 @@ from typing import Any, Callable, Iterator, TypeVar
 import httpx
 from PIL import Image
 
-from edgevl.engines.base import Engine, Request, Stats
+from edgevl.engines.base import Engine
 from edgevl.errors import EdgevlError, EngineUnavailable
-from edgevl.tasks.base import DEFAULT_FAMILY
+from edgevl.families import DEFAULT_FAMILY
+from edgevl.request import Request, Stats
 
 #: HTTP statuses worth another try: the server is busy, restarting or behind a proxy that hiccuped.
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -89,6 +90,7 @@ class RemoteEngine(Engine):
         if "edgevl_tasks" in served:
             self.tasks = frozenset(served["edgevl_tasks"])
         self.description = f"{self.model_name} at {self.endpoint}"
+        self.device, self.device_reason = "remote", f"runs on the server at {self.endpoint}"
 
     @property
     def last_stats(self) -> Stats:

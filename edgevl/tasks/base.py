@@ -1,7 +1,8 @@
 """What every task shares: turning images and options into a `Request`, and the plain-text result type.
 
-A task knows how to ask (prompt wording per model family, sampling defaults) and how to read the answer; it
-knows nothing about which engine runs the request.
+A task knows how to ask (its default wording, which a model family may replace with its own - see
+edgevl.families - and sampling defaults) and how to read the answer; it knows nothing about which engine runs
+the request.
 """
 
 from __future__ import annotations
@@ -13,10 +14,7 @@ from typing import Any, ClassVar, Protocol, Sequence
 
 from PIL import Image
 
-from edgevl.engines.base import Request, Sampling
-
-#: Prompt wording used for families a task has no special wording for (including "classic", which ignores it).
-DEFAULT_FAMILY = "qwen2vl"
+from edgevl.request import Request, Sampling
 
 
 class Result(Protocol):
@@ -81,8 +79,3 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def parse(self, text: str) -> Result:
         """Turn the engine's complete answer into a result object."""
-
-
-def prompt_for(prompts: dict[str, str], family: str) -> str:
-    """The family's own wording if it has one, else the default family's."""
-    return prompts.get(family, prompts[DEFAULT_FAMILY])

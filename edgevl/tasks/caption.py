@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from edgevl.errors import EdgevlError
+from edgevl.families import wording
 from edgevl.tasks.base import Task, TextResult
 
 #: length -> (prompt, max_tokens). The token budgets leave room for the longest sensible answer of each length.
+#: Both supported families follow these plain instructions well; a family may still word them its own way
+#: (prompt ids "caption.short", "caption.medium", "caption.long").
 LENGTHS = {
     "short": ("Describe this image in one sentence.", 64),
     "medium": ("Describe this image in two or three sentences.", 160),
@@ -26,8 +29,7 @@ class CaptionTask(Task):
     name = "caption"
 
     def prompt(self, family: str, length: str = DEFAULT_LENGTH) -> str:
-        # Both supported families follow these plain instructions well, so the wording is shared.
-        return _length_setting(length)[0]
+        return wording(family, f"caption.{length}", _length_setting(length)[0])
 
     def max_tokens(self, length: str = DEFAULT_LENGTH) -> int:
         return _length_setting(length)[1]

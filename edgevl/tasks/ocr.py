@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import re
 
-from edgevl.tasks.base import Task, TextResult, prompt_for
+from edgevl.families import wording
+from edgevl.tasks.base import Task, TextResult
 
-PROMPTS = {
-    "qwen2vl": (
-        "Read all the text in the image. Keep the original line breaks and reading order; output only the text."
-    ),
-    # MiniCPM-V likes to describe the image first; tell it plainly not to.
-    "minicpmv": (
-        "Transcribe all the text in this image exactly as written, top to bottom and left to right. Keep the "
-        "original line breaks. Output only the transcribed text: no description, no comments, no formatting."
-    ),
-}
+#: The wording for models whose family has none of its own (edgevl.families).
+DEFAULT_PROMPT = (
+    "Read all the text in the image. Keep the original line breaks and reading order; output only the text."
+)
 
 #: A first line that introduces the text instead of being part of it ("Sure! Here is the text in the image:").
 _PREAMBLE = re.compile(
@@ -34,7 +29,7 @@ class OcrTask(Task):
     name = "ocr"
 
     def prompt(self, family: str) -> str:
-        return prompt_for(PROMPTS, family)
+        return wording(family, self.name, DEFAULT_PROMPT)
 
     def max_tokens(self) -> int:
         return 2048

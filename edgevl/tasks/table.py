@@ -6,22 +6,16 @@ import json
 from dataclasses import dataclass
 from typing import ClassVar
 
-from edgevl.tasks.base import Task, prompt_for
+from edgevl.families import wording
+from edgevl.tasks.base import Task
 from edgevl.tasks.tables import FORMATS, Table, parse_tables
 
-PROMPTS = {
-    "qwen2vl": (
-        "Extract the table in the image as a Markdown table. Start with the header row, then the |---| "
-        "separator row, then one line per table row. Every row must have the same number of cells; leave a "
-        "cell empty if it is empty in the image. Copy the cell text exactly. Output only the table, no commentary."
-    ),
-    # MiniCPM-V tends to summarise tables; insist on a literal copy of every row.
-    "minicpmv": (
-        "Convert the table in this image into a Markdown table, copying every row and every cell exactly as "
-        "written (do not summarise or skip rows). The first row is the header, followed by a |---| separator "
-        "row. Every row must have the same number of cells; leave blank cells empty. Output only the table."
-    ),
-}
+#: The wording for models whose family has none of its own (edgevl.families).
+DEFAULT_PROMPT = (
+    "Extract the table in the image as a Markdown table. Start with the header row, then the |---| "
+    "separator row, then one line per table row. Every row must have the same number of cells; leave a "
+    "cell empty if it is empty in the image. Copy the cell text exactly. Output only the table, no commentary."
+)
 
 
 @dataclass(frozen=True)
@@ -61,7 +55,7 @@ class TableTask(Task):
     name = "table"
 
     def prompt(self, family: str) -> str:
-        return prompt_for(PROMPTS, family)
+        return wording(family, self.name, DEFAULT_PROMPT)
 
     def max_tokens(self) -> int:
         return 2048

@@ -27,12 +27,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from edgevl.preprocess import (feature_spans, minicpmv_feature_markers, minicpmv_placeholder, minicpmv_slices,
-                               resampler_key_positions)
+from edgevl.families.minicpmv import (QUERY_NUM, feature_spans, minicpmv_feature_markers, minicpmv_placeholder,
+                                      minicpmv_slices, resampler_key_positions)
 from edgevl.testing.qwen2vl import save_sharded, spread_norm_weights, tokenizer_source_dir
 
 VERSIONS = ("2.6", "2.5")
-QUERY_NUM = {"2.6": 64, "2.5": 96}
 
 # MiniCPM-V 2.6's tokenizer: Qwen2's BPE and chat tokens, then MiniCPM-V's specials (ids as recalled from the
 # released tokenizer_config.json; edgevl looks tokens up by text, never by these numbers). `<unk>` is not among

@@ -1,7 +1,7 @@
 """The reference implementation our engines are compared against: transformers in fp32 on the CPU, with the
 checkpoint's own tokenizer chat template and transformers' own image processor (PIL backend).
 
-Both sides get the same image-token budget, so both see the same grid (see edgevl.preprocess).
+Both sides get the same image-token budget, so both see the same grid (see edgevl.families.qwen2vl).
 """
 
 from __future__ import annotations

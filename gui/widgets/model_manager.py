@@ -1,31 +1,37 @@
 """The models folder: what is installed (format, quant, size), converting a checkpoint folder in the
 background with a progress bar and a Cancel button, and deleting a model.
 
+An empty folder says what to do instead of showing an empty table; each quant comes with the file sizes and
+the memory the released models need at that quant, from the model cards, against this computer's memory.
 The converter writes into a hidden staging folder that is renamed into place at the end, so cancelling (which
 raises from the progress callback) leaves nothing behind.
 """
 
 from __future__ import annotations
 
-import importlib.util
-
 import re
 import shutil
 from pathlib import Path
 
-from PySide6.QtCore import QThreadPool, Signal
+import psutil
+from PySide6.QtCore import QSize, QThreadPool, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView, QComboBox, QDialog, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
-    QLineEdit, QMessageBox, QProgressBar, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+    QLineEdit, QMessageBox, QProgressBar, QPushButton, QStackedWidget, QTableWidget, QTableWidgetItem, QVBoxLayout,
+    QWidget,
 )
 
 from edgevl import api
-from edgevl.errors import EdgevlError
+from edgevl.errors import BackendUnavailable, EdgevlError
 from edgevl.gui.engine_host import EngineHost
 from edgevl.gui.i18n import tr
 from edgevl.gui.jobs import Cancelled, Job
+from edgevl.gui.screen_fit import fit_to_screen
+from edgevl.gui.widgets.error_banner import ERROR_STYLE
+from edgevl.model_cards import all_cards
 
-CONVERT_HINT = "pip install 'edgevl[convert]'"
+#: Memory a loaded model needs beyond its files (context cache, image activations): a rough rule.
+RAM_OVERHEAD = 1.25
 
 
 class JobProgress:
@@ -51,28 +57,36 @@ def convert_checkpoint(job: Job, checkpoint: Path, output: Path, quant: str, fmt
     """Runs on a pool thread. A cancel that arrives after the last progress call (during llama.cpp's
     quantizer, which cannot be interrupted) still leaves no model behind."""
     try:
-        from edgevl.converters import convert
-    except ImportError:
-        raise EdgevlError(tr("Converting needs the converter: {command}", command=CONVERT_HINT)) from None
-    convert(checkpoint, output, to=fmt, quant=quant, progress=JobProgress(job))
+        api.convert(checkpoint, output, to=fmt, quant=quant, progress=JobProgress(job))
+    except BackendUnavailable:
+        raise EdgevlError(converter_missing()) from None
     if job.cancel_requested:
         shutil.rmtree(output, ignore_errors=True)
         raise Cancelled
     return output
 
 
-def quant_levels() -> list[tuple[str, str]]:
-    """(format, quant) choices, recommended first: GGUF when the converter is installed, ONNX when the export
-    extra (torch, onnx) is too; empty when neither is."""
-    try:
-        from edgevl.converters.gguf_files import QUANTS
-        from edgevl.converters.onnx_files import ONNX_QUANTS
-    except ImportError:
-        return []
-    levels = [("gguf", name) for name in sorted(QUANTS, key=lambda name: name != "q4_k_m")]
-    if all(importlib.util.find_spec(package) for package in ("torch", "onnx", "transformers")):
-        levels += [("onnx", name) for name in ONNX_QUANTS]
-    return levels
+def converter_missing() -> str:
+    return tr("This installation of edgevl has no converter (the \u201cconvert\u201d extra). The README's "
+              "\u201cGetting real checkpoints\u201d section shows how to add it.")
+
+
+def quant_advice(quant: str, ram_bytes: int | None = None) -> list[tuple[str, bool]]:
+    """(line, fits in memory) per released model whose card lists a size for `quant`: files and memory needed."""
+    ram_bytes = ram_bytes if ram_bytes is not None else psutil.virtual_memory().total
+    lines = []
+    for card in all_cards():
+        if quant not in card.sizes_mb:
+            continue
+        files_mb = card.sizes_mb[quant] + card.sizes_mb.get("mmproj_f16", 0)
+        ram_gb = files_mb * RAM_OVERHEAD / 1000
+        fits = ram_gb * 1e9 <= ram_bytes
+        line = tr("{model}: {size:.1f} GB of files, about {ram:.0f} GB of memory", model=card.name,
+                  size=files_mb / 1000, ram=max(1, round(ram_gb)))
+        if not fits:
+            line += " - " + tr("more than this computer has ({ram:.0f} GB)", ram=ram_bytes / 1e9)
+        lines.append((line, fits))
+    return lines
 
 
 class ModelManager(QDialog):
@@ -81,7 +95,6 @@ class ModelManager(QDialog):
     def __init__(self, host: EngineHost, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle(tr("Models"))
-        self.resize(820, 520)
         self._host = host
         self.job: Job | None = None  # the conversion running now
         self._step_done = 0
@@ -94,7 +107,17 @@ class ModelManager(QDialog):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().hide()
         self.table.horizontalHeader().setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
+        self.empty_hint = QLabel(tr(
+            "No models yet. The built-in OCR engine reads text and tables without one. For captions, questions "
+            "and harder pages, convert a Qwen2-VL or MiniCPM-V checkpoint below: q4_k_m is the smallest that "
+            "keeps reading quality."))
+        self.empty_hint.setWordWrap(True)
+        self.empty_hint.setMargin(12)
+        self.list_or_hint = QStackedWidget()
+        self.list_or_hint.addWidget(self.table)
+        self.list_or_hint.addWidget(self.empty_hint)
         self.folder_label = QLabel()
+        self.folder_label.setWordWrap(True)
         self.delete_button = QPushButton(tr("Delete model"))
         self.delete_button.clicked.connect(self.ask_to_delete)
 
@@ -102,10 +125,11 @@ class ModelManager(QDialog):
         buttons.addWidget(self.folder_label, 1)
         buttons.addWidget(self.delete_button)
         layout = QVBoxLayout(self)
-        layout.addWidget(self.table, 1)
+        layout.addWidget(self.list_or_hint, 1)
         layout.addLayout(buttons)
         layout.addWidget(self._conversion_box())
         self.refresh()
+        fit_to_screen(self, QSize(820, 560))
 
     def _conversion_box(self) -> QGroupBox:
         self.checkpoint = QLineEdit()
@@ -115,9 +139,11 @@ class ModelManager(QDialog):
         browse.clicked.connect(self._browse_checkpoint)
         self.output_name = QLineEdit()
         self.quant = QComboBox()
-        for fmt, quant in quant_levels():
+        for fmt, quant in api.conversion_choices():
             self.quant.addItem(f"{quant} ({fmt.upper()})", f"{fmt}:{quant}")
         self.quant.currentTextChanged.connect(lambda _: self._suggest_name(self.checkpoint.text()))
+        self.quant.currentIndexChanged.connect(self._show_quant_advice)
+        self.quant_advice = QLabel()  # short lines, not wrapped: a wrapped label leaves gaps in a form
         self.convert_button = QPushButton(tr("Convert"))
         self.convert_button.clicked.connect(self._convert_clicked)
         self.cancel_button = QPushButton(tr("Cancel"))
@@ -138,13 +164,28 @@ class ModelManager(QDialog):
         form.addRow(tr("Checkpoint:"), checkpoint_row)
         form.addRow(tr("Model name:"), self.output_name)
         form.addRow(tr("Quant:"), self.quant)
+        form.addRow("", self.quant_advice)
         form.addRow(action_row)
         form.addRow(self.progress)
         form.addRow(self.step_label)
         if not self.quant.count():
-            self.step_label.setText(tr("Converting needs the converter: {command}", command=CONVERT_HINT))
+            self.quant.setEnabled(False)
+            self.show_message(converter_missing(), error=True)
+        self._show_quant_advice()
         self._set_converting(False)
         return box
+
+    def show_message(self, text: str, error: bool = False) -> None:
+        """A line under the conversion controls; errors stand out."""
+        self.step_label.setStyleSheet(ERROR_STYLE if error else "")
+        self.step_label.setText(text)
+
+    def _show_quant_advice(self) -> None:
+        quant = (self.quant.currentData() or ":").split(":")[1]
+        lines = quant_advice(quant)
+        self.quant_advice.setText("<br>".join(line if fits else f"<span style='color:#b3261e'>{line}</span>"
+                                              for line, fits in lines))
+        self.quant_advice.setVisible(bool(lines))
 
     # ---- the list ---------------------------------------------------------------------------------------------
 
@@ -160,6 +201,7 @@ class ModelManager(QDialog):
             for column, text in enumerate(cells):
                 self.table.setItem(row, column, QTableWidgetItem(text))
         self.table.resizeColumnsToContents()
+        self.list_or_hint.setCurrentWidget(self.table if self.models else self.empty_hint)
         self.delete_button.setEnabled(bool(self.models))
 
     def ask_to_delete(self) -> None:
@@ -194,25 +236,31 @@ class ModelManager(QDialog):
         self.job = Job(lambda job: convert_checkpoint(job, checkpoint, output, quant, fmt))
         self.job.signals.progress.connect(self._on_progress)
         self.job.signals.finished.connect(lambda _: self._conversion_ended(tr("Converted: {folder}", folder=output)))
-        self.job.signals.failed.connect(self._conversion_ended)
+        self.job.signals.failed.connect(lambda message: self._conversion_ended(message, error=True))
         self.job.signals.cancelled.connect(lambda: self._conversion_ended(tr("Conversion cancelled; nothing was kept.")))
         self._set_converting(True)
-        self.step_label.setText(tr("Starting..."))
+        self.show_message(tr("Starting..."))
         QThreadPool.globalInstance().start(self.job)
         return self.job
 
     def cancel_conversion(self) -> None:
         if self.job is not None:
             self.job.cancel()
-            self.step_label.setText(tr("Cancelling..."))
+            self.show_message(tr("Cancelling..."))
 
     def _convert_clicked(self) -> None:
-        checkpoint = Path(self.checkpoint.text().strip()).expanduser()
+        typed = self.checkpoint.text().strip()
+        checkpoint = Path(typed).expanduser()
         name = self.output_name.text().strip()
-        if not checkpoint.is_dir():
-            self.step_label.setText(tr("Choose a checkpoint folder first."))
+        if not typed:
+            self.show_message(tr("Choose a checkpoint folder first."), error=True)
+        elif not checkpoint.exists():
+            self.show_message(tr("The folder {folder} does not exist.", folder=checkpoint), error=True)
+        elif not checkpoint.is_dir():
+            self.show_message(tr("{folder} is a file; choose the folder that holds config.json.",
+                                 folder=checkpoint), error=True)
         elif not name or "/" in name or "\\" in name:
-            self.step_label.setText(tr("Give the model a name (no slashes)."))
+            self.show_message(tr("Give the model a name (no slashes)."), error=True)
         else:
             fmt, quant = self.quant.currentData().split(":")
             self.start_conversion(checkpoint, name, quant, fmt)
@@ -220,7 +268,7 @@ class ModelManager(QDialog):
     def _on_progress(self, event: tuple) -> None:
         if event[0] == "step":
             _, description, total = event
-            self.step_label.setText(description)
+            self.show_message(description)
             self._step_done = 0
             self.progress.setRange(0, total or 0)  # 0..0: a busy bar for steps that cannot be counted
             self.progress.setValue(0)
@@ -228,12 +276,12 @@ class ModelManager(QDialog):
             self._step_done += event[1]
             self.progress.setValue(self._step_done)
 
-    def _conversion_ended(self, message: str) -> None:
+    def _conversion_ended(self, message: str, error: bool = False) -> None:
         self.job = None
         self._set_converting(False)
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
-        self.step_label.setText(message)
+        self.show_message(message, error)
         self.refresh()
         self.models_changed.emit()
 

@@ -2,15 +2,21 @@
 
 Text results (OCR, captions, answers) stay in an editable text box. Tables get an editable grid and a Markdown
 tab; the grid is the source of truth, so a corrected cell shows up in the Markdown tab, the exports and the
-spreadsheet copy (tab-separated text).
+spreadsheet copy (tab-separated text). Ctrl+V in the grid pastes text (tab-separated rows fill several cells),
+Ctrl+C copies the selected cells.
+
+Each shown result carries a key (a queue outcome, a history entry): the user's edits are announced with that key
+by `edited`, a moment after typing stops, so the owner can save them where they belong.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Signal
-from PySide6.QtGui import QFontDatabase, QTextCursor
+from typing import Any
+
+from PySide6.QtCore import QEvent, QTimer, Signal
+from PySide6.QtGui import QFontDatabase, QGuiApplication, QKeyEvent, QKeySequence, QTextCursor
 from PySide6.QtWidgets import (
     QComboBox, QHBoxLayout, QLabel, QPlainTextEdit, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget,
 )
@@ -29,22 +35,71 @@ FILE_TYPES = {
 }
 
 
+#: Edits are announced this long after the last keystroke (one save per pause, not per key).
+EDIT_DELAY_MS = 400
+
+
+class TableGrid(QTableWidget):
+    """A table grid where Ctrl+V and Ctrl+C work on cells (the window's image paste must not take Ctrl+V)."""
+
+    def event(self, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.ShortcutOverride and _is_copy_or_paste(event):
+            event.accept()  # this widget handles the key itself
+            return True
+        return super().event(event)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        if event.matches(QKeySequence.StandardKey.Paste):
+            self.paste_text(QGuiApplication.clipboard().text())
+        elif event.matches(QKeySequence.StandardKey.Copy):
+            QGuiApplication.clipboard().setText(self.selected_text())
+        else:
+            super().keyPressEvent(event)
+
+    def paste_text(self, text: str) -> None:
+        """Tab-separated rows from the current cell on, as far as the grid reaches."""
+        top, left = max(0, self.currentRow()), max(0, self.currentColumn())
+        for row_offset, line in enumerate(text.rstrip("\n").split("\n")):
+            for column_offset, cell in enumerate(line.rstrip("\r").split("\t")):
+                row, column = top + row_offset, left + column_offset
+                if row < self.rowCount() and column < self.columnCount():
+                    self.setItem(row, column, QTableWidgetItem(cell))
+
+    def selected_text(self) -> str:
+        cells = sorted((index.row(), index.column()) for index in self.selectedIndexes())
+        rows: dict[int, list[str]] = {}
+        for row, column in cells:
+            item = self.item(row, column)
+            rows.setdefault(row, []).append(item.text() if item is not None else "")
+        return "\n".join("\t".join(cells) for cells in rows.values())
+
+
+def _is_copy_or_paste(event: QKeyEvent) -> bool:
+    return event.matches(QKeySequence.StandardKey.Paste) or event.matches(QKeySequence.StandardKey.Copy)
+
+
 class ResultView(QWidget):
     changed = Signal()  # the result was replaced or edited
+    edited = Signal(object, object)  # (key, result with the edits), EDIT_DELAY_MS after the last edit
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._result: Result | None = None
+        self._key: Any = None
         self._tables: list[Table] = []
         self._filling_grid = False  # cellChanged fires while the grid is filled; those are not edits
+        self._edit_timer = QTimer(self, singleShot=True, interval=EDIT_DELAY_MS)
+        self._edit_timer.timeout.connect(lambda: self.edited.emit(self._key, self.result))
 
         self.text = QPlainTextEdit()
+        self.text.setTabChangesFocus(True)  # Tab moves on, as everywhere else in the window
         self.text.setPlaceholderText(tr("Capture a region, drop or paste an image, or open a file."))
         self.text.textChanged.connect(self._on_text_edited)
-        self.grid = QTableWidget()
+        self.grid = TableGrid()
         self.grid.cellChanged.connect(self._on_cell_edited)
         self.grid.horizontalHeader().setStretchLastSection(True)
         self.markdown = QPlainTextEdit()
+        self.markdown.setTabChangesFocus(True)
         self.markdown.setReadOnly(True)
         self.markdown.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         self.table_picker = QComboBox()
@@ -75,11 +130,16 @@ class ResultView(QWidget):
 
     # ---- streaming --------------------------------------------------------------------------------------------
 
-    def start_streaming(self) -> None:
-        """Clear the view for a new answer; the raw text streams into the Text tab."""
-        self._result, self._tables = None, []
+    def start_streaming(self, placeholder: str = "", key: Any = None) -> None:
+        """Clear the view for a new answer; the raw text streams into the Text tab. `placeholder` is what the
+        empty box says (default: how to add an image)."""
+        self.flush_edits()
+        self._result, self._tables, self._key = None, [], key
         self._show_tabs(table=False)
+        self.text.setPlaceholderText(placeholder or tr("Capture a region, drop or paste an image, or open a file."))
+        self.text.blockSignals(True)
         self.text.setPlainText("")
+        self.text.blockSignals(False)
         self.changed.emit()
 
     def append(self, piece: str) -> None:
@@ -89,9 +149,10 @@ class ResultView(QWidget):
 
     # ---- results ----------------------------------------------------------------------------------------------
 
-    def show_result(self, result: Result | None) -> None:
-        """Show a parsed result (None: an empty view)."""
-        self._result = result
+    def show_result(self, result: Result | None, key: Any = None) -> None:
+        """Show a parsed result (None: an empty view); edits to it are announced with `key`."""
+        self.flush_edits()
+        self._result, self._key = result, key
         self._tables = [Table(list(t.header), [list(row) for row in t.rows]) for t in getattr(result, "tables", [])]
         is_table = isinstance(result, TableResult)
         self._show_tabs(table=is_table)
@@ -134,6 +195,12 @@ class ResultView(QWidget):
         """Write the result in `fmt` to `path` (a final line break added, as text files have)."""
         path.write_text(self.rendered(fmt) + "\n", encoding="utf-8")
 
+    def flush_edits(self) -> None:
+        """Announce a pending edit now (before the view shows something else, or the window closes)."""
+        if self._edit_timer.isActive():
+            self._edit_timer.stop()
+            self.edited.emit(self._key, self.result)
+
     # ---- internals --------------------------------------------------------------------------------------------
 
     def _show_tabs(self, table: bool) -> None:
@@ -163,11 +230,13 @@ class ResultView(QWidget):
         table.rows[row][column] = self.grid.item(row, column).text()
         self._update_markdown()
         self.changed.emit()
+        self._edit_timer.start()
 
     def _on_text_edited(self) -> None:
         if self._result is not None and not isinstance(self._result, TableResult):
             self._result = type(self._result)(self.text.toPlainText())
             self.changed.emit()
+            self._edit_timer.start()
 
     def _update_markdown(self) -> None:
         self.markdown.setPlainText(self.result.render("md") if self._result is not None else "")

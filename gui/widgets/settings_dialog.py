@@ -1,17 +1,21 @@
-"""Preferences: engine options, language, theme, auto-copy, and how to bind a global capture shortcut."""
+"""Preferences: engine options, language, theme, copying to the clipboard, the tray, and how to bind a global
+capture shortcut."""
 
 from __future__ import annotations
 
 import dataclasses
 
+from PySide6.QtCore import QSize
 from PySide6.QtWidgets import (
     QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit, QSpinBox, QWidget,
 )
 
 from edgevl.gui.i18n import LANGUAGES, tr
+from edgevl.gui.screen_fit import fit_to_screen
 from edgevl.gui.settings import THEMES, Settings
 
 CAPTURE_COMMAND = "edgevl-gui --capture"
+DIALOG_WIDTH = 560
 
 
 class SettingsDialog(QDialog):
@@ -35,6 +39,10 @@ class SettingsDialog(QDialog):
         self.theme.setCurrentIndex(max(0, self.theme.findData(settings.theme)))
         self.auto_copy = QCheckBox(tr("Copy every result to the clipboard"))
         self.auto_copy.setChecked(settings.auto_copy)
+        self.copy_captures = QCheckBox(tr("Copy the text of screen captures to the clipboard"))
+        self.copy_captures.setChecked(settings.copy_captures)
+        self.close_to_tray = QCheckBox(tr("Closing the window keeps edgevl running in the tray"))
+        self.close_to_tray.setChecked(settings.close_to_tray)
         shortcut = QLineEdit(CAPTURE_COMMAND)
         shortcut.setReadOnly(True)
 
@@ -46,14 +54,17 @@ class SettingsDialog(QDialog):
         form.addRow(tr("Language:"), self.language)
         form.addRow("", _note(tr("A new language applies after a restart.")))
         form.addRow(tr("Theme:"), self.theme)
+        form.addRow("", self.copy_captures)
         form.addRow("", self.auto_copy)
+        form.addRow("", self.close_to_tray)
         form.addRow(tr("Global shortcut:"), shortcut)
-        form.addRow("", _note(tr("Bind this command to a key in your system's keyboard settings: it captures a "
-                                 "region with the running app (works on Wayland too).")))
+        form.addRow("", _note(tr("Bind this command to a key in your system's keyboard settings: the running app "
+                                 "captures a region and puts its text on the clipboard (works on Wayland too).")))
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
+        fit_to_screen(self, QSize(DIALOG_WIDTH, form.totalHeightForWidth(DIALOG_WIDTH)))  # wrapped notes in full
 
     def chosen(self) -> Settings:
         """A copy of the settings with the dialog's values."""
@@ -61,6 +72,7 @@ class SettingsDialog(QDialog):
             self._settings, threads=self.threads.value(), gpu=self.gpu.isChecked(),
             image_tokens=self.image_tokens.value(), max_tokens=self.max_tokens.value(),
             language=self.language.currentData(), theme=self.theme.currentData(), auto_copy=self.auto_copy.isChecked(),
+            copy_captures=self.copy_captures.isChecked(), close_to_tray=self.close_to_tray.isChecked(),
         )
 
 

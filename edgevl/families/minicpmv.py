@@ -1,91 +1,27 @@
-"""Image preprocessing that must match the reference model exactly, done before any backend sees the image.
+"""MiniCPM-V 2.5 / 2.6 (and MiniCPM-o 2.6's vision and language parts): slicing, image placeholders, the vision
+tower's inputs, vision settings, chat defaults, prompt wording and engines.
 
-Qwen2-VL sees an image as a grid of 28x28 pixel cells (14 px patches merged 2x2); each cell is one image token.
-The reference resizes with "smart resize" (multiples of 28, pixel count within [min, max], aspect kept) using
-PIL bicubic. llama.cpp's mtmd has its own resize and does not read the checkpoint's limits, so edgevl resizes
-here with the reference rule and hands mtmd an image it keeps as is - both sides then see the same grid.
+The image is seen as an overview (about 448x448 px, aspect kept) plus up to 9 slices of a grid chosen for the
+aspect ratio, each slice about 448x448 px too; every piece becomes `query_num` tokens. The rules below follow the
+released MiniCPMVImageProcessor (the same arithmetic, including Python's rounding).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-from edgevl.errors import ImageError
+from edgevl.families.base import Family
 
-QWEN2VL_CELL = 28  # patch 14 x merge 2
-MAX_ASPECT_RATIO = 200  # the reference refuses more extreme images
-
-
-def qwen2vl_grid_size(width: int, height: int, min_tokens: int, max_tokens: int) -> tuple[int, int]:
-    """(width, height) after the reference's smart resize for a budget of [min_tokens, max_tokens] image tokens."""
-    if max(width, height) / max(1, min(width, height)) > MAX_ASPECT_RATIO:
-        raise ImageError(f"a {width}x{height} image is more than {MAX_ASPECT_RATIO}:1; crop it into pieces first")
-    cell = QWEN2VL_CELL
-    min_pixels, max_pixels = min_tokens * cell * cell, max_tokens * cell * cell
-    new_h, new_w = round(height / cell) * cell, round(width / cell) * cell
-    if new_h * new_w > max_pixels:
-        beta = math.sqrt(height * width / max_pixels)
-        new_h = max(cell, math.floor(height / beta / cell) * cell)
-        new_w = max(cell, math.floor(width / beta / cell) * cell)
-    elif new_h * new_w < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        new_h = math.ceil(height * beta / cell) * cell
-        new_w = math.ceil(width * beta / cell) * cell
-    return new_w, new_h
-
-
-def resize_for_qwen2vl(image: Image.Image, min_tokens: int, max_tokens: int) -> Image.Image:
-    size = qwen2vl_grid_size(image.width, image.height, min_tokens, max_tokens)
-    return image if size == image.size else image.resize(size, Image.Resampling.BICUBIC)
-
-
-def qwen2vl_patches(
-    image: Image.Image, mean: Sequence[float], std: Sequence[float], patch: int = 14, temporal: int = 2, merge: int = 2
-) -> tuple[np.ndarray, tuple[int, int, int]]:
-    """An already resized image as Qwen2-VL's flattened patches [h*w, 3*temporal*patch*patch] and its (t, h, w)
-    grid - the layout of Qwen2VLImageProcessor: a still image is repeated over the temporal patch, patches are
-    ordered block by block of merge x merge."""
-    # rescale in float64 then round to float32, normalise in float32: the reference's exact arithmetic
-    pixels = (np.asarray(image.convert("RGB"), dtype=np.float64) * (1 / 255)).astype(np.float32)
-    pixels = (pixels - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
-    frames = np.repeat(pixels.transpose(2, 0, 1)[None], temporal, axis=0)  # [temporal, 3, H, W]
-    grid_h, grid_w = image.height // patch, image.width // patch
-    blocks = frames.reshape(temporal, 3, grid_h // merge, merge, patch, grid_w // merge, merge, patch)
-    flat = blocks.transpose(2, 5, 3, 6, 1, 0, 4, 7).reshape(grid_h * grid_w, 3 * temporal * patch * patch)
-    return np.ascontiguousarray(flat), (1, grid_h, grid_w)
-
-
-def qwen2vl_rope_positions(
-    input_ids: Sequence[int], image_token_id: int, grids: Sequence[tuple[int, int, int]], merge: int = 2
-) -> np.ndarray:
-    """M-RoPE position ids [3, seq] (time, row, column): text counts up in all three; an image's tokens sit on
-    its grid, and the text after it continues from the largest position the image used, plus one."""
-    ids = np.asarray(input_ids)
-    positions = np.zeros((3, len(ids)), dtype=np.int64)
-    grids = iter(grids)
-    index, next_position = 0, 0
-    while index < len(ids):
-        if ids[index] != image_token_id:
-            positions[:, index] = next_position
-            index, next_position = index + 1, next_position + 1
-            continue
-        _, grid_h, grid_w = next(grids)
-        rows, cols = grid_h // merge, grid_w // merge
-        count = rows * cols
-        positions[0, index:index + count] = next_position
-        positions[1, index:index + count] = next_position + np.repeat(np.arange(rows), cols)
-        positions[2, index:index + count] = next_position + np.tile(np.arange(cols), rows)
-        index, next_position = index + count, next_position + max(rows, cols)
-    return positions
-
-
-# MiniCPM-V 2.5 / 2.6: the image is seen as an overview (about 448x448 px, aspect kept) plus up to 9 slices of a
-# grid chosen for the aspect ratio, each slice about 448x448 px too; every piece becomes `query_num` tokens.
-# The rules below follow the released MiniCPMVImageProcessor (the same arithmetic, including Python's rounding).
+#: resampler queries (image tokens per piece) of each release
+QUERY_NUM = {"2.5": 96, "2.6": 64}
+#: the released processor's slice size
+SLICE_SIZE = 448
+RESAMPLER_HEAD_WIDTH = 128  # the release gives the resampler one head per 128 channels
 
 MINICPMV_UNK = "<unk>"
 
@@ -244,3 +180,62 @@ def resampler_key_positions(dim: int, height: int, width: int) -> np.ndarray:
     angles_w = cols.reshape(-1, 1) * omega
     angles_h = rows.reshape(-1, 1) * omega
     return np.concatenate([np.sin(angles_w), np.cos(angles_w), np.sin(angles_h), np.cos(angles_h)], axis=1)
+
+
+@dataclass(frozen=True)
+class VisionSettings:
+    """What an engine needs to know of a converted model's vision tower (read from its files)."""
+
+    release: str  # "2.5" or "2.6"
+    query_num: int  # resampler queries = image tokens per piece
+    width: int  # the language model's width
+    layers: int
+    heads: int
+    eps: float
+    patch: int
+    slice_size: int
+    mean: list[float]
+    std: list[float]
+
+    @property
+    def resampler_heads(self) -> int:
+        return self.width // RESAMPLER_HEAD_WIDTH
+
+
+def chat_defaults(release: str) -> dict[str, str]:
+    """How a release is prompted (chat template, default system prompt), for checkpoints without a model card:
+    2.6 and MiniCPM-o 2.6 write ChatML with Qwen2's default system prompt, 2.5 Llama-3's template with no system
+    turn."""
+    if release == "2.5":
+        return {"chat_template": "llama3", "system_prompt": ""}
+    return {"chat_template": "chatml", "system_prompt": "You are a helpful assistant."}
+
+
+class MiniCPMV(Family):
+    """GGUF: the language model on llama.cpp, the slices encoded on ONNX Runtime from the mmproj's weights
+    (edgevl/engines/llamacpp_minicpmv.py). An ONNX route plugs in as an "onnx" entry in `engines` and an
+    `onnx_images` override (slices, their placeholders and plain RoPE positions)."""
+
+    name = "minicpmv"
+    settings = {
+        **chat_defaults("2.6"),  # the 2.5 card says otherwise
+        # Each image is an overview plus up to max_slices slices of about slice_size² pixels, 64 (2.6) or 96 (2.5)
+        # image tokens each: at most 640 / 960 image tokens per image, whatever the task.
+        "max_slices": 9,
+        "slice_size": SLICE_SIZE,
+        "patch_size": 14,
+    }
+    engines = {"gguf": "edgevl.engines.llamacpp_minicpmv:MiniCPMVLlamaCppEngine"}
+    prompts = {
+        # MiniCPM-V likes to describe the image first; tell it plainly not to.
+        "ocr": (
+            "Transcribe all the text in this image exactly as written, top to bottom and left to right. Keep the "
+            "original line breaks. Output only the transcribed text: no description, no comments, no formatting."
+        ),
+        # MiniCPM-V tends to summarise tables; insist on a literal copy of every row.
+        "table": (
+            "Convert the table in this image into a Markdown table, copying every row and every cell exactly as "
+            "written (do not summarise or skip rows). The first row is the header, followed by a |---| separator "
+            "row. Every row must have the same number of cells; leave blank cells empty. Output only the table."
+        ),
+    }
