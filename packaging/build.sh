@@ -30,6 +30,8 @@ if [ -n "$missing" ]; then
   fi
 fi
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+# setuptools builds the checkout in build/lib and never empties it: a file deleted from the checkout would ship
+rm -rf build/lib build/bdist.*
 pip() { "$venv/bin/python" -m pip -q --disable-pip-version-check "$@"; }
 pip install '.[gui,gguf]' pyinstaller==6.22.3
 # rapid-table asks for opencv-python, which links Qt 5 and the X libraries (120 MB more, and a second Qt next to
