@@ -52,6 +52,20 @@ if [ "${1:-}" = "--in-throwaway-root" ]; then
   exit
 fi
 
+# the tools of the checks, and the libraries the .deb depends on (the folder's GUI needs them too): as root on
+# Debian/Ubuntu the missing ones are installed from Debian's registry
+packages="xvfb xdotool imagemagick desktop-file-utils file binutils
+  $(dpkg-deb -f "$deb" Depends | tr ',' '\n' | sed 's/(.*)//; s/ //g')"
+missing=$(for package in $packages; do dpkg -s "$package" >/dev/null 2>&1 || echo "$package"; done)
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  else
+    echo "smoke_test.sh needs: $(echo $missing) (sudo apt-get install ...)" >&2
+    exit 1
+  fi
+fi
+
 scratch=$(mktemp -d)
 xvfb=
 cleanup() {
@@ -170,13 +184,7 @@ check_deb() {
     echo "needs root and overlayfs for a throwaway root"
     return 77
   fi
-  # dpkg -i does not fetch dependencies: install the missing ones here (Debian's registry)
-  local missing
-  missing=$(dpkg-deb -f "$deb" Depends | tr ',' '\n' | sed 's/(.*)//; s/ //g' \
-    | while read -r package; do dpkg -s "$package" >/dev/null 2>&1 || echo "$package"; done)
-  if [ -n "$missing" ]; then
-    apt-get install -y -qq $missing >/dev/null
-  fi
+  # (dpkg -i does not fetch dependencies: the start of this script installed them)
   unshare --mount --propagation private "$0" --in-throwaway-root "$scratch" "$display"
 }
 
