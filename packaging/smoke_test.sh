@@ -81,7 +81,7 @@ check() {
   echo "== $name"
   # a subshell outside any `if`, so that `set -e` stops the check at its first failing command
   set +e
-  (set -e; "$@") >"$scratch/$name.log" 2>&1
+  (set -eE; trap 'echo "failed: $BASH_COMMAND"' ERR; "$@") >"$scratch/$name.log" 2>&1
   local status=$?
   set -e
   if [ "$status" = 0 ]; then
@@ -119,7 +119,8 @@ check_links() {
   local depends packages=""
   depends=$(dpkg-deb -f "$deb" Depends | tr ',' '\n' | sed 's/(.*)//; s/ //g')
   for library in $needed; do
-    path=$(ldconfig -p | awk -v name="$library" '$1 == name && /x86-64/ {print $NF; exit}')
+    # (awk reads to the end: exiting early would kill ldconfig with SIGPIPE, a failure under pipefail)
+    path=$(ldconfig -p | awk -v name="$library" '!found && $1 == name && /x86-64/ {print $NF; found = 1}')
     packages+=" $(package_of "${path:-$library}")"
   done
   missing=$(for package in $packages; do echo "$package"; done | sort -u | grep -vxF -f <(echo "$depends") || true)
