@@ -50,15 +50,19 @@ class SilentProgress:
 
 def open_converter(checkpoint_dir: str | Path) -> Converter:
     checkpoint = Checkpoint(checkpoint_dir)
+    return converter_class(checkpoint.architecture, checkpoint.folder)(checkpoint)
+
+
+def converter_class(architecture: str, where: str | Path) -> type[Converter]:
+    """The converter for a config.json `architectures` value; a clear error naming `where` for others."""
     for converter in CONVERTERS:
-        if checkpoint.architecture in converter.architectures:
-            return converter(checkpoint)
+        if architecture in converter.architectures:
+            return converter
     supported = ", ".join(arch for converter in CONVERTERS for arch in converter.architectures)
-    if checkpoint.architecture in PLANNED:
-        raise CheckpointError(f"{PLANNED[checkpoint.architecture]} conversion is not available yet; "
+    if architecture in PLANNED:
+        raise CheckpointError(f"{PLANNED[architecture]} conversion is not available yet; "
                               f"this version converts: {supported}")
-    raise CheckpointError(f"{checkpoint.folder}: architecture {checkpoint.architecture!r} is not supported; "
-                          f"edgevl converts: {supported}")
+    raise CheckpointError(f"{where}: architecture {architecture!r} is not supported; edgevl converts: {supported}")
 
 
 def convert(

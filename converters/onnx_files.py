@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 if TYPE_CHECKING:  # onnx is imported where it is used: GGUF conversion must work without the export extra
     import onnx
@@ -31,13 +31,31 @@ def save(model: onnx.ModelProto, path: Path) -> list[Path]:
     """Write a graph; returns the files written (the graph, and its weights file when large)."""
     import onnx
 
-    if model.ByteSize() < EXTERNAL_DATA_BYTES:
+    # decided by the weights' bytes: model.ByteSize() itself fails on a graph over 2 GB
+    if tensor_bytes(model) < EXTERNAL_DATA_BYTES:
         onnx.save_model(model, str(path))
         return [path]
     data = path.with_name(path.name + ".data")
     onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=data.name, size_threshold=1024)
     return [path, data]
+
+
+def tensor_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of the graph's weights (initializers and constants, subgraphs included), counted tensor by tensor
+    (one tensor stays under protobuf's limit; the whole graph may not)."""
+    return sum(len(tensor.raw_data) or tensor.ByteSize() for tensor in _tensors(model.graph))
+
+
+def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                yield from _tensors(subgraph)
 
 
 def load(path: Path) -> onnx.ModelProto:

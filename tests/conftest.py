@@ -4,6 +4,10 @@ built once per test session (a few seconds each) - nothing is downloaded."""
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +30,12 @@ def pytest_collection_modifyitems(config, items) -> None:
     if unmarked:
         raise pytest.UsageError(f"mark these tests @pytest.mark.slow (they build or convert a checkpoint): "
                                 f"{', '.join(unmarked)}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_user_cache(tmp_path_factory) -> None:
+    """edgevl remembers verified model files in the user cache folder: tests use one of their own."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("user-cache"))
 
 
 @pytest.fixture(scope="session")
@@ -137,3 +147,48 @@ def require_eval_extra() -> None:
     """Skip the calling test module where the eval extra (`pip install 'edgevl[eval]'`) is not installed."""
     for module in ("rapidfuzz", "lxml", "table_recognition_metric", "fontTools"):
         pytest.importorskip(module)
+
+
+# ---- GGUFs made by llama.cpp's own converter (edgevl import, edgevl pull) ---------------------------------------
+
+LLAMA_CPP_PYTHON = "llama_cpp_python-0.3.36"
+SDIST_HINT = ("pip download --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d DIR, then set "
+              f"EDGEVL_LLAMA_CPP_SDIST=DIR/{LLAMA_CPP_PYTHON}.tar.gz")
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_converter(tmp_path_factory) -> Path:
+    """llama.cpp's convert_hf_to_gguf.py (with its gguf-py and conversion package) from the pinned sdist,
+    extracted once into edgevl's cache folder. Nothing is downloaded here: the sdist must be on this machine."""
+    import platformdirs
+
+    pytest.importorskip("sentencepiece", reason="llama.cpp's converter imports sentencepiece")
+    root = platformdirs.user_cache_path("edgevl") / "llama.cpp-converter" / LLAMA_CPP_PYTHON
+    script = root / "convert_hf_to_gguf.py"
+    if script.is_file():
+        return script
+    sdist = os.environ.get("EDGEVL_LLAMA_CPP_SDIST")
+    if not sdist or not Path(sdist).is_file():
+        pytest.skip(f"llama.cpp's converter is needed from the llama-cpp-python sdist: {SDIST_HINT}")
+    prefix = f"{LLAMA_CPP_PYTHON}/vendor/llama.cpp/"
+    partial = root.with_name(root.name + ".partial")
+    with tarfile.open(sdist) as archive:
+        members = [m for m in archive.getmembers() if m.isfile() and m.name.startswith(prefix) and (
+            m.name == prefix + "convert_hf_to_gguf.py" or m.name.startswith((prefix + "gguf-py/",
+                                                                             prefix + "conversion/")))]
+        for member in members:
+            member.name = member.name.removeprefix(prefix)
+        archive.extractall(partial, members=members, filter="data")
+    partial.rename(root)
+    return script
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_files(llama_cpp_converter, qwen2vl_checkpoint, tmp_path_factory) -> tuple[Path, Path]:
+    """(text, mmproj) GGUFs of the tiny checkpoint, both f32, as llama.cpp's converter writes them."""
+    folder = tmp_path_factory.mktemp("llama-cpp-made")
+    text, mmproj = folder / "Tiny-F32.gguf", folder / "mmproj-Tiny-F32.gguf"
+    for extra, output in (([], text), (["--mmproj"], mmproj)):
+        subprocess.run([sys.executable, str(llama_cpp_converter), str(qwen2vl_checkpoint), "--outtype", "f32",
+                        "--outfile", str(output), *extra], check=True, capture_output=True)
+    return text, mmproj

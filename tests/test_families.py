@@ -21,7 +21,7 @@ from edgevl.errors import CheckpointError, ModelError
 from edgevl.families import ENGINES, FAMILIES, engine_class, get_family, wording
 from edgevl.families.base import EncodedImages
 from edgevl.families.qwen2vl import Qwen2VLOnnxImages, image_placeholder
-from edgevl.manifest import Manifest, write_manifest
+from edgevl.manifest import FileEntry, Manifest, write_manifest
 from edgevl.tasks import get_task
 from edgevl.tasks.ocr import DEFAULT_PROMPT
 
@@ -44,7 +44,8 @@ def test_unknown_format_or_family_is_a_clear_error() -> None:
 
 
 def test_open_engine_refuses_a_folder_no_engine_runs(tmp_path: Path) -> None:
-    write_manifest(tmp_path, Manifest(format="gguf", family="llava", quant="q4_k_m", files={}))
+    files = {"text": FileEntry("llava.gguf", 0, "0" * 64)}  # a manifest must list files (model_files.py)
+    write_manifest(tmp_path, Manifest(format="gguf", family="llava", quant="q4_k_m", files=files))
     with pytest.raises(ModelError, match="cannot run llava models in gguf format"):
         api.open_engine(tmp_path)
 

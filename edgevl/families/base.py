@@ -57,6 +57,9 @@ class Family:
     #: prompt id ("ocr", "table", "caption.short"...) -> the family's own wording, where the task's default
     #: wording does not suit its models
     prompts: ClassVar[Mapping[str, str]] = {}
+    #: (language model architecture, vision projector type) of GGUF files made by other tools (llama.cpp's
+    #: converter, LM Studio, Ollama) that run as this family: what `edgevl import` adopts (edgevl/gguf_import.py)
+    imported_gguf: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def resize(self, image: Image.Image, budget: tuple[int, int]) -> Image.Image:
         """The image as the reference processor resizes it for a (min, max) image-token budget, for backends

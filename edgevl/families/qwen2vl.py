@@ -134,6 +134,7 @@ class Qwen2VL(Family):
         "merge_size": 2,
     }
     engines = {"gguf": "edgevl.engines.llamacpp:LlamaCppEngine", "onnx": "edgevl.engines.onnx:OnnxEngine"}
+    imported_gguf = (("qwen2vl", "qwen2vl_merger"),)  # as llama.cpp's convert_hf_to_gguf.py writes them
 
     def resize(self, image: Image.Image, budget: tuple[int, int]) -> Image.Image:
         return resize_for_qwen2vl(image, *budget)
