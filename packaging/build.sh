@@ -8,7 +8,7 @@
 #   packaging/build.sh
 #   EDGEVL_LLAMA_WHEEL=path/to/llama_cpp_python-0.3.36-....whl packaging/build.sh    (the CUDA build, see README)
 #
-# The build venv (build/venv) gets `.[gui,gguf]` and PyInstaller from PyPI; llama-cpp-python compiles once
+# The build venv (build/venv) gets `.[gui,gguf,pull]` and PyInstaller from PyPI; llama-cpp-python compiles once
 # (10-17 CPU minutes) and pip's wheel cache keeps it. Needs python3 (3.10+, built with a shared libpython), and
 # for the packages dpkg-deb, fakeroot and makeself (as root on Debian/Ubuntu, the missing ones are installed).
 set -euo pipefail
@@ -33,7 +33,7 @@ fi
 # setuptools builds the checkout in build/lib and never empties it: a file deleted from the checkout would ship
 rm -rf build/lib build/bdist.*
 pip() { "$venv/bin/python" -m pip -q --disable-pip-version-check "$@"; }
-pip install '.[gui,gguf]' pyinstaller==6.22.3
+pip install '.[gui,gguf,pull]' pyinstaller==6.22.3
 # rapid-table asks for opencv-python, which links Qt 5 and the X libraries (120 MB more, and a second Qt next to
 # PySide6's); RapidOCR asks for opencv-python-headless: both install the same cv2 module, so keep the headless one.
 pip uninstall -y opencv-python

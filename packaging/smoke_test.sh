@@ -6,7 +6,7 @@
 #   cli     `edgevl ocr / table / doctor` from the folder with an empty environment (env -i: no Python, no PATH)
 #   models  (when a venv with the dev extra is there: SMOKE_PYTHON, default .venv/bin/python) a tiny random
 #           Qwen2-VL converted to GGUF by the frozen app and run on its llama.cpp engine; exported to ONNX by the
-#           venv and run on the frozen app's ONNX Runtime engine
+#           venv and run on the frozen app's ONNX Runtime engine (a caption, and `extract` with its JSON masks)
 #   gui     `edgevl-gui` from the folder shows its window on Xvfb (screenshot in build/smoke/gui.png)
 #   deb     `dpkg -i` in a throwaway root (an overlay of / with a tmpfs on top, in a private mount namespace, so
 #           nothing of it stays), the menu entry validates and its Exec command shows the window, `dpkg -r`
@@ -150,6 +150,8 @@ check_models() {
   frozen "$bundle/edgevl" caption examples/receipt.png -m "$scratch/gguf" --length short
   "$python" -m edgevl.cli convert "$scratch/checkpoint" -o "$scratch/onnx" --to onnx
   frozen "$bundle/edgevl" caption examples/receipt.png -m "$scratch/onnx" --length short
+  # JSON answers: llguidance's token masks on the ONNX engine
+  frozen "$bundle/edgevl" extract examples/receipt.png -m "$scratch/onnx" --fields total
 }
 
 start_xvfb() {
