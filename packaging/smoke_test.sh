@@ -150,8 +150,11 @@ check_models() {
   frozen "$bundle/edgevl" caption examples/receipt.png -m "$scratch/gguf" --length short
   "$python" -m edgevl.cli convert "$scratch/checkpoint" -o "$scratch/onnx" --to onnx
   frozen "$bundle/edgevl" caption examples/receipt.png -m "$scratch/onnx" --length short
-  # JSON answers: llguidance's token masks on the ONNX engine
-  frozen "$bundle/edgevl" extract examples/receipt.png -m "$scratch/onnx" --fields total
+  # JSON answers: llguidance's token masks on the ONNX engine. A random model never closes the string it starts,
+  # so its answer is cut at the token limit; what counts is that the masks ran (else: "needs llguidance").
+  frozen "$bundle/edgevl" extract examples/receipt.png -m "$scratch/onnx" --fields total >"$scratch/extract.txt" 2>&1 \
+    || grep -q "not complete JSON" "$scratch/extract.txt"
+  cat "$scratch/extract.txt"
 }
 
 start_xvfb() {
