@@ -28,7 +28,6 @@ from edgevl.model_files import check_gguf
 GGUF_MAGIC = b"GGUF"
 #: projector types edgevl recognises but does not run (the families say what it runs: Family.imported_gguf)
 UNSUPPORTED = {
-    "qwen2.5vl_merger": "Qwen2.5-VL is not supported yet",
     "qwen3vl_merger": "Qwen3-VL is not supported yet",
     # edgevl runs MiniCPM-V's vision tower from its own mmproj layout (engines/llamacpp_minicpmv.py); the layout
     # llama.cpp's minicpmv surgery scripts write is not verified against it yet

@@ -129,8 +129,6 @@ def test_reads_one_tensor_at_a_time(qwen2vl_checkpoint, tmp_path, monkeypatch):
     (lambda d: (d / "tokenizer.json").unlink(), "tokenizer.json is missing"),
     (lambda d: (d / "config.json").write_text('{"architectures": ["LlavaForConditionalGeneration"]}'),
      "architecture 'LlavaForConditionalGeneration' is not supported"),
-    (lambda d: (d / "config.json").write_text('{"architectures": ["Qwen2_5_VLForConditionalGeneration"]}'),
-     "Qwen2.5-VL conversion is not available yet"),
     (lambda d: (d / "config.json").write_text("{not json"), "not valid JSON"),
 ])
 def test_broken_checkpoint_gives_clear_error(damage, message, qwen2vl_checkpoint, tmp_path):

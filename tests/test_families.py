@@ -107,6 +107,17 @@ def test_encoded_images_of_no_image_are_empty() -> None:
     assert encoded == EncodedImages(encoded.features, [], []) and encoded.features.shape == (0, 8)
 
 
+def test_qwen25vl_sees_images_as_qwen2vl_runs_both_formats_and_knows_its_released_sizes() -> None:
+    image = Image.new("RGB", (1000, 700))
+    assert FAMILIES["qwen25vl"].resize(image, (4, 64)).size == FAMILIES["qwen2vl"].resize(image, (4, 64)).size
+    assert engine_class("gguf", "qwen25vl").__name__ == "LlamaCppEngine"
+    assert ENGINES["onnx", "qwen25vl"] == ENGINES["onnx", "qwen2vl"]
+    released = {"qwen2.5-vl-3b-instruct": (2048, 36), "qwen2.5-vl-7b-instruct": (3584, 28)}
+    for card_id, (hidden_size, layers) in released.items():
+        config = {"hidden_size": hidden_size, "num_hidden_layers": layers}
+        assert model_cards.card_for_config("qwen25vl", config).id == card_id
+
+
 # ---------------------------------------------------------------------------------- MiniCPM-V without `version`
 
 
