@@ -31,7 +31,7 @@ def child(data_dir: Path) -> None:
 
     from edgevl.gui.app import create_window
 
-    app = QApplication(sys.argv[:1])
+    app = QApplication(sys.argv[:1])  # noqa: F841 - held: the window needs the application alive
     window = create_window(data_dir)
     window.show()
     QTest.qWaitForWindowExposed(window)

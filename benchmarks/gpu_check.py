@@ -278,7 +278,7 @@ class VramPeak:
         self.peak_mib: float | None = None
         self._stop = threading.Event()
 
-    def __enter__(self) -> "VramPeak":
+    def __enter__(self) -> VramPeak:
         try:
             import pynvml
 

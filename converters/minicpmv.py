@@ -14,7 +14,7 @@ MiniCPM-o 2.6's audio encoder and TTS parts are skipped (edgevl reads images, no
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import gguf
 import numpy as np
@@ -163,7 +163,8 @@ class MiniCPMVConverter(Converter):
             elif name == "resampler.proj":
                 source = self.tensors[name]
                 tensors.append(PlannedTensor("resampler.proj.weight", source.shape[::-1],
-                                             storage_type(source.shape, quant.direct), lambda: source.load().T))
+                                             storage_type(source.shape, quant.direct),
+                                             lambda proj=source: proj.load().T))
             else:
                 tensors.append(self._vision_tensor(name_map, name, quant))
         width = self.text["hidden_size"]

@@ -8,7 +8,8 @@ Conv2D kernels that it adds up.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import gguf
 import numpy as np

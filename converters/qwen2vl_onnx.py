@@ -173,7 +173,8 @@ def _export(module, args, path: Path, inputs, outputs, axes) -> None:
                       opset_version=OPSET, dynamo=False, do_constant_folding=True)
 
 
-def write_model(checkpoint: Path, folder: Path, quant: str, int4, progress, all_logits: bool = False) -> dict[str, Path]:
+def write_model(checkpoint: Path, folder: Path, quant: str, int4, progress,
+                all_logits: bool = False) -> dict[str, Path]:
     """Export, convert to the asked precision, validate; returns {role: file} of everything written.
     `all_logits` makes the decoder return logits for every input position (what onnxruntime-genai expects)."""
     import json

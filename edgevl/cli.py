@@ -12,7 +12,8 @@ import os
 import sys
 from contextlib import closing
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from rich.console import Console
 from rich.markup import escape
@@ -110,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=run_serve)
 
     models = commands.add_parser("models", help="list converted models")
-    models.add_argument("--dir", type=Path, help="models folder (default: %s)" % api.models_dir())
+    models.add_argument("--dir", type=Path, help=f"models folder (default: {api.models_dir()})")
     models.add_argument("--available", action="store_true",
                         help="list the catalogue of models `edgevl pull` knows by name instead")
     models.set_defaults(run=run_models)
@@ -148,7 +149,8 @@ def _eval_parser(commands) -> None:
     run = steps.add_parser("run", help="run models over a labelled set and write a report (resumes a killed run)")
     run.add_argument("dataset", type=Path, help="folder with manifest.jsonl, *.gt.txt side files or ICDAR gt_*.txt")
     run.add_argument("-m", "--model", action="append", dest="models",
-                     help="model folder or name, 'default' for the embedded engine; repeat to compare (default: default)")
+                     help="model folder or name, 'default' for the embedded engine; repeat to compare "
+                          "(default: default)")
     run.add_argument("-o", "--output", type=Path, required=True, help="report folder (predictions are kept there)")
     run.add_argument("--task", choices=["ocr", "table", "caption"],
                      help="only samples of this task (also the task of samples that do not name one)")
@@ -173,7 +175,7 @@ def _import_parser(commands) -> None:
     adopt.add_argument("--mmproj", type=Path, help="the vision projector GGUF that belongs to it")
     adopt.add_argument("--quant", help="in a folder of several quants: the one to take (default q4_k_m)")
     adopt.add_argument("-o", "--output", type=Path,
-                       help="model folder to create (default: named after the model in %s)" % api.models_dir())
+                       help=f"model folder to create (default: named after the model in {api.models_dir()})")
     adopt.add_argument("--force", action="store_true", help="replace the output folder if it exists")
     adopt.set_defaults(run=run_import)
 
@@ -183,7 +185,7 @@ def _pull_parser(commands) -> None:
     pull.add_argument("name", help="a model from `edgevl models --available`, or a Hugging Face repo id (owner/name);"
                                    " HF_ENDPOINT, HF_TOKEN and the hub cache are honoured")
     pull.add_argument("-o", "--output", type=Path,
-                      help="model folder to create (default: named after the model in %s)" % api.models_dir())
+                      help=f"model folder to create (default: named after the model in {api.models_dir()})")
     pull.add_argument("--to", default="gguf", choices=["gguf", "onnx"], help="output format (default: gguf)")
     pull.add_argument("--quant", help="as for convert; in a repo of GGUF files, the quant of the file to take "
                                       "(default q4_k_m)")
@@ -483,7 +485,7 @@ class RichProgress:
                              TimeElapsedColumn(), TimeRemainingColumn(), console=stderr, transient=False)
         self._task = None
 
-    def __enter__(self) -> "RichProgress":
+    def __enter__(self) -> RichProgress:
         self._bar.__enter__()
         return self
 

@@ -16,7 +16,8 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 from edgevl.errors import BackendUnavailable, EdgevlError
 from edgevl.manifest import Manifest

@@ -7,7 +7,7 @@ it takes a few milliseconds. Everything after it (recognition) runs in the engin
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from PySide6.QtCore import QObject, QRect, QTimer, Signal
 from PySide6.QtWidgets import QWidget

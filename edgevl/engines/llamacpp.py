@@ -16,7 +16,7 @@ import logging
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image
@@ -188,7 +188,8 @@ class LlamaCppEngine(ModelFolderEngine):
             text = mtmd.mtmd_input_text(prompt.encode(), len(prompt.encode()), True, True)
             status = mtmd.mtmd_tokenize(self._mctx, chunks, ctypes.byref(text), bitmaps, len(images))
             if status != 0:
-                raise EdgevlError(f"libmtmd could not tokenize the prompt with {len(images)} image(s) (status {status})")
+                raise EdgevlError(f"libmtmd could not tokenize the prompt with {len(images)} image(s) "
+                                  f"(status {status})")
             return self._eval_chunks(chunks, stats)
 
     def _eval_chunks(self, chunks, stats) -> int:

@@ -23,7 +23,8 @@ import json
 import random
 import threading
 import time
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
 
 import httpx
 from PIL import Image

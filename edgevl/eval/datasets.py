@@ -11,7 +11,8 @@ Three layouts are recognised, in this order:
 
 A manifest row's task is its `task`, else "table" for `html` and "ocr" for `text`. Side files and box files say
 nothing about the task: theirs is the `--task` given (so a folder of `.gt.txt` captions can be scored), else
-"table" for `.gt.html` and "ocr" otherwise. `--task` then keeps only the samples of that task. Every problem (a bad line, a missing image, a duplicate id) is reported with where it is, before anything runs.
+"table" for `.gt.html` and "ocr" otherwise. `--task` then keeps only the samples of that task. Every problem (a bad
+line, a missing image, a duplicate id) is reported with where it is, before anything runs.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 from PIL import Image
 
@@ -263,7 +264,8 @@ def _tag_blocks(results: Sequence[ModelResult]) -> list[tuple]:
         metric = next(iter(scored[0].tasks[task].metrics))
         rows = [[tag, *(format_metric(metric, result.tasks[task].by_tag[tag]) if tag in result.tasks[task].by_tag
                         else "-" for result in scored)] for tag in tags]
-        blocks += [("h3", f"{TASK_TITLES[task]}: {metric} by tag"), ("table", ["tag", *(r.label for r in scored)], rows)]
+        blocks += [("h3", f"{TASK_TITLES[task]}: {metric} by tag"),
+                   ("table", ["tag", *(r.label for r in scored)], rows)]
     return [("h2", "By tag"), *blocks] if blocks else []
 
 

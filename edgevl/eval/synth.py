@@ -22,7 +22,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -199,7 +199,8 @@ def make_table(rng: random.Random, corpus: Corpus, fonts: list[FontFile]) -> Syn
     image = draw_table([header, *rows], font, numeric=[name in corpus.number_columns for name in header],
                        ruled=ruled, padding=rng.randint(6, 14), style=pick_style(rng, dark_share=0))
     html = Table(header=header, rows=rows).to("html")
-    return SyntheticImage(image, "table", [font_tag, size_tag(size), "table:grid" if ruled else "table:rules"], html=html)
+    tags = [font_tag, size_tag(size), "table:grid" if ruled else "table:rules"]
+    return SyntheticImage(image, "table", tags, html=html)
 
 
 MAKERS: dict[str, Callable[[random.Random, Corpus, list[FontFile]], SyntheticImage]] = {

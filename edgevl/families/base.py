@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image

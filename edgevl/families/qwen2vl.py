@@ -10,7 +10,8 @@ The tasks' default prompt wording was written for Qwen2-VL, so it has no wording
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image

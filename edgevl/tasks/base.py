@@ -10,7 +10,8 @@ from __future__ import annotations
 import abc
 import json
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, Sequence
+from typing import Any, ClassVar, Protocol
+from collections.abc import Sequence
 
 from PIL import Image
 

@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from collections.abc import Iterator
 
 _READY = re.compile(r" at (http://127\.0\.0\.1:\d+/v1) ")
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 from PIL import Image
 from PySide6.QtCore import QRect, QSize, QThreadPool, Qt, Signal
