@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     """Start the app (or hand the request to the one already running); returns the exit status."""
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("edgevl")
-    app.setDesktopFileName("edgevl")  # Wayland and task bars match the window to packaging/edgevl.desktop
+    QApplication.setDesktopFileName("edgevl")  # Wayland and task bars match the window to packaging/edgevl.desktop
     if send_to_running_app("capture" if args.capture else "show"):
         return 0
     start(args)
@@ -49,6 +49,7 @@ def start(args: argparse.Namespace, server_name: str = SERVER_NAME, **window_opt
     """Everything up to the event loop: the window, the single-instance server, the tray icon. With `--capture`
     the app captures to the clipboard at once and, where there is a tray, stays in it without a window."""
     app = QApplication.instance()
+    assert app is not None, "start() runs inside a QApplication"
     window = create_window(args.data_dir or default_data_dir(), **window_options)
     server = InstanceServer(server_name, parent=window)
     server.message.connect(lambda message: _on_message(window, message))

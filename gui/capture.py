@@ -72,7 +72,7 @@ class CaptureController(QObject):
 
     def _recapture(self) -> None:
         screenshots = self._screenshots()
-        if screenshots is None:
+        if screenshots is None or self.last_region is None:
             return
         index, region = self.last_region
         if index >= len(screenshots):

@@ -31,6 +31,7 @@ def _announced_url(process: subprocess.Popen, timeout: float) -> str:
     ready = threading.Event()
 
     def read_stderr() -> None:  # reads to the end, so that the server never blocks on a full pipe
+        assert process.stderr is not None, "the server is started with stderr=PIPE"
         for line in process.stderr:
             lines.append(line)
             if _READY.search(line):
