@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
-    BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+    BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
 )
 
 import edgevl
@@ -483,7 +483,7 @@ class RichProgress:
     def __init__(self) -> None:
         self._bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                              TimeElapsedColumn(), TimeRemainingColumn(), console=stderr, transient=False)
-        self._task = None
+        self._task: TaskID | None = None
 
     def __enter__(self) -> RichProgress:
         self._bar.__enter__()
@@ -498,6 +498,7 @@ class RichProgress:
         self._task = self._bar.add_task(description, total=total)
 
     def advance(self, amount: int = 1) -> None:
+        assert self._task is not None, "a converter advances only within a step"
         self._bar.advance(self._task, amount)
 
     def _finish(self) -> None:

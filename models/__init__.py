@@ -35,7 +35,7 @@ class ModelCard:
     def image_max_tokens(self, task: str) -> int:
         """Image-token budget for a task (OCR wants more detail than captioning)."""
         budget = self.settings["image_max_tokens"]
-        return int(budget.get(task, budget["default"])) if isinstance(budget, dict) else int(budget)
+        return int(budget[task] if task in budget else budget["default"]) if isinstance(budget, dict) else int(budget)
 
     def matches(self, config: dict[str, Any]) -> bool:
         """Whether an HF `config.json` (flattened with its text_config) is this model."""

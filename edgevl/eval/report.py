@@ -219,7 +219,7 @@ def write_report(samples: Sequence[Sample], dataset: Path, out: Path, labels: Se
 
 
 def _dataset_line(samples: Sequence[Sample], dataset: Path, normalization: Normalization) -> str:
-    counts = defaultdict(int)
+    counts: defaultdict[str, int] = defaultdict(int)
     for sample in samples:
         counts[sample.task] += 1
     tasks = ", ".join(f"{TASK_TITLES[task]} {count}" for task, count in counts.items())

@@ -103,7 +103,7 @@ class ImageQueue(QListWidget):
         super().__init__(parent)
         self.setIconSize(QSize(THUMBNAIL, THUMBNAIL))
         self.setWordWrap(True)
-        self.currentItemChanged.connect(lambda current, _: current and self.chosen.emit(self._item(current)))
+        self.currentItemChanged.connect(self._on_current_changed)
 
     def add(self, item: QueueItem) -> None:
         if item.is_batch:
@@ -133,6 +133,10 @@ class ImageQueue(QListWidget):
         row = self.item(self.items().index(item))
         row.setText(f"{item.source}\n{item.summary()}")
         row.setToolTip(item.error)
+
+    def _on_current_changed(self, current: QListWidgetItem | None, _previous: QListWidgetItem | None) -> None:
+        if current:
+            self.chosen.emit(self._item(current))
 
     @staticmethod
     def _item(row: QListWidgetItem) -> QueueItem:

@@ -91,7 +91,7 @@ class MainWindow(QMainWindow):
 
     # ---- building ---------------------------------------------------------------------------------------------
 
-    def _action(self, text: str, slot: Callable[[], Any], shortcut: QKeySequence | str | None = None) -> QAction:
+    def _action(self, text: str, slot: Callable[[], Any], shortcut: QKeySequence | QKeySequence.StandardKey | str | None = None) -> QAction:
         action = QAction(text, self)
         action.setIconText(without_mnemonic(text))  # the toolbar's words (Qt leaves "(&R)" in Chinese ones)
         action.triggered.connect(lambda: slot())  # not `checked` as an argument
@@ -460,14 +460,18 @@ class MainWindow(QMainWindow):
         if message is not None:
             self.statusBar().showMessage(message)
 
+    def _current_run(self) -> tuple[QueueItem, TaskOutcome]:
+        assert self._running is not None, "a job reports only while it runs"
+        return self._running
+
     def _on_piece(self, piece: str) -> None:
-        item, outcome = self._running
+        item, outcome = self._current_run()
         outcome.streamed += piece
         if self._shows(item, outcome):
             self.result_view.append(piece)
 
     def _on_batch_progress(self, event: tuple) -> None:
-        item, outcome = self._running
+        item, outcome = self._current_run()
         if event[0] == "start":
             outcome.total = event[1]
             self.progress.setRange(0, max(1, event[1]))
@@ -518,7 +522,7 @@ class MainWindow(QMainWindow):
         self._after_job(item, outcome)
 
     def _finish_job(self, state: str) -> tuple[QueueItem, TaskOutcome]:
-        (item, outcome), self._running, self.job = self._running, None, None
+        (item, outcome), self._running, self.job = self._current_run(), None, None
         outcome.state = state
         self.queue.refresh(item)
         self.cancel_button.setEnabled(False)
@@ -629,7 +633,7 @@ class MainWindow(QMainWindow):
     # ---- results out ----------------------------------------------------------------------------------------
 
     def copy_result(self) -> None:
-        if self.views.currentWidget() is self.history_view:
+        if self.views.currentIndex() == self.views.indexOf(self.history_view):
             self.copy_to_clipboard(self.history_view.result_view.copy_text())
         else:
             self.copy_to_clipboard(self.result_view.copy_text())

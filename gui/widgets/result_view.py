@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from typing import Any
+from typing import Any, cast
 
 from PySide6.QtCore import QEvent, QTimer, Signal
 from PySide6.QtGui import QFontDatabase, QGuiApplication, QKeyEvent, QKeySequence, QTextCursor
@@ -43,7 +43,8 @@ class TableGrid(QTableWidget):
     """A table grid where Ctrl+V and Ctrl+C work on cells (the window's image paste must not take Ctrl+V)."""
 
     def event(self, event: QEvent) -> bool:
-        if event.type() == QEvent.Type.ShortcutOverride and _is_copy_or_paste(event):
+        # a ShortcutOverride event is a key event
+        if event.type() == QEvent.Type.ShortcutOverride and _is_copy_or_paste(cast(QKeyEvent, event)):
             event.accept()  # this widget handles the key itself
             return True
         return super().event(event)
@@ -185,7 +186,9 @@ class ResultView(QWidget):
         return self._result.formats if self._result is not None else ()
 
     def rendered(self, fmt: str) -> str:
-        return self.result.render(fmt)
+        result = self.result
+        assert result is not None, "rendered while there is no result"
+        return result.render(fmt)
 
     def copy_text(self) -> str:
         """What "Copy" copies: the Markdown of tables, else the (edited) text."""
@@ -227,7 +230,9 @@ class ResultView(QWidget):
         if self._filling_grid:
             return
         table = self._tables[self.table_picker.currentIndex()]
-        table.rows[row][column] = self.grid.item(row, column).text()
+        cell = self.grid.item(row, column)
+        assert cell is not None, "an edited cell exists"
+        table.rows[row][column] = cell.text()
         self._update_markdown()
         self.changed.emit()
         self._edit_timer.start()
@@ -239,5 +244,6 @@ class ResultView(QWidget):
             self._edit_timer.start()
 
     def _update_markdown(self) -> None:
-        self.markdown.setPlainText(self.result.render("md") if self._result is not None else "")
+        result = self.result
+        self.markdown.setPlainText(result.render("md") if result is not None else "")
 
