@@ -278,8 +278,8 @@ def draw_table(cells: list[list[str]], font: ImageFont.FreeTypeFont, numeric: li
     for row_index, row in enumerate(cells):
         for column, text in enumerate(row):
             right_aligned = numeric[column] and row_index > 0
-            x = lefts[column + 1] - padding - font.getlength(text) if right_aligned else lefts[column] + padding
-            draw.text((x, tops[row_index] + padding), text, font=font, fill=style.ink)
+            text_x = lefts[column + 1] - padding - font.getlength(text) if right_aligned else lefts[column] + padding
+            draw.text((text_x, tops[row_index] + padding), text, font=font, fill=style.ink)
     return image
 
 
@@ -292,6 +292,7 @@ def _fit_row(texts: list[str], font: ImageFont.FreeTypeFont, width: int, gap: in
 
 def _draw_row(draw: ImageDraw.ImageDraw, texts: list[str], font: ImageFont.FreeTypeFont, origin: tuple[int, int],
               gap: int, ink: Colour, buttons: bool) -> None:
+    x: float  # moves by text widths, which are fractional
     x, y = origin
     for text in texts:
         text_width = font.getlength(text)

@@ -26,7 +26,7 @@ class EncodedImages:
 
     features: np.ndarray  # [image tokens, width]
     markers: list[str]
-    layouts: list[tuple[int, ...]]
+    layouts: Sequence[tuple[int, ...]]
 
 
 class OnnxImages(abc.ABC):

@@ -91,7 +91,8 @@ class MainWindow(QMainWindow):
 
     # ---- building ---------------------------------------------------------------------------------------------
 
-    def _action(self, text: str, slot: Callable[[], Any], shortcut: QKeySequence | QKeySequence.StandardKey | str | None = None) -> QAction:
+    def _action(self, text: str, slot: Callable[[], Any],
+                shortcut: QKeySequence | QKeySequence.StandardKey | str | None = None) -> QAction:
         action = QAction(text, self)
         action.setIconText(without_mnemonic(text))  # the toolbar's words (Qt leaves "(&R)" in Chinese ones)
         action.triggered.connect(lambda: slot())  # not `checked` as an argument
