@@ -128,7 +128,7 @@ class EngineHost(QObject):
         if task not in engine.tasks:
             raise UnsupportedTask(needs_model_message(task))
         run = api.stream_task(engine, task, images, **options)
-        pieces = iter(run)
+        pieces = run.__iter__()  # the generator itself (iter() is typed as a plain Iterator), to close it below
         try:
             for piece in pieces:
                 if job.cancel_requested:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 
 from edgevl import model_cards
 from edgevl.chat import format_prompt
@@ -42,7 +42,7 @@ class Engine(abc.ABC):
         self.last_stats = Stats()
 
     @abc.abstractmethod
-    def stream(self, request: Request) -> Iterator[str]:
+    def stream(self, request: Request) -> Generator[str, None, None]:
         """Yield the answer piece by piece as it is produced."""
 
     def close(self) -> None:  # noqa: B027 - optional: an engine that holds nothing keeps this no-op

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -92,7 +92,7 @@ class ClassicOcrEngine(Engine):
         self._reader: Any = None  # rapidocr.RapidOCR, created on first use
         self._table_structurer: Any = None  # rapid_table's TableStructurer, created on first table request
 
-    def stream(self, request: Request) -> Iterator[str]:
+    def stream(self, request: Request) -> Generator[str, None, None]:
         """OCR: the text line by line. Table: one HTML `<table>` per image."""
         if request.task not in self.tasks:
             raise UnsupportedTask(_unsupported_message(request.task))
@@ -174,7 +174,7 @@ class ClassicOcrEngine(Engine):
 
     # ------------------------------------------------------------------------------------------------ stats
 
-    def _timed(self, pieces: Iterator[str]) -> Iterator[str]:
+    def _timed(self, pieces: Iterator[str]) -> Generator[str, None, None]:
         """Pass the pieces through, recording the time until the last one and how many there were."""
         started = time.perf_counter()
         count = 0

@@ -16,7 +16,7 @@ import logging
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import numpy as np
 from PIL import Image
@@ -121,7 +121,7 @@ class LlamaCppEngine(ModelFolderEngine):
 
     # ---- requests -----------------------------------------------------------------------------------------------
 
-    def stream(self, request: Request) -> Iterator[str]:
+    def stream(self, request: Request) -> Generator[str, None, None]:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stops = StopFilter(request.sampling.stop)
         piece = ctypes.create_string_buffer(256)

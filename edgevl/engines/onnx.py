@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import numpy as np
 
@@ -108,7 +108,7 @@ class OnnxEngine(ModelFolderEngine):
 
     # ---- requests -----------------------------------------------------------------------------------------------
 
-    def stream(self, request: Request) -> Iterator[str]:
+    def stream(self, request: Request) -> Generator[str, None, None]:
         from tokenizers.decoders import DecodeStream
 
         stops = StopFilter(request.sampling.stop)

@@ -24,7 +24,7 @@ import random
 import threading
 import time
 from typing import Any, TypeVar
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 
 import httpx
 from PIL import Image
@@ -107,7 +107,7 @@ class RemoteEngine(Engine):
 
     # ---- requests -----------------------------------------------------------------------------------------------
 
-    def stream(self, request: Request) -> Iterator[str]:
+    def stream(self, request: Request) -> Generator[str, None, None]:
         body = self.chat_body(request)
         self.last_stats = stats = Stats()
         started = time.perf_counter()
