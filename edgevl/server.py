@@ -33,8 +33,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from collections.abc import AsyncIterator, Callable
+from typing import Any, cast
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 from PIL import Image
 from starlette.applications import Starlette
@@ -103,7 +103,7 @@ class EngineWorker:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgevl-engine")
         self._closing = threading.Event()
 
-    async def run(self, request: Request) -> AsyncIterator[str | Stats]:
+    async def run(self, request: Request) -> AsyncGenerator[str | Stats, None]:
         """The answer's pieces, then the request's Stats. Leaving early (a client that went away) stops the
         generation at its next piece, so the engine moves on to the next request."""
         if self.admitted >= self.capacity:
@@ -208,7 +208,9 @@ def _read_messages(messages: Any, settings: ServerSettings) -> tuple[str | None,
     """The system text, the users' text and images (edgevl answers one question: no assistant turns)."""
     if not isinstance(messages, list) or not messages:
         raise bad_request("messages must be a non-empty list of {role, content} objects")
-    system, texts, images = None, [], []
+    system: str | None = None
+    texts: list[str] = []
+    images: list[Image.Image] = []
     for index, message in enumerate(messages):
         where = f"messages[{index}]"
         if not isinstance(message, dict):
@@ -288,9 +290,11 @@ def _field(body: dict[str, Any], name: str, kinds: type | tuple[type, ...], defa
         return default
     # bool is an int in Python, but `"max_tokens": true` is a mistake
     if not isinstance(value, kinds) or (isinstance(value, bool) and kinds is not bool):
-        expected = {int: "an integer", bool: "true or false"}.get(kinds, "a number")
+        names: dict[type | tuple[type, ...], str] = {int: "an integer", bool: "true or false"}
+        expected = names.get(kinds, "a number")
         raise bad_request(f"{name} must be {expected}, not {json.dumps(value)}")
-    if low is not None and high is not None and not low <= value <= high:
+    # a range is given only for numeric kinds
+    if low is not None and high is not None and not low <= cast(float, value) <= high:
         raise bad_request(f"{name} must be between {low:g} and {high:g}, not {value}")
     return value
 
@@ -336,7 +340,7 @@ def _sse(data: dict[str, Any]) -> str:
     return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-async def _event_stream(completion: Completion, first: str | Stats, rest: AsyncIterator[str | Stats],
+async def _event_stream(completion: Completion, first: str | Stats, rest: AsyncGenerator[str | Stats, None],
                         include_usage: bool) -> AsyncIterator[str]:
     """SSE events: the role, a chunk per piece, the finish reason, usage if asked, [DONE]. An engine failure
     after the first piece can no longer change the status: it becomes an error event, as vLLM sends it."""
@@ -375,7 +379,8 @@ def create_app(worker: EngineWorker, settings: ServerSettings) -> Starlette:
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         pieces = [first] + [item async for item in answer]
         stats = pieces.pop()
-        message = {"role": "assistant", "content": "".join(pieces)}
+        assert isinstance(stats, Stats), "the worker ends each answer with its Stats"
+        message = {"role": "assistant", "content": "".join(piece for piece in pieces if isinstance(piece, str))}
         choice = {"index": 0, "message": message, "finish_reason": completion.finish_reason(stats)}
         return JSONResponse(completion.envelope("chat.completion", choices=[choice], usage=usage(stats)))
 

@@ -209,7 +209,7 @@ class MiniCPMV(nn.Module):
         config_class, model_class = {"2.6": (Qwen2Config, Qwen2ForCausalLM),
                                      "2.5": (LlamaConfig, LlamaForCausalLM)}[self.version]
         self.llm = model_class(config_class(**llm_fields))
-        self.patch_size = vision_config.patch_size
+        self.patch_size = int(vision_config.patch_size)  # typed int | list | tuple in transformers: an int here
 
     def encode_slice(self, pixels: torch.Tensor) -> torch.Tensor:
         """One normalised slice [3, H, W] -> its query_num LLM embeddings. Full attention over the slice."""
@@ -293,7 +293,8 @@ class MiniCPMVReference:
         markers = minicpmv_feature_markers(self.version)
         starts = {self.tokenizer.convert_tokens_to_ids(start) for start, _ in markers}
         ends = {self.tokenizer.convert_tokens_to_ids(end) for _, end in markers}
-        return feature_spans(input_ids, starts, ends, self.query_num)
+        # transformers types convert_tokens_to_ids as int | list[int] whatever its input; one token gives an int
+        return feature_spans(input_ids, starts, ends, self.query_num)  # type: ignore[arg-type]
 
     def normalise(self, image: Image.Image) -> torch.Tensor:
         mean = np.asarray(self.preprocessor["norm_mean"], dtype=np.float32)

@@ -230,5 +230,5 @@ def save_sharded(state: dict, out: Path, shards: int) -> None:
         weight_map.update({k: file_name for k in part})
     if shards > 1:
         total = sum(t.numel() * t.element_size() for t in state.values())
-        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-        (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
+        shard_index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (out / "model.safetensors.index.json").write_text(json.dumps(shard_index, indent=2), encoding="utf-8")
