@@ -10,6 +10,7 @@ and an explicit past key/value per layer. Needs the `export` extra (torch, trans
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,8 +26,9 @@ class VisionEncoder(nn.Module):
 
     def __init__(self, visual: nn.Module) -> None:
         super().__init__()
-        self.visual = visual
-        self.merge = visual.spatial_merge_size
+        # transformers' vision tower: its parts are reached by name, which torch types as Tensor | Module
+        self.visual: Any = visual
+        self.merge: int = self.visual.spatial_merge_size
 
     def forward(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> torch.Tensor:
         from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb_vision

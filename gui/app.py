@@ -54,7 +54,7 @@ def start(args: argparse.Namespace, server_name: str = SERVER_NAME, **window_opt
     server = InstanceServer(server_name, parent=window)
     server.message.connect(lambda message: _on_message(window, message))
     tray = create_tray(window)
-    app.setQuitOnLastWindowClosed(tray is None)
+    QApplication.setQuitOnLastWindowClosed(tray is None)
     window.quit_requested.connect(app.quit)
     if tray is None or not args.capture:
         window.show()
