@@ -55,6 +55,7 @@ def measure_once(data_dir: Path) -> float:
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, __file__, "--child", str(data_dir)], stdout=subprocess.PIPE,
                                text=True)
+    assert process.stdout is not None, "started with stdout=PIPE"
     line = process.stdout.readline()
     elapsed = time.perf_counter() - started
     process.wait()

@@ -116,7 +116,7 @@ def write_gguf(
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     for tensor in tensors:
         raw_dtype = None if tensor.qtype in (QType.F32, QType.F16) else tensor.qtype
-        numpy_dtype = {QType.F32: np.float32, QType.F16: np.float16}.get(tensor.qtype, np.uint8)
+        numpy_dtype = np.dtype({QType.F32: np.float32, QType.F16: np.float16}.get(tensor.qtype, np.uint8))
         writer.add_tensor_info(tensor.name, tensor.byte_shape(), numpy_dtype, tensor.nbytes(), raw_dtype=raw_dtype)
     writer.write_header_to_file(path)
     writer.write_kv_data_to_file()
