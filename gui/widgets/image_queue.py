@@ -116,7 +116,7 @@ class ImageQueue(QListWidget):
         self.addItem(row)
         self.refresh(item)
 
-    def items(self) -> list[QueueItem]:
+    def queue_items(self) -> list[QueueItem]:  # not items(): QListWidget has one, taking QMimeData
         return [self._item(self.item(row)) for row in range(self.count())]
 
     def current(self) -> QueueItem | None:
@@ -124,13 +124,13 @@ class ImageQueue(QListWidget):
         return self._item(row) if row is not None else None
 
     def next_waiting(self) -> QueueItem | None:
-        return next((item for item in self.items() if item.waiting() is not None), None)
+        return next((item for item in self.queue_items() if item.waiting() is not None), None)
 
     def select(self, item: QueueItem) -> None:
-        self.setCurrentRow(self.items().index(item))
+        self.setCurrentRow(self.queue_items().index(item))
 
     def refresh(self, item: QueueItem) -> None:
-        row = self.item(self.items().index(item))
+        row = self.item(self.queue_items().index(item))
         row.setText(f"{item.source}\n{item.summary()}")
         row.setToolTip(item.error)
 

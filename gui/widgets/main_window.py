@@ -433,7 +433,7 @@ class MainWindow(QMainWindow):
 
     def cancel(self) -> None:
         """Stop the running job and drop the waiting ones."""
-        for item in self.queue.items():
+        for item in self.queue.queue_items():
             for outcome in item.outcomes.values():
                 if outcome.state == "waiting":
                     outcome.state = "cancelled"
@@ -658,7 +658,7 @@ class MainWindow(QMainWindow):
     def export_records(self) -> list[dict[str, Any]]:
         """Every result in the queue as batch records: a folder's records as written, images one each."""
         records = []
-        for item in self.queue.items():
+        for item in self.queue.queue_items():
             for outcome in item.outcomes.values():
                 if outcome.records:
                     records += outcome.records
