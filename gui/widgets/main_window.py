@@ -620,7 +620,7 @@ class MainWindow(QMainWindow):
         menu.clear()
         for fmt in formats:
             name, _ = FILE_TYPES[fmt]
-            menu.addAction(name, lambda chosen=fmt: self.save_result(chosen))
+            menu.addAction(name, self._saver(fmt))
 
     def _save_edit(self, outcome: TaskOutcome | None, result: Result | None) -> None:
         """An edit of a queue result: keep it with the item and in the history."""
@@ -644,6 +644,9 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(tr("Copied to the clipboard"), 3000)
         else:
             self.show_error(tr("Could not copy to the clipboard."))
+
+    def _saver(self, fmt: str) -> Callable[[], None]:
+        return lambda: self.save_result(fmt)
 
     def save_result(self, fmt: str) -> None:
         name, pattern = FILE_TYPES[fmt]
