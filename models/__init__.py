@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
-import tomllib
+import sys
 from dataclasses import dataclass, field
 from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # requires-python is 3.10, which has no tomllib
+    import tomli as tomllib
 
 from edgevl.families import FAMILIES
 
