@@ -67,7 +67,9 @@ def create_window(data_dir: Path, **window_options: Any) -> MainWindow:
     """Apply the stored language and theme, then build the main window (not shown yet)."""
     settings = Settings.load(data_dir / SETTINGS_FILE)
     set_language(settings.language)
-    install_qt_translations(QApplication.instance())
+    app = QApplication.instance()
+    assert app is not None, "the window is built inside a QApplication"
+    install_qt_translations(app)
     apply_theme(settings.theme)
     return MainWindow(data_dir, settings, **window_options)
 

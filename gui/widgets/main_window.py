@@ -21,7 +21,7 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import (
     QComboBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMenu, QProgressBar, QPushButton,
-    QSizePolicy, QSplitter, QTabBar, QTabWidget, QToolBar, QVBoxLayout, QWidget,
+    QSizePolicy, QSplitter, QSystemTrayIcon, QTabBar, QTabWidget, QToolBar, QVBoxLayout, QWidget,
 )
 
 from edgevl import api
@@ -69,7 +69,7 @@ class MainWindow(QMainWindow):
         if len(self.settings.last_region) == 5:
             index, *rect = self.settings.last_region
             self.capture.last_region = (index, QRect(*rect))
-        self.tray = None  # the QSystemTrayIcon, where the desktop has a tray (set by edgevl.gui.tray)
+        self.tray: QSystemTrayIcon | None = None  # where the desktop has a tray (set by edgevl.gui.tray)
         self.job: Job | None = None  # the task running now
         self._running: tuple[QueueItem, TaskOutcome] | None = None
         self._shown: QueueItem | None = None
