@@ -131,7 +131,8 @@ def download(repo: str, commit: str | None, name: str, token: str | None) -> Pat
         return Path(hf_hub_download(repo, name, revision=commit, token=token))
 
 
-def check_free_space(repo: str, commit: str | None, files: dict[str, int], output: Path, output_bytes: int | None) -> None:
+def check_free_space(repo: str, commit: str | None, files: dict[str, int], output: Path,
+                     output_bytes: int | None) -> None:
     """Raise before downloading when the disk cannot hold the files not yet in the cache plus the converted model
     (`output_bytes`; None: the model folder links the downloaded files, copying them only across file systems)."""
     from huggingface_hub import constants, try_to_load_from_cache
