@@ -109,6 +109,7 @@ class ImageQueue(QListWidget):
         if item.is_batch:
             icon = self.style().standardIcon(QStyle.StandardPixmap.SP_DirIcon)
         else:
+            assert item.image is not None, "an item that is not a folder has its image"
             icon = QIcon(to_pixmap(item.image).scaled(THUMBNAIL, THUMBNAIL, Qt.AspectRatioMode.KeepAspectRatio,
                                                       Qt.TransformationMode.SmoothTransformation))
         row = QListWidgetItem(icon, "")

@@ -404,6 +404,7 @@ class MainWindow(QMainWindow):
         if item is None:
             return
         outcome = item.waiting()
+        assert outcome is not None, "next_waiting() gives an item with a waiting task"
         if outcome.task == "ask" and not self.question.text().strip():
             self.show_error(tr("Type a question, then press Run."))
             self.question.setFocus()
@@ -419,6 +420,7 @@ class MainWindow(QMainWindow):
             self.job.signals.finished.connect(lambda _summary: self._on_batch_done())
             self._set_busy(tr("Reading {source}...", source=item.source), total=len(item.files))
         else:
+            assert item.image is not None, "an item that is not a folder has its image"
             self.job = self.host.run_task(self._engine_choice(), outcome.task, [item.image], **options)
             self.job.signals.progress.connect(self._on_piece)
             self.job.signals.finished.connect(self._on_answer)
@@ -495,6 +497,7 @@ class MainWindow(QMainWindow):
     def _on_answer(self, answer: Answer) -> None:
         item, outcome = self._finish_job("done")
         outcome.answer, outcome.result = answer, answer.result
+        assert item.image is not None, "answers come for single images (a folder's records go to its JSONL)"
         entry = self.history.add(answer.task, answer.engine, item.source, answer.raw, item.image)
         outcome.history_id = entry.id
         self.history_view.add(entry)
@@ -546,6 +549,7 @@ class MainWindow(QMainWindow):
             self.preview.show_pixmap(QPixmap(), tr("{count} images in {folder}", count=len(item.files),
                                                    folder=item.source))
         else:
+            assert item.image is not None, "an item that is not a folder has its image"
             self.preview.show_pixmap(to_pixmap(item.image))
         self._fill_result_tasks(item, task)
         outcome = item.outcomes.get(task)
