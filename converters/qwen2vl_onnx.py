@@ -24,11 +24,12 @@ class VisionEncoder(nn.Module):
     One image per call, so attention is over all its patches (no cu_seqlens splitting, which tracing would
     freeze). The patch positions are computed from the grid with tensor arithmetic, which stays dynamic."""
 
-    def __init__(self, visual: nn.Module) -> None:
+    # visual: transformers' vision tower, typed Any: its parts are reached by name, which torch types as
+    # Tensor | Module
+    def __init__(self, visual: Any) -> None:
         super().__init__()
-        # transformers' vision tower: its parts are reached by name, which torch types as Tensor | Module
-        self.visual: Any = visual
-        self.merge: int = self.visual.spatial_merge_size
+        self.visual = visual
+        self.merge: int = visual.spatial_merge_size
 
     def forward(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> torch.Tensor:
         from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb_vision

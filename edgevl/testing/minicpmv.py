@@ -209,7 +209,8 @@ class MiniCPMV(nn.Module):
         config_class, model_class = {"2.6": (Qwen2Config, Qwen2ForCausalLM),
                                      "2.5": (LlamaConfig, LlamaForCausalLM)}[self.version]
         self.llm = model_class(config_class(**llm_fields))
-        self.patch_size = int(vision_config.patch_size)  # typed int | list | tuple in transformers: an int here
+        # transformers types patch_size as int | list | tuple for every vision config; SigLIP's is an int
+        self.patch_size: int = vision_config.patch_size  # type: ignore[assignment]
 
     def encode_slice(self, pixels: torch.Tensor) -> torch.Tensor:
         """One normalised slice [3, H, W] -> its query_num LLM embeddings. Full attention over the slice."""
