@@ -21,12 +21,11 @@ from edgevl.converters.onnx_files import ONNX_QUANTS, Int4Options
 from edgevl.converters.output import staged_folder
 from edgevl.converters.minicpmv import MiniCPMVConverter
 from edgevl.converters.qwen2vl import Qwen2VLConverter
+from edgevl.converters.qwen25vl import Qwen25VLConverter
 from edgevl.errors import CheckpointError, EdgevlError
 from edgevl.manifest import Manifest, file_entry, write_manifest
 
-CONVERTERS: tuple[type[Converter], ...] = (Qwen2VLConverter, MiniCPMVConverter)
-#: recognised, but their conversion has not landed yet
-PLANNED = {"Qwen2_5_VLForConditionalGeneration": "Qwen2.5-VL"}
+CONVERTERS: tuple[type[Converter], ...] = (Qwen2VLConverter, Qwen25VLConverter, MiniCPMVConverter)
 FORMATS = ("gguf", "onnx")
 
 
@@ -62,9 +61,6 @@ def converter_class(architecture: str, where: str | Path) -> type[Converter]:
         if architecture in converter.architectures:
             return converter
     supported = ", ".join(arch for converter in CONVERTERS for arch in converter.architectures)
-    if architecture in PLANNED:
-        raise CheckpointError(f"{PLANNED[architecture]} conversion is not available yet; "
-                              f"this version converts: {supported}")
     raise CheckpointError(f"{where}: architecture {architecture!r} is not supported; edgevl converts: {supported}")
 
 

@@ -8,6 +8,7 @@ a shift (numpy has no bf16). Pickled `.bin` / `.pt` weights are refused: unpickl
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,9 +71,12 @@ class Checkpoint:
                 raise CheckpointError(f"{self.folder}: {name} is missing; copy the whole checkpoint folder")
             return {}
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
             raise CheckpointError(f"{path}: not valid JSON ({error})") from None
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{path}: not a JSON object")
+        return data
 
     def _read_config(self) -> dict[str, Any]:
         if not (self.folder / "config.json").is_file():
@@ -113,28 +117,59 @@ class Checkpoint:
 
 
 def _read_safetensors_header(path: Path) -> Iterator[LazyTensor]:
-    """Tensors listed in one safetensors file (layout: u64 header length, JSON header, raw data)."""
+    """Tensors listed in one safetensors file (layout: u64 header length, JSON header, raw data). Every entry is
+    checked - dtype, shape, offsets inside the file and matching the shape - so a bad file is one clear line."""
     size = path.stat().st_size
     with path.open("rb") as handle:
         head = handle.read(8)
         if len(head) < 8:
             raise CheckpointError(f"{path}: truncated (only {size} bytes) - download it again")
         (header_len,) = struct.unpack("<Q", head)
-        if header_len > min(size - 8, 100_000_000):
+        if header_len > min(size - 8, MAX_HEADER_BYTES):
             raise CheckpointError(f"{path}: not a safetensors file, or truncated - download it again")
         try:
             header = json.loads(handle.read(header_len))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             raise CheckpointError(f"{path}: damaged safetensors header - download it again") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: damaged safetensors header (not a JSON object) - download it again")
     data_start = 8 + header_len
     for name, entry in header.items():
         if name == "__metadata__":
             continue
-        if entry["dtype"] not in _NUMPY_DTYPES:
-            raise CheckpointError(f"{path}: tensor {name} has dtype {entry['dtype']}, which edgevl cannot convert")
-        begin, end = entry["data_offsets"]
+        begin, end, dtype, shape = _tensor_entry(path, name, entry)
         if data_start + end > size:
             raise CheckpointError(
-                f"{path}: truncated ({size} bytes, tensor {name} ends at byte {data_start + end}) - download it again"
+                f"{path}: truncated ({size} bytes, tensor {name[:200]!r} ends at byte {data_start + end}) - "
+                "download it again"
             )
-        yield LazyTensor(name, entry["dtype"], tuple(entry["shape"]), path, data_start + begin, end - begin)
+        yield LazyTensor(name, dtype, shape, path, data_start + begin, end - begin)
+
+
+MAX_HEADER_BYTES = 100_000_000
+
+
+def _tensor_entry(path: Path, name: str, entry: Any) -> tuple[int, int, str, tuple[int, ...]]:
+    """(begin, end, dtype, shape) of a header entry, or CheckpointError saying what is wrong with it."""
+    def damaged(what: str) -> CheckpointError:
+        return CheckpointError(f"{path}: tensor {name[:200]!r}: {what} - the file is damaged; download it again")
+
+    if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
+        raise damaged("its entry needs dtype, shape and data_offsets")
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if not isinstance(dtype, str):
+        raise damaged("dtype is not a name")
+    if dtype not in _NUMPY_DTYPES:
+        raise CheckpointError(f"{path}: tensor {name[:200]!r} has dtype {dtype[:50]!r}, which edgevl cannot convert")
+    if not isinstance(shape, list) or not all(_whole(dim) for dim in shape):
+        raise damaged("shape is not a list of sizes")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_whole(o) for o in offsets):
+        raise damaged("data_offsets is not [begin, end]")
+    begin, end = offsets
+    if end - begin != math.prod(shape) * np.dtype(_NUMPY_DTYPES[dtype]).itemsize:
+        raise damaged(f"data_offsets {offsets} do not hold a {dtype} tensor of shape {shape}")
+    return begin, end, dtype, tuple(shape)
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -14,6 +14,7 @@ from pathlib import Path
 from collections.abc import Iterator
 
 from edgevl.errors import EdgevlError
+from edgevl.manifest import MANIFEST_NAME
 
 
 @contextlib.contextmanager
@@ -22,6 +23,9 @@ def staged_folder(destination: Path, overwrite: bool = False) -> Iterator[Path]:
     destination = destination.expanduser().absolute()
     if destination.exists() and not overwrite:
         raise EdgevlError(f"{destination} already exists; choose another output folder or pass --force")
+    if destination.exists() and not _replaceable(destination):
+        raise EdgevlError(f"{destination} is not an edgevl model folder (no {MANIFEST_NAME}) and not empty; "
+                          "--force replaces only those: choose another output folder")
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.partial-", dir=destination.parent))
     staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; a model folder is an ordinary folder
@@ -31,6 +35,13 @@ def staged_folder(destination: Path, overwrite: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _replaceable(destination: Path) -> bool:
+    """Only an edgevl model folder or an empty folder may be replaced: never a file, a home folder, a project."""
+    if not destination.is_dir() or destination.is_symlink():
+        return False
+    return (destination / MANIFEST_NAME).is_file() or not any(destination.iterdir())
 
 
 def _replace(staging: Path, destination: Path) -> None:

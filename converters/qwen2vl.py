@@ -27,6 +27,7 @@ LLAMA_CPP_IMAGE_SIZE = 560  # llama.cpp's clip loader needs a nominal size; Qwen
 class Qwen2VLConverter(Converter):
     architectures = ("Qwen2VLForConditionalGeneration",)
     family = "qwen2vl"
+    projector_type = gguf.VisionProjectorType.QWEN2VL  # llama.cpp's name for the vision encoder and merger
 
     @staticmethod
     def canonical_name(name: str) -> str:
@@ -89,16 +90,22 @@ class Qwen2VLConverter(Converter):
         return GGUFPlan("clip", lambda writer: self._vision_metadata(writer, quant), tensors)
 
     def _vision_metadata(self, writer: gguf.GGUFWriter, quant: Quant) -> None:
+        add_vision_metadata(writer, self.vision_tower(), quant, self.model_name)
+        writer.add_vision_spatial_merge_size(self.vision.get("spatial_merge_size", 2))
+
+    def vision_tower(self) -> VisionTower:
         vision = self.vision
         preprocessor = self.checkpoint.read_json("preprocessor_config.json")
-        tower = VisionTower(
-            projector_type=gguf.VisionProjectorType.QWEN2VL, projection_dim=self.text["hidden_size"],
-            image_size=LLAMA_CPP_IMAGE_SIZE, patch_size=vision.get("patch_size", 14), width=vision["embed_dim"],
-            feed_forward=vision["embed_dim"] * vision.get("mlp_ratio", 4), blocks=vision["depth"],
-            heads=vision["num_heads"], layer_norm_eps=VISION_LAYER_NORM_EPS,
-            mean=preprocessor["image_mean"], std=preprocessor["image_std"])
-        add_vision_metadata(writer, tower, quant, self.model_name)
-        writer.add_vision_spatial_merge_size(vision.get("spatial_merge_size", 2))
+        width, feed_forward = self.vision_widths()
+        return VisionTower(
+            projector_type=self.projector_type, projection_dim=self.text["hidden_size"],
+            image_size=LLAMA_CPP_IMAGE_SIZE, patch_size=vision.get("patch_size", 14), width=width,
+            feed_forward=feed_forward, blocks=vision["depth"], heads=vision["num_heads"],
+            layer_norm_eps=VISION_LAYER_NORM_EPS, mean=preprocessor["image_mean"], std=preprocessor["image_std"])
+
+    def vision_widths(self) -> tuple[int, int]:
+        """(width, MLP width) of the vision blocks."""
+        return self.vision["embed_dim"], self.vision["embed_dim"] * self.vision.get("mlp_ratio", 4)
 
     def _split_patch_embedding(self, name: str, quant: Quant) -> list[PlannedTensor]:
         """[out, in, t=2, 14, 14] -> two Conv2D kernels. llama.cpp's conv needs them F16 or F32."""
@@ -128,7 +135,7 @@ class Qwen2VLConverter(Converter):
     def write_onnx(self, folder, quant, int4, progress):
         from edgevl.converters.qwen2vl_onnx import write_model  # needs torch: only for ONNX export
 
-        return write_model(self.checkpoint.folder, folder, quant, int4, progress)
+        return write_model(self.checkpoint.folder, folder, quant, int4, progress, family=self.family)
 
     # ---- shared ------------------------------------------------------------------------------------------------
 
@@ -140,5 +147,6 @@ class Qwen2VLConverter(Converter):
     def _gguf_name(self, name_map: gguf.TensorNameMap, name: str) -> str:
         gguf_name = name_map.get_name(name, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
-            raise CheckpointError(f"{self.checkpoint.folder}: unexpected tensor {name} (not part of Qwen2-VL)")
+            raise CheckpointError(f"{self.checkpoint.folder}: unexpected tensor {name} "
+                                  f"(not part of a {self.family} model)")
         return gguf_name

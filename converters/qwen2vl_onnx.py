@@ -30,23 +30,39 @@ class VisionEncoder(nn.Module):
         super().__init__()
         self.visual = visual
         self.merge: int = visual.spatial_merge_size
+        # Qwen2.5-VL: blocks outside fullatt_block_indexes attend within windows of window_size pixels
+        self.full_attention = set(getattr(visual, "fullatt_block_indexes", range(len(visual.blocks))))
+        window_size = getattr(visual, "window_size", 0)
+        self.window_blocks = window_size // self.merge // visual.config.patch_size  # merged cells per window side
 
     def forward(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> torch.Tensor:
         from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb_vision
 
         hidden = self.visual.patch_embed(pixel_values)
         cos, sin = self.visual.rotary_pos_emb(hidden, self.patch_positions(hidden, image_grid_thw))
-        for block in self.visual.blocks:
+        window_mask = self.window_mask(hidden, image_grid_thw) if self.window_blocks else None
+        for number, block in enumerate(self.visual.blocks):
             attention = block.attn
             normed = block.norm1(hidden)
             n_patches = normed.shape[0]
             q, k, v = attention.qkv(normed).reshape(n_patches, 3, attention.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
             q, k = apply_rotary_pos_emb_vision(q, k, cos, sin)
             scores = torch.einsum("qhd,khd->hqk", q, k) * attention.scaling
+            if number not in self.full_attention:
+                scores = scores + window_mask
             mixed = torch.einsum("hqk,khd->qhd", scores.softmax(dim=-1), v).reshape(n_patches, -1)
             hidden = hidden + attention.proj(mixed)
             hidden = hidden + block.mlp(block.norm2(hidden))
         return self.visual.merger(hidden)
+
+    def window_mask(self, hidden: torch.Tensor, image_grid_thw: torch.Tensor) -> torch.Tensor:
+        """[patches, patches] additive mask: a patch sees the patches of its own window. The reference regroups
+        the patches window by window and back; attention within a masked set is the same, in the original order."""
+        block = torch.arange(hidden.shape[0]) // (self.merge * self.merge)
+        blocks_per_row = image_grid_thw[0, 2] // self.merge
+        window_row = block // blocks_per_row // self.window_blocks
+        window = window_row * blocks_per_row + block % blocks_per_row // self.window_blocks
+        return torch.where(window[:, None] == window[None, :], 0.0, torch.finfo(hidden.dtype).min)
 
     def patch_positions(self, hidden: torch.Tensor, image_grid_thw: torch.Tensor) -> torch.Tensor:
         """(row, column) of each patch; patches come block by block of merge x merge, blocks row by row."""
@@ -125,11 +141,14 @@ def causal_mask(seq_len: torch.Tensor, past_len: torch.Tensor, dtype: torch.dtyp
 
 
 def load_reference_model(checkpoint: Path):
-    from transformers import Qwen2VLForConditionalGeneration
+    """Qwen2-VL or Qwen2.5-VL, as the checkpoint's config.json names it."""
+    import json
 
-    model = Qwen2VLForConditionalGeneration.from_pretrained(checkpoint, dtype=torch.float32,
-                                                            attn_implementation="eager")
-    return model.eval()
+    import transformers
+
+    architecture = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))["architectures"][0]
+    model_class = getattr(transformers, architecture)
+    return model_class.from_pretrained(checkpoint, dtype=torch.float32, attn_implementation="eager").eval()
 
 
 def export_graphs(model, folder: Path, on_graph=lambda name: None, all_logits: bool = False) -> dict[str, Path]:
@@ -176,8 +195,8 @@ def _export(module, args, path: Path, inputs, outputs, axes) -> None:
                       opset_version=OPSET, dynamo=False, do_constant_folding=True)
 
 
-def write_model(checkpoint: Path, folder: Path, quant: str, int4, progress,
-                all_logits: bool = False) -> dict[str, Path]:
+def write_model(checkpoint: Path, folder: Path, quant: str, int4, progress, all_logits: bool = False,
+                family: str = "qwen2vl") -> dict[str, Path]:
     """Export, convert to the asked precision, validate; returns {role: file} of everything written.
     `all_logits` makes the decoder return logits for every input position (what onnxruntime-genai expects)."""
     import json
@@ -208,11 +227,11 @@ def write_model(checkpoint: Path, folder: Path, quant: str, int4, progress,
             progress.advance()
     files["tokenizer"] = Path(shutil.copy(checkpoint / "tokenizer.json", folder / "tokenizer.json"))
     files["config"] = folder / "model.json"
-    files["config"].write_text(json.dumps(engine_config(model, checkpoint), indent=2), encoding="utf-8")
+    files["config"].write_text(json.dumps(engine_config(model, checkpoint, family), indent=2), encoding="utf-8")
     return files
 
 
-def engine_config(model, checkpoint: Path) -> dict:
+def engine_config(model, checkpoint: Path, family: str) -> dict:
     """What the ONNX engine needs to know, so that it never loads transformers."""
     import json
 
@@ -221,7 +240,7 @@ def engine_config(model, checkpoint: Path) -> dict:
     generation = checkpoint / "generation_config.json"
     eos = json.loads(generation.read_text()).get("eos_token_id") if generation.is_file() else text.eos_token_id
     return {
-        "family": "qwen2vl",
+        "family": family,
         "hidden_size": text.hidden_size,
         "num_layers": text.num_hidden_layers,
         "num_kv_heads": text.num_key_value_heads,

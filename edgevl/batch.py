@@ -16,6 +16,7 @@ there are.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -36,7 +37,7 @@ from edgevl import api
 from edgevl.engines.base import Engine
 from edgevl.errors import EdgevlError, EngineUnavailable, UnsupportedTask
 from edgevl.images import load_image
-from edgevl.tasks import get_task
+from edgevl.tasks import ExtractResult, get_task
 
 Record = dict[str, Any]
 
@@ -104,7 +105,8 @@ def answer_image(engine: Engine, task: str, path: str, options: dict[str, Any]) 
         run = api.stream_task(engine, task, [load_image(path)], **options)
         for _ in run:
             pass
-        output = run.result().text
+        result = run.result()
+        output = result.data if isinstance(result, ExtractResult) else result.text  # extract: a JSON object
         stats = {name: round(value, 1) for name, value in asdict(engine.last_stats).items()}
     except EngineUnavailable:
         raise
@@ -192,14 +194,34 @@ def _refuse_existing(output: Path) -> set[str]:
 @contextmanager
 def open_for_append(output: Path) -> Iterator[Callable[[Record], None]]:
     """A function that appends a record durably: written, flushed and fsync'ed before it returns."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with output.open("ab") as file:
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        file = output.open("ab", buffering=0)  # unbuffered: a failed write cannot fail again at close
+    except OSError as error:
+        raise _write_error(output, error) from None
+    with file:
         def append(record: Record) -> None:
-            file.write(json.dumps(record, ensure_ascii=False).encode() + b"\n")
-            file.flush()
-            os.fsync(file.fileno())
+            data = memoryview(json.dumps(record, ensure_ascii=False).encode() + b"\n")
+            try:
+                while data:
+                    data = data[file.write(data):]
+                _sync(file.fileno())
+            except OSError as error:  # a full disk, a device that takes no data
+                raise _write_error(output, error) from None
 
         yield append
+
+
+def _sync(descriptor: int) -> None:
+    try:
+        os.fsync(descriptor)
+    except OSError as error:
+        if error.errno != errno.EINVAL:  # EINVAL: a device or pipe, which has nothing to sync
+            raise
+
+
+def _write_error(output: Path, error: OSError) -> EdgevlError:
+    return EdgevlError(f"{output}: cannot write the results ({error.strerror or error})")
 
 
 @contextmanager

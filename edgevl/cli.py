@@ -1,19 +1,22 @@
 """The `edgevl` command line: convert checkpoints, run tasks on images, list models, check the install.
 
-Text answers stream to stdout as they are produced; tables and JSON are printed once parsed. Errors the user
-can act on are printed as one line (no traceback) with exit status 1.
+Text answers stream to stdout as they are produced; tables and JSON are printed once parsed.
+Exit status: 0 done; 2 a usage error (an unknown or malformed option, found before anything runs, as argparse
+reports it); 1 a runtime error (a bad image or model folder, an output that cannot be written - one line, no
+traceback); 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from contextlib import closing
 from pathlib import Path
 from typing import Any
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from rich.console import Console
 from rich.markup import escape
@@ -23,7 +26,7 @@ from rich.progress import (
 
 import edgevl
 from edgevl import api
-from edgevl.errors import BackendUnavailable, EdgevlError
+from edgevl.errors import BackendUnavailable, EdgevlError, ImageError
 from edgevl.families import DEFAULT_FAMILY, FAMILIES
 from edgevl.gui.arguments import add_gui_arguments
 from edgevl.engines.base import Engine
@@ -42,11 +45,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args) or 0
     except EdgevlError as error:
-        stderr.print(f"[red]edgevl: error:[/red] {escape(str(error))}", highlight=False)
+        return _error(str(error))
+    except BrokenPipeError:  # `edgevl ocr ... | head`: the reader is gone, nothing more to say
+        _detach_stdout()
         return 1
+    except OSError as error:  # an output that cannot be written (stdout on a full disk, ...)
+        _detach_stdout()
+        return _error(f"{error.filename or 'output'}: {error.strerror or error}")
     except KeyboardInterrupt:
         stderr.print("interrupted")
         return 130
+
+
+def _error(message: str) -> int:
+    stderr.print(f"[red]edgevl: error:[/red] {escape(message)}", highlight=False)
+    return 1
+
+
+def _detach_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's own flush at exit does not fail on it a second time."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is no file (captured, closed): nothing will be flushed to it
+        pass
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,10 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--quant", help="GGUF: f32 f16 bf16 q8_0 q6_k q5_k_m q4_k_m (default: the model card's "
                                          "recommendation, q4_k_m); ONNX: int4 (default) fp16 fp32")
     convert.add_argument("--vision-quant", default="f16", help="GGUF vision projector: f16 (default), f32, q8_0")
-    convert.add_argument("--block-size", type=int, default=32, help="ONNX int4: weights per scale (default 32)")
+    convert.add_argument("--block-size", type=_whole(1, 4096), default=32,
+                         help="ONNX int4: weights per scale (default 32)")
     convert.add_argument("--symmetric", action="store_true", help="ONNX int4: no zero points (default: asymmetric)")
-    convert.add_argument("--force", action="store_true", help="replace the output folder if it exists")
-    convert.add_argument("--threads", type=int, default=0, help="quantizer threads (default: all cores)")
+    convert.add_argument("--force", action="store_true",
+                         help="replace the output folder if it is an edgevl model folder (or empty)")
+    convert.add_argument("--threads", type=_whole(0, 1024), default=0, help="quantizer threads (default: all cores)")
     convert.set_defaults(run=run_convert)
 
     ocr = _task_parser(commands, "ocr", "read the text in images", formats=("text", "json"))
@@ -78,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     ask = _task_parser(commands, "ask", "ask a question about images (needs a VLM)", formats=("text", "json"))
     ask.add_argument("question", help="the question (after the image files)")
     ask.set_defaults(task="ask")
+    _extract_parser(commands)
+    table.add_argument("--strict", action="store_true",
+                       help="constrain the answer to JSON records (one object per row); use with --format json")
 
     batch = commands.add_parser("batch", help="run a task over many images into a JSONL file (resumable)")
     batch.add_argument("files", nargs="+", type=Path, help="image files or folders (searched recursively)")
@@ -86,10 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--resume", action="store_true", help="continue a run: skip the images the output has")
     batch.add_argument("--ext", default=",".join(ext.lstrip(".") for ext in IMAGE_EXTENSIONS),
                        help="extensions of the images taken from folders (default: %(default)s)")
-    batch.add_argument("--concurrency", type=_positive_int, default=1,
+    batch.add_argument("--concurrency", type=_whole(1, 1024), default=1,
                        help="requests in flight at once (with --endpoint; default 1)")
     batch.add_argument("--length", choices=list(LENGTHS), default=DEFAULT_LENGTH, help="caption length")
     batch.add_argument("--question", default="", help="the question, for --task ask")
+    _add_schema_options(batch)
+    batch.add_argument("--strict", action="store_true", help="--task table: constrain the answer to JSON records")
     _add_engine_options(batch)
     _add_endpoint_options(batch)
     _add_sampling_options(batch)
@@ -98,20 +128,27 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API")
     _add_engine_options(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
-    serve.add_argument("--port", type=int, default=8088, help="port (default: 8088; 0 picks a free one)")
+    serve.add_argument("--port", type=_whole(0, 65535), default=8088, help="port (default: 8088; 0 picks a free one)")
     serve.add_argument("--api-key", default=os.environ.get("EDGEVL_API_KEY"),
                        help="require this key from clients (default: $EDGEVL_API_KEY, else no key)")
     serve.add_argument("--model-name", help="the model's name in the API (default: the model folder's name)")
-    serve.add_argument("--queue", type=int, default=32, help="requests that may wait for the model; "
+    serve.add_argument("--queue", type=_whole(0, 100_000), default=32, help="requests that may wait for the model; "
                                                              "more get 429 (default: 32)")
-    serve.add_argument("--max-request-mb", type=float, default=50, help="largest request body (default: 50)")
-    serve.add_argument("--max-image-mp", type=float, default=50, help="largest image in megapixels (default: 50)")
+    serve.add_argument("--max-request-mb", type=_number(0.001, 10_000), default=50,
+                       help="largest request body (default: 50)")
+    serve.add_argument("--max-image-mp", type=_number(0.001, 10_000), default=50,
+                       help="largest image in megapixels (default: 50)")
+    serve.add_argument("--max-images", type=_whole(1, 1000), default=16, help="images per request (default: 16)")
+    serve.add_argument("--max-request-mp", type=_number(0.001, 10_000), default=50,
+                       help="megapixels of all the images of a request together (default: 50)")
     serve.add_argument("--local-files", type=Path, metavar="DIR",
                        help="also accept image parts that name files under DIR (default: data URIs only)")
     serve.set_defaults(run=run_serve)
 
     models = commands.add_parser("models", help="list converted models")
     models.add_argument("--dir", type=Path, help=f"models folder (default: {api.models_dir()})")
+    models.add_argument("--verify", action="store_true",
+                        help="check every model's files against their SHA-256 checksums and headers")
     models.add_argument("--available", action="store_true",
                         help="list the catalogue of models `edgevl pull` knows by name instead")
     models.set_defaults(run=run_models)
@@ -134,14 +171,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _extract_parser(commands) -> None:
+    extract = commands.add_parser("extract", help="fields of receipts, forms, cards and tables as JSON valid "
+                                                  "against a schema (needs a VLM)")
+    extract.add_argument("files", nargs="*", type=Path, help="image files or folders")
+    extract.add_argument("-f", "--format", choices=["json"], default="json", help=argparse.SUPPRESS)
+    _add_schema_options(extract)
+    extract.add_argument("--list", action="store_true", help="list the built-in schemas and exit")
+    _add_engine_options(extract)
+    _add_endpoint_options(extract)
+    _add_sampling_options(extract)
+    extract.set_defaults(run=run_extract, task="extract")
+
+
+def _add_schema_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--schema", help="for extract: a built-in schema name (see edgevl extract --list) or a "
+                                         "JSON schema file")
+    parser.add_argument("--fields", help="for extract, instead of --schema: comma-separated field names, each "
+                                         "a string (e.g. total,date,vendor)")
+
+
 def _eval_parser(commands) -> None:
     evaluate = commands.add_parser("eval", help="measure accuracy, speed and memory of models on labelled images")
     steps = evaluate.add_subparsers(required=True, metavar="STEP")
     synth = steps.add_parser("synth", help="generate a labelled synthetic set (text lines, screenshots, tables)")
     synth.add_argument("--out", type=Path, required=True, help="folder to create (images/ and manifest.jsonl)")
-    synth.add_argument("--n", type=_positive_int, default=500, help="number of images (default: 500)")
+    synth.add_argument("--n", type=_whole(1, 10**9), default=500, help="number of images (default: 500)")
     synth.add_argument("--lang", default="zh,en", help="comma-separated languages: zh, en (default: zh,en)")
-    synth.add_argument("--seed", type=int, default=0, help="the same seed gives the same images (default: 0)")
+    synth.add_argument("--seed", type=_whole(0, 2**32 - 1), default=0,
+                       help="the same seed gives the same images (default: 0)")
     synth.add_argument("--kinds", default="line,lines,ui,table", help="comma-separated: line, lines, ui, table")
     synth.add_argument("--force", action="store_true", help="replace the synthetic set in --out")
     synth.set_defaults(run=run_eval_synth)
@@ -152,19 +210,17 @@ def _eval_parser(commands) -> None:
                      help="model folder or name, 'default' for the embedded engine; repeat to compare "
                           "(default: default)")
     run.add_argument("-o", "--output", type=Path, required=True, help="report folder (predictions are kept there)")
-    run.add_argument("--task", choices=["ocr", "table", "caption"],
+    run.add_argument("--task", choices=["ocr", "table", "caption", "extract"],
                      help="only samples of this task (also the task of samples that do not name one)")
-    run.add_argument("--limit", type=_positive_int, help="only the first N samples")
-    run.add_argument("--max-tokens", type=_positive_int, help="answer length limit (default: each task's)")
-    run.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
-    run.add_argument("--cpu", action="store_true", help="do not offload to the GPU")
-    run.add_argument("--image-tokens", type=int, help="image-token budget (default: the model card's)")
-    run.add_argument("--context", type=int, default=8192, help="context size in tokens")
+    run.add_argument("--limit", type=_whole(1, 10**9), help="only the first N samples")
+    run.add_argument("--max-tokens", type=_whole(1, 10**9), help="answer length limit (default: each task's)")
+    _add_local_engine_options(run)
     run.add_argument("--whitespace", choices=["collapse", "remove", "keep"], default="collapse",
                      help="before scoring: collapse runs of whitespace (default), remove it all, or keep it")
     run.add_argument("--no-nfkc", action="store_true", help="do not apply Unicode NFKC before scoring")
     run.add_argument("--ignore-case", action="store_true", help="compare case-insensitively")
-    run.add_argument("--worst", type=int, default=5, help="worst samples shown per model and task (default: 5)")
+    run.add_argument("--worst", type=_whole(0, 10_000), default=5,
+                     help="worst samples shown per model and task (default: 5)")
     run.set_defaults(run=run_eval)
 
 
@@ -208,10 +264,15 @@ def _task_parser(commands, name: str, help_text: str, formats: tuple[str, ...]) 
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-m", "--model", help="model folder or name (default: the embedded OCR engine); "
                                               "with --endpoint: the served model's name")
-    parser.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+    _add_local_engine_options(parser)
+
+
+def _add_local_engine_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=_whole(1, 1024), help="CPU threads (default: physical cores)")
     parser.add_argument("--cpu", action="store_true", help="do not offload to the GPU")
-    parser.add_argument("--image-tokens", type=int, help="image-token budget (default: the model card's)")
-    parser.add_argument("--context", type=int, default=8192, help="context size in tokens")
+    parser.add_argument("--image-tokens", type=_whole(1, 1_000_000),
+                        help="image-token budget (default: the model card's)")
+    parser.add_argument("--context", type=_whole(64, 10_000_000), default=8192, help="context size in tokens")
 
 
 def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
@@ -225,21 +286,48 @@ def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_sampling_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-tokens", type=int, help="answer length limit")
-    parser.add_argument("--temperature", type=float, help="0 = greedy (default)")
+    parser.add_argument("--max-tokens", type=_whole(1, 1_000_000), help="answer length limit")
+    parser.add_argument("--temperature", type=_number(0, 2), help="0 = greedy (default), at most 2")
 
 
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
-    return int(text)
+def _whole(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from low to high (argparse turns the error into a usage error, exit 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be a whole number from {low} to {high}, not {text!r}")
+        return value
+
+    return parse
+
+
+def _number(low: float, high: float) -> Callable[[str], float]:
+    """An argparse type: a finite number from low to high (nan and inf are refused)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and low <= value <= high):
+            raise argparse.ArgumentTypeError(f"must be a number from {low:g} to {high:g}, not {text!r}")
+        return value
+
+    return parse
+
 
 
 # ---- commands --------------------------------------------------------------------------------------------------
 
 def run_convert(args: argparse.Namespace) -> None:
-    from edgevl.converters import convert
-    from edgevl.converters.onnx_files import Int4Options
+    try:
+        from edgevl.converters import convert
+        from edgevl.converters.onnx_files import Int4Options
+    except ImportError as error:
+        raise EdgevlError(f"`edgevl convert` needs the convert extra ({error}): "
+                          "pip install 'edgevl[convert]'") from None
 
     with RichProgress() as progress:
         manifest = convert(args.checkpoint, args.output, to=args.to, quant=args.quant,
@@ -276,9 +364,13 @@ def _print_model_folder(folder: Path, manifest) -> None:
                  f"edgevl ocr IMAGE --model {folder})")
 
 
-def run_task(args: argparse.Namespace) -> None:
+def run_task(args: argparse.Namespace) -> int:
     files = list(expand_image_files(args.files))
+    if not files:
+        raise EdgevlError(f"no images in {', '.join(map(str, args.files))} "
+                          f"({', '.join(ext.lstrip('.') for ext in IMAGE_EXTENSIONS)})")
     options = _task_options(args)
+    failed = 0
     with _open_engine(args) as engine:
         if args.verbose:
             stderr.print(f"engine: {escape(engine.description)}")
@@ -288,10 +380,34 @@ def run_task(args: argparse.Namespace) -> None:
         for index, group in enumerate(groups):
             if len(groups) > 1:
                 print(("\n" if index else "") + f"==> {group[0]} <==", flush=True)
-            run = api.stream_task(engine, args.task, [load_image(file) for file in group], **options)
-            print_answer(run, args.format)
+            try:
+                images = [load_image(file) for file in group]
+            except ImageError as error:  # reported; the other images go on
+                _error(str(error))
+                failed += 1
+                continue
+            print_answer(api.stream_task(engine, args.task, images, **options), args.format)
             if args.verbose:
                 print_stats(engine.last_stats)
+    if failed and len(groups) > 1:
+        stderr.print(f"{failed} of {len(groups)} images could not be read")
+    return 1 if failed else 0
+
+
+def run_extract(args: argparse.Namespace) -> None:
+    if args.list:
+        from rich.table import Table
+
+        from edgevl.tasks.extract import builtin_schemas
+
+        table = Table("name", "what it holds", box=None)
+        for name, schema in builtin_schemas().items():
+            table.add_row(name, schema.get("description", ""))
+        Console().print(table)
+        return
+    if not args.files:
+        raise EdgevlError("extract needs image files (or --list for the built-in schemas)")
+    run_task(args)
 
 
 def print_answer(run: api.TaskRun, fmt: str) -> None:
@@ -341,7 +457,9 @@ def run_serve(args: argparse.Namespace) -> None:
     settings = ServerSettings(
         model_name=args.model_name or (Path(args.model).name if args.model else api.DEFAULT_MODEL),
         api_key=args.api_key or None, max_request_bytes=int(args.max_request_mb * 1e6),
-        max_image_pixels=int(args.max_image_mp * 1e6), queue_size=args.queue, local_files=args.local_files)
+        max_image_pixels=int(args.max_image_mp * 1e6), max_images=args.max_images,
+        max_request_pixels=int(args.max_request_mp * 1e6), queue_size=args.queue, local_files=args.local_files,
+    ).for_bind(args.host)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
         stderr.print("[yellow]warning:[/yellow] no --api-key: anyone who can reach this address can use the model")
     with api.open_engine(args.model, **_local_engine_options(args)) as engine, \
@@ -371,15 +489,27 @@ def _task_options(args: argparse.Namespace) -> dict[str, Any]:
         options["length"] = args.length
     if args.task == "ask":
         options["question"] = args.question
+    if args.task == "extract":
+        from edgevl.tasks.extract import resolve_schema
+
+        options["schema"] = resolve_schema(args.schema, args.fields)  # read once, not once per image
+    elif getattr(args, "schema", None) or getattr(args, "fields", None):
+        raise EdgevlError("--schema and --fields are for the extract task (--task extract)")
+    if getattr(args, "strict", False):
+        if args.task != "table":
+            raise EdgevlError("--strict is for tables (--task table)")
+        options["strict"] = True
     return options
 
 
-def run_models(args: argparse.Namespace) -> None:
+def run_models(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     if args.available:
         return _print_catalogue()
     folder = args.dir or api.models_dir()
+    if args.verify:
+        return verify_models(folder)
     models = api.installed_models(folder)
     if not models:
         stderr.print(f"no converted models in {folder} (create one with `edgevl convert ... -o {folder}/NAME`)")
@@ -390,6 +520,26 @@ def run_models(args: argparse.Namespace) -> None:
         table.add_row(model.name, manifest.format, manifest.card or manifest.family, manifest.quant,
                       manifest.vision_quant, f"{manifest.total_bytes() / 1e6:,.0f} MB", str(model.path))
     Console().print(table)
+    return 0
+
+
+def verify_models(folder: Path) -> int:
+    """Hash every file of every model folder anew and check its header; 1 if any is damaged."""
+    from edgevl.manifest import MANIFEST_NAME, read_manifest
+    from edgevl.model_files import check_model_files
+
+    folders = sorted(path.parent for path in folder.glob(f"*/{MANIFEST_NAME}")) if folder.is_dir() else []
+    if not folders:
+        raise EdgevlError(f"no converted models in {folder}")
+    damaged = 0
+    for model in folders:
+        try:
+            check_model_files(model, read_manifest(model), verify=True)
+            stderr.print(f"[green]ok[/green]       {escape(model.name)}", highlight=False)
+        except EdgevlError as error:
+            damaged += 1
+            stderr.print(f"[red]damaged[/red]  {escape(model.name)}: {escape(str(error))}", highlight=False)
+    return 1 if damaged else 0
 
 
 def _print_catalogue() -> None:

@@ -34,3 +34,8 @@ class EngineUnavailable(EdgevlError):
 
     Unlike a bad image, this is not about one request: a batch run stops on it instead of recording an error for
     every remaining image, and can be resumed later."""
+
+
+class SchemaError(EdgevlError):
+    """A JSON schema cannot be used to constrain an answer (not valid JSON Schema, or a feature the runtime's
+    grammar compiler does not support)."""

@@ -24,11 +24,11 @@ from edgevl.errors import ModelError
 from edgevl.families import FAMILIES
 from edgevl.manifest import Manifest, file_entry, write_manifest
 from edgevl.model_cards import ModelCard, card_for_config
+from edgevl.model_files import check_gguf
 
 GGUF_MAGIC = b"GGUF"
 #: projector types edgevl recognises but does not run (the families say what it runs: Family.imported_gguf)
 UNSUPPORTED = {
-    "qwen2.5vl_merger": "Qwen2.5-VL is not supported yet",
     "qwen3vl_merger": "Qwen3-VL is not supported yet",
     # edgevl runs MiniCPM-V's vision tower from its own mmproj layout (engines/llamacpp_minicpmv.py); the layout
     # llama.cpp's minicpmv surgery scripts write is not verified against it yet
@@ -80,6 +80,7 @@ def read_facts(path: Path) -> GGUFFacts:
     with path.open("rb") as handle:
         if handle.read(4) != GGUF_MAGIC:
             raise ModelError(f"{path}: not a GGUF file")
+    check_gguf(path)  # GGUFReader trusts the header's counts and offsets (a crafted file: IndexError, MemoryError)
     from gguf import GGUFReader
 
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from collections.abc import Iterable, Iterator
 
@@ -31,39 +32,65 @@ def expand_image_files(paths: Iterable[Path], extensions: Iterable[str] = IMAGE_
 
 
 def load_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode an image file (or its bytes) to RGB, honouring EXIF rotation; transparency becomes white."""
-    name = "image bytes" if isinstance(source, bytes) else str(source)
+    """Decode an image file (or its bytes) to RGB, honouring EXIF rotation; transparency becomes white.
+
+    The pixel count is checked from the header, before anything is decoded - or, for a file, read past it."""
+    name = _name(source)
+    with _opened(source) as image:
+        _check_pixels(name, image.size, max_pixels)
+        try:
+            image.load()
+        except (OSError, SyntaxError, ValueError, EOFError) as error:
+            raise ImageError(f"{name}: the image is corrupt or truncated ({error})") from None
+        ImageOps.exif_transpose(image, in_place=True)  # no copy of an upright image (50 MP: 150 MB)
+        return to_rgb(image)
+
+
+def image_size(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) from the header alone; ImageError as load_image would raise it for a bad header."""
+    with _opened(source) as image:
+        _check_pixels(_name(source), image.size, max_pixels)
+        return image.size
+
+
+def _name(source: str | Path | bytes) -> str:
+    return "image bytes" if isinstance(source, bytes) else str(source)
+
+
+@contextmanager
+def _opened(source: str | Path | bytes) -> Iterator[Image.Image]:
+    """The image with only its header read (Pillow decodes on load())."""
+    name = _name(source)
+    if isinstance(source, bytes) and not source:
+        raise ImageError(f"{name}: the data is empty")
     try:
-        raw = source if isinstance(source, bytes) else Path(source).read_bytes()
+        with warnings.catch_warnings():
+            # edgevl applies its own pixel limit, with a message that says what to do
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source))
     except FileNotFoundError:
         raise ImageError(f"{name}: no such file") from None
     except IsADirectoryError:
         raise ImageError(f"{name}: is a folder, not an image") from None
-    except OSError as error:
-        raise ImageError(f"{name}: cannot be read ({error.strerror or error})") from None
-    if not raw:
-        raise ImageError(f"{name}: the file is empty")
-    try:
-        with warnings.catch_warnings():
-            # edgevl applies its own pixel limit below, with a message that says what to do
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(raw))
-        width, height = image.size
-        if width * height > max_pixels:
-            raise ImageError(
-                f"{name}: {width}x{height} is {width * height / 1e6:.0f} megapixels, more than the "
-                f"{max_pixels / 1e6:.0f} MP limit; crop or downscale it first"
-            )
-        image.load()
-    except ImageError:
-        raise
     except Image.DecompressionBombError as error:
         raise ImageError(f"{name}: far too many pixels ({error}); crop or downscale it first") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image format edgevl can read (PNG, JPEG, WebP, BMP, TIFF, GIF)") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ImageError(f"{name}: the image is corrupt or truncated ({error})") from None
-    return to_rgb(ImageOps.exif_transpose(image))
+        empty = not isinstance(source, bytes) and Path(source).stat().st_size == 0
+        raise ImageError(f"{name}: " + ("the file is empty" if empty else
+                         "not an image format edgevl can read (PNG, JPEG, WebP, BMP, TIFF, GIF)")) from None
+    except OSError as error:
+        raise ImageError(f"{name}: cannot be read ({error.strerror or error})") from None
+    except (SyntaxError, ValueError, EOFError) as error:  # ValueError also for a NUL byte in a path
+        raise ImageError(f"{name}: not a readable image ({error})") from None
+    with image:
+        yield image
+
+
+def _check_pixels(name: str, size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
+    if width * height > max_pixels:
+        raise ImageError(f"{name}: {width}x{height} is {width * height / 1e6:.0f} megapixels, more than the "
+                         f"{max_pixels / 1e6:.0f} MP limit; crop or downscale it first")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -8,6 +8,7 @@ other.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from PIL import Image
 
@@ -29,7 +30,8 @@ class Request:
 
     `task` lets engines that are not language models (the classic OCR engine) pick what to do; language-model
     engines ignore it and use `prompt`, which holds only the user's words - each engine adds its own chat
-    template and image markers.
+    template and image markers. `json_schema`, when set, is the JSON schema the answer must be valid against:
+    engines that generate tokens constrain decoding to it, remote ones send it as the OpenAI `response_format`.
     """
 
     task: str
@@ -37,6 +39,7 @@ class Request:
     prompt: str
     system: str | None = None
     sampling: Sampling = field(default_factory=Sampling)
+    json_schema: dict[str, Any] | None = None
 
 
 @dataclass

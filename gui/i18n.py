@@ -40,6 +40,13 @@ ZH_CN = {
     "Table": "表格",
     "Caption": "图片描述",
     "Ask a question": "提问",
+    "Extract fields": "提取字段",
+    "Schema file...": "模式文件…",
+    "Open a JSON schema": "打开 JSON 模式",
+    "JSON schema": "JSON 模式",
+    "Field": "字段",
+    "Value": "值",
+    "Fields": "字段",
     "short": "简短",
     "medium": "中等",
     "long": "详细",
@@ -234,7 +241,8 @@ def tr(text: str, **values: object) -> str:
 
 def task_labels() -> dict[str, str]:
     """Task name -> what the UI calls it."""
-    return {"ocr": tr("Text (OCR)"), "table": tr("Table"), "caption": tr("Caption"), "ask": tr("Ask a question")}
+    return {"ocr": tr("Text (OCR)"), "table": tr("Table"), "caption": tr("Caption"), "ask": tr("Ask a question"),
+            "extract": tr("Extract fields")}
 
 
 def layout_labels() -> dict[str, str]:

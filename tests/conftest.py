@@ -20,7 +20,8 @@ if importlib.util.find_spec("PySide6") is None:
 
 #: fixtures that build or convert a tiny checkpoint (seconds to minutes): a test using one must be marked slow
 CHECKPOINT_FIXTURES = frozenset({"qwen2vl_checkpoint", "qwen2vl_gguf", "qwen2vl_onnx", "qwen2vl_reference",
-                                 "minicpmv_checkpoint", "minicpmv_reference", "minicpmv_gguf"})
+                                 "minicpmv_checkpoint", "minicpmv_reference", "minicpmv_gguf",
+                                 "qwen25vl_checkpoint", "qwen25vl_gguf", "qwen25vl_onnx", "qwen25vl_reference"})
 
 
 def pytest_collection_modifyitems(config, items) -> None:
@@ -30,6 +31,12 @@ def pytest_collection_modifyitems(config, items) -> None:
     if unmarked:
         raise pytest.UsageError(f"mark these tests @pytest.mark.slow (they build or convert a checkpoint): "
                                 f"{', '.join(unmarked)}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_user_cache(tmp_path_factory) -> None:
+    """edgevl remembers verified model files in the user cache folder: tests use one of their own."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("user-cache"))
 
 
 @pytest.fixture(scope="session")
@@ -42,9 +49,13 @@ def qwen2vl_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def qwen2vl_gguf(qwen2vl_checkpoint, tmp_path_factory):
     """Function (quant, vision_quant) -> converted model folder, each converted once per session."""
+    return gguf_conversions(qwen2vl_checkpoint, tmp_path_factory.mktemp("gguf"))
+
+
+def gguf_conversions(checkpoint: Path, root: Path):
+    """Function (quant, vision_quant) -> the checkpoint converted to GGUF under root, each once."""
     from edgevl.converters import convert
 
-    root = tmp_path_factory.mktemp("gguf")
     folders: dict[tuple[str, str], Path] = {}
 
     def converted(quant: str = "f32", vision_quant: str | None = None) -> Path:
@@ -52,7 +63,7 @@ def qwen2vl_gguf(qwen2vl_checkpoint, tmp_path_factory):
         key = (quant, vision_quant)
         if key not in folders:
             folders[key] = root / f"{quant}-{vision_quant}"
-            convert(qwen2vl_checkpoint, folders[key], quant=quant, vision_quant=vision_quant)
+            convert(checkpoint, folders[key], quant=quant, vision_quant=vision_quant)
         return folders[key]
 
     return converted
@@ -61,15 +72,19 @@ def qwen2vl_gguf(qwen2vl_checkpoint, tmp_path_factory):
 @pytest.fixture(scope="session")
 def qwen2vl_onnx(qwen2vl_checkpoint, tmp_path_factory):
     """Function quant ("fp32", "fp16", "int4") -> exported ONNX model folder, each exported once per session."""
+    return onnx_exports(qwen2vl_checkpoint, tmp_path_factory.mktemp("onnx"))
+
+
+def onnx_exports(checkpoint: Path, root: Path):
+    """Function quant -> the checkpoint exported to ONNX under root, each once."""
     from edgevl.converters import convert
 
-    root = tmp_path_factory.mktemp("onnx")
     folders: dict[str, Path] = {}
 
     def exported(quant: str = "fp32") -> Path:
         if quant not in folders:
             folders[quant] = root / quant
-            convert(qwen2vl_checkpoint, folders[quant], to="onnx", quant=quant)
+            convert(checkpoint, folders[quant], to="onnx", quant=quant)
         return folders[quant]
 
     return exported
@@ -80,6 +95,32 @@ def qwen2vl_reference(qwen2vl_checkpoint):
     from edgevl.testing.reference import Qwen2VLReference
 
     return Qwen2VLReference(qwen2vl_checkpoint)
+
+
+# ---- Qwen2.5-VL: the tiny checkpoint, its GGUF and ONNX conversions and the transformers reference -----------
+
+@pytest.fixture(scope="session")
+def qwen25vl_checkpoint(tmp_path_factory) -> Path:
+    from edgevl.testing.qwen25vl import build_qwen25vl_checkpoint
+
+    return build_qwen25vl_checkpoint(tmp_path_factory.mktemp("checkpoints") / "qwen25vl-tiny")
+
+
+@pytest.fixture(scope="session")
+def qwen25vl_gguf(qwen25vl_checkpoint, tmp_path_factory):
+    return gguf_conversions(qwen25vl_checkpoint, tmp_path_factory.mktemp("gguf-qwen25vl"))
+
+
+@pytest.fixture(scope="session")
+def qwen25vl_onnx(qwen25vl_checkpoint, tmp_path_factory):
+    return onnx_exports(qwen25vl_checkpoint, tmp_path_factory.mktemp("onnx-qwen25vl"))
+
+
+@pytest.fixture(scope="session")
+def qwen25vl_reference(qwen25vl_checkpoint):
+    from edgevl.testing.reference import Qwen25VLReference
+
+    return Qwen25VLReference(qwen25vl_checkpoint)
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from edgevl.errors import CheckpointError, EdgevlError
-from edgevl.manifest import check_files, read_manifest
+from edgevl.manifest import read_manifest
+from edgevl.model_files import check_model_files
 
 gguf = pytest.importorskip("gguf")  # the convert extra
 
@@ -35,7 +36,7 @@ def test_writes_text_and_mmproj_with_manifest(qwen2vl_gguf):
     manifest = read_manifest(folder)
     described = (manifest.format, manifest.family, manifest.quant, manifest.vision_quant)
     assert described == ("gguf", "qwen2vl", "q4_k_m", "f16")
-    check_files(folder, manifest, verify_hashes=True)
+    check_model_files(folder, manifest, verify=True)
     listed = [e.name for e in manifest.files.values()]
     assert sorted(p.name for p in folder.iterdir()) == sorted([*listed, "edgevl.json"])
 
@@ -131,8 +132,6 @@ def test_reads_one_tensor_at_a_time(qwen2vl_checkpoint, tmp_path, monkeypatch):
     (lambda d: (d / "tokenizer.json").unlink(), "tokenizer.json is missing"),
     (lambda d: (d / "config.json").write_text('{"architectures": ["LlavaForConditionalGeneration"]}'),
      "architecture 'LlavaForConditionalGeneration' is not supported"),
-    (lambda d: (d / "config.json").write_text('{"architectures": ["Qwen2_5_VLForConditionalGeneration"]}'),
-     "Qwen2.5-VL conversion is not available yet"),
     (lambda d: (d / "config.json").write_text("{not json"), "not valid JSON"),
 ])
 def test_broken_checkpoint_gives_clear_error(damage, message, qwen2vl_checkpoint, tmp_path):
@@ -185,8 +184,13 @@ def test_existing_output_is_kept_unless_forced(qwen2vl_checkpoint, tmp_path):
     with pytest.raises(EdgevlError, match="already exists"):
         convert(qwen2vl_checkpoint, out, quant="f16")
     assert (out / "precious.txt").read_text() == "keep me"
-    convert(qwen2vl_checkpoint, out, quant="f16", overwrite=True)
-    assert not (out / "precious.txt").exists() and read_manifest(out).quant == "f16"
+    with pytest.raises(EdgevlError, match="not an edgevl model folder"):  # --force replaces model folders only
+        convert(qwen2vl_checkpoint, out, quant="f16", overwrite=True)
+    assert (out / "precious.txt").read_text() == "keep me"
+    (out / "precious.txt").unlink()
+    convert(qwen2vl_checkpoint, out, quant="f16", overwrite=True)  # an empty folder
+    convert(qwen2vl_checkpoint, out, quant="q8_0", overwrite=True)  # a model folder
+    assert read_manifest(out).quant == "q8_0"
     assert leftovers(tmp_path) == []
 
 

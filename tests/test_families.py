@@ -21,7 +21,7 @@ from edgevl.errors import CheckpointError, ModelError
 from edgevl.families import ENGINES, FAMILIES, engine_class, get_family, wording
 from edgevl.families.base import EncodedImages
 from edgevl.families.qwen2vl import Qwen2VLOnnxImages, image_placeholder
-from edgevl.manifest import Manifest, write_manifest
+from edgevl.manifest import FileEntry, Manifest, write_manifest
 from edgevl.tasks import get_task
 from edgevl.tasks.ocr import DEFAULT_PROMPT
 
@@ -44,7 +44,8 @@ def test_unknown_format_or_family_is_a_clear_error() -> None:
 
 
 def test_open_engine_refuses_a_folder_no_engine_runs(tmp_path: Path) -> None:
-    write_manifest(tmp_path, Manifest(format="gguf", family="llava", quant="q4_k_m", files={}))
+    files = {"text": FileEntry("llava.gguf", 0, "0" * 64)}  # a manifest must list files (model_files.py)
+    write_manifest(tmp_path, Manifest(format="gguf", family="llava", quant="q4_k_m", files=files))
     with pytest.raises(ModelError, match="cannot run llava models in gguf format"):
         api.open_engine(tmp_path)
 
@@ -104,6 +105,17 @@ def test_encoded_images_of_no_image_are_empty() -> None:
     config = {"merge_size": 2, "hidden_size": 8}
     encoded = Qwen2VLOnnxImages(config).encode([], (4, 64), lambda inputs: pytest.fail("no image to encode"))
     assert encoded == EncodedImages(encoded.features, [], []) and encoded.features.shape == (0, 8)
+
+
+def test_qwen25vl_sees_images_as_qwen2vl_runs_both_formats_and_knows_its_released_sizes() -> None:
+    image = Image.new("RGB", (1000, 700))
+    assert FAMILIES["qwen25vl"].resize(image, (4, 64)).size == FAMILIES["qwen2vl"].resize(image, (4, 64)).size
+    assert engine_class("gguf", "qwen25vl").__name__ == "LlamaCppEngine"
+    assert ENGINES["onnx", "qwen25vl"] == ENGINES["onnx", "qwen2vl"]
+    released = {"qwen2.5-vl-3b-instruct": (2048, 36), "qwen2.5-vl-7b-instruct": (3584, 28)}
+    for card_id, (hidden_size, layers) in released.items():
+        config = {"hidden_size": hidden_size, "num_hidden_layers": layers}
+        assert model_cards.card_for_config("qwen25vl", config).id == card_id
 
 
 # ---------------------------------------------------------------------------------- MiniCPM-V without `version`

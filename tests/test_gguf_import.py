@@ -17,7 +17,8 @@ gguf = pytest.importorskip("gguf")
 from edgevl.cli import main  # noqa: E402
 from edgevl.errors import ModelError  # noqa: E402
 from edgevl.gguf_import import import_gguf, pick_files  # noqa: E402
-from edgevl.manifest import check_files, read_manifest  # noqa: E402
+from edgevl.manifest import read_manifest  # noqa: E402
+from edgevl.model_files import check_model_files  # noqa: E402
 
 
 
@@ -73,7 +74,7 @@ def test_imports_a_folder_into_a_model_folder(lm_studio_folder, tmp_path):
                                                                                          "q4_k_m", "f16")
     assert manifest.chat_template == "chatml" and manifest.card is None
     assert read_manifest(folder) == manifest
-    check_files(folder, manifest, verify_hashes=True)
+    check_model_files(folder, manifest, verify=True)
     assert manifest.source["imported"]["text"].endswith("Tiny-VL-Q4_K_M.gguf")
     assert (lm_studio_folder / "Tiny-VL-Q4_K_M.gguf").is_file()  # the original is left where it was
 
@@ -111,7 +112,7 @@ def test_cli_import(lm_studio_folder, tmp_path, capsys):
     ("not-gguf", "not a GGUF file"),
     ("swapped", "a vision projector, not a language model"),
     ("two-texts", "a language model (qwen2vl), not a vision projector"),
-    ("qwen2.5", "Qwen2.5-VL is not supported yet"),
+    ("qwen3", "Qwen3-VL is not supported yet"),
     ("minicpmv", "MiniCPM-V GGUFs made by other tools are not supported yet"),
     ("text-only-arch", "cannot run a llama language model with a qwen2vl_merger vision projector"),
     ("other-model", "projects images to 512 values, but"),
@@ -129,7 +130,7 @@ def test_refuses_what_edgevl_cannot_run(case, message, tmp_path):
         "not-gguf": lambda: (tmp_path / "notes.txt", mmproj),
         "swapped": lambda: (mmproj, text),
         "two-texts": lambda: (text, text),
-        "qwen2.5": lambda: (text, write_mmproj_gguf(tmp_path / "m.gguf", "qwen2.5vl_merger")),
+        "qwen3": lambda: (text, write_mmproj_gguf(tmp_path / "m.gguf", "qwen3vl_merger")),
         "minicpmv": lambda: (text, write_mmproj_gguf(tmp_path / "m.gguf", "resampler")),
         "text-only-arch": lambda: (write_text_gguf(tmp_path / "t.gguf", arch="llama"), mmproj),
         "other-model": lambda: (text, write_mmproj_gguf(tmp_path / "m.gguf", width=512)),

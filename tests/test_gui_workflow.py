@@ -193,7 +193,7 @@ def test_an_edit_in_the_history_view_is_kept(qtbot, window):
 def test_caption_and_ask_are_not_offered_without_a_vision_model(qtbot, window):
     items = window.task.model()
     enabled = {window.task.itemData(i): items.item(i).isEnabled() for i in range(window.task.count())}
-    assert enabled == {"ocr": True, "table": True, "caption": False, "ask": False}
+    assert enabled == {"ocr": True, "table": True, "caption": False, "ask": False, "extract": False}
     caption = window.task.findData("caption")
     assert "model manager" in items.item(caption).toolTip()
     assert not window.task_actions.actions()[caption].isEnabled()

@@ -22,33 +22,45 @@ pytestmark = pytest.mark.slow  # every test exports the tiny checkpoint
 SHAPES = ["smaller-than-56px", "needs-resize", "tall-screenshot-over-budget", "two-images"]
 
 
+# the parity tests name the family's fixtures through these two, so that another Qwen-VL family's module can
+# import them and point them at its own checkpoint (tests/test_onnx_qwen25vl.py)
 @pytest.fixture(scope="module")
-def fp32_engine(qwen2vl_onnx):
-    with OnnxEngine(qwen2vl_onnx("fp32"), image_max_tokens=MAX_TOKENS, threads=1) as engine:
+def family_onnx(qwen2vl_onnx):
+    return qwen2vl_onnx
+
+
+@pytest.fixture(scope="module")
+def family_reference(qwen2vl_reference):
+    return qwen2vl_reference
+
+
+@pytest.fixture(scope="module")
+def fp32_engine(family_onnx):
+    with OnnxEngine(family_onnx("fp32"), image_max_tokens=MAX_TOKENS, threads=1) as engine:
         yield engine
 
 
 @pytest.mark.parametrize("case", SHAPES)
-def test_fp32_matches_reference(case, fp32_engine, qwen2vl_reference):
+def test_fp32_matches_reference(case, fp32_engine, family_reference):
     images = images_for(case)
     ours = fp32_engine.first_token_logits(ocr_request(images))
-    reference = qwen2vl_reference.first_token_logits(list(images), PROMPT, MIN_TOKENS, MAX_TOKENS)
+    reference = family_reference.first_token_logits(list(images), PROMPT, MIN_TOKENS, MAX_TOKENS)
     print(f"{case}: max|d| {np.abs(ours - reference).max():.2e}")
     assert np.abs(ours - reference).max() <= 1e-4
     tokens = list(fp32_engine.generate_token_ids(ocr_request(images)))
-    assert tokens == qwen2vl_reference.greedy_tokens(list(images), PROMPT, MIN_TOKENS, MAX_TOKENS, 24)
+    assert tokens == family_reference.greedy_tokens(list(images), PROMPT, MIN_TOKENS, MAX_TOKENS, 24)
 
 
 @pytest.mark.parametrize("quant, min_cosine", [("fp16", 0.999), ("int4", 0.98)])
-def test_smaller_variants_stay_close_to_fp32(quant, min_cosine, qwen2vl_onnx, fp32_engine):
+def test_smaller_variants_stay_close_to_fp32(quant, min_cosine, family_onnx, fp32_engine):
     similarities, top1 = [], []
-    with OnnxEngine(qwen2vl_onnx(quant), image_max_tokens=MAX_TOKENS, threads=1) as engine:
+    with OnnxEngine(family_onnx(quant), image_max_tokens=MAX_TOKENS, threads=1) as engine:
         for case in SHAPES:
             ours = engine.first_token_logits(ocr_request(images_for(case)))
             full = fp32_engine.first_token_logits(ocr_request(images_for(case)))
             similarities.append(cosine(ours, full))
             top1.append(int(ours.argmax() == full.argmax()))
-    sizes = {role: entry.bytes for role, entry in read_manifest(qwen2vl_onnx(quant)).files.items()}
+    sizes = {role: entry.bytes for role, entry in read_manifest(family_onnx(quant)).files.items()}
     print(f"{quant}: cosine min {min(similarities):.5f}, top-1 agreement {sum(top1)}/{len(top1)}, bytes {sizes}")
     assert min(similarities) >= min_cosine
 

@@ -20,7 +20,7 @@ from test_gguf_import import write_mmproj_gguf, write_text_gguf  # noqa: E402
 from edgevl import hub as hub_module  # noqa: E402
 from edgevl.cli import main  # noqa: E402
 from edgevl.hub import pull, resolve  # noqa: E402
-from edgevl.manifest import check_files  # noqa: E402
+from edgevl.model_files import check_model_files  # noqa: E402
 from edgevl.testing.hub import stand_in_hub  # noqa: E402
 
 GGUF_REPO = "tiny/Tiny-VL-GGUF"
@@ -68,7 +68,7 @@ def test_gguf_repo_is_imported(serve, gguf_repo, tmp_path):
     hub = serve({GGUF_REPO: gguf_repo})
     folder, manifest = pull(GGUF_REPO, tmp_path / "model", quant="q4_k_m")
     assert (manifest.family, manifest.quant, manifest.vision_quant) == ("qwen2vl", "q4_k_m", "f16")
-    check_files(folder, manifest, verify_hashes=True)
+    check_model_files(folder, manifest, verify=True)
     assert (folder / manifest.files["text"].name).read_bytes() == (gguf_repo / TEXT).read_bytes()
     assert resolve_gets(hub, OTHER_TEXT) == [] and resolve_gets(hub, "README.md") == []  # only what is needed
 

@@ -23,7 +23,7 @@ from rendering import render_table, render_text
 
 from edgevl.engines.base import Engine
 from edgevl.request import Request
-from edgevl.server import EngineWorker, ServerSettings, create_app
+from edgevl.server import EngineWorker, ServerSettings, create_app, uvicorn_config
 
 SETTINGS = ServerSettings(model_name="test-model")
 LINES = ["Invoice 2024-118", "Total due: 1,234.50 EUR"]
@@ -35,7 +35,7 @@ def running_server(engine: Engine, settings: ServerSettings = SETTINGS) -> Itera
     worker = EngineWorker(engine, settings.queue_size)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(worker, settings), log_level="warning"))
+    server = uvicorn.Server(uvicorn_config(create_app(worker, settings), settings))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -202,6 +202,7 @@ def test_bad_requests_get_clear_4xx_answers(tmp_path):
         def post(body: object, key: str | None = "k3y", **kwargs) -> httpx.Response:
             headers = {"Authorization": f"Bearer {key}"} if key else {}
             if isinstance(body, (bytes, str)):
+                headers["Content-Type"] = "application/json"
                 return client.post(f"{url}/chat/completions", content=body, headers=headers, **kwargs)
             return client.post(f"{url}/chat/completions", json=body, headers=headers, **kwargs)
 

@@ -79,7 +79,7 @@ def test_misspelt_options_fail_loudly() -> None:
 
 
 def test_unknown_task_names_the_known_ones() -> None:
-    assert set(TASKS) == {"ocr", "table", "caption", "ask"}
+    assert set(TASKS) == {"ocr", "table", "caption", "ask", "extract"}
     with pytest.raises(EdgevlError, match="ocr, table, caption, ask"):
         get_task("translate")
 

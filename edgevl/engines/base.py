@@ -15,7 +15,8 @@ from edgevl import model_cards
 from edgevl.chat import format_prompt
 from edgevl.errors import ModelError
 from edgevl.families import get_family
-from edgevl.manifest import check_files, read_manifest
+from edgevl.manifest import read_manifest
+from edgevl.model_files import check_model_files
 from edgevl.request import Request, Stats
 
 
@@ -30,7 +31,7 @@ class Engine(abc.ABC):
     #: prompt family the tasks tune their wording for ("qwen2vl", "minicpmv", or "classic" for non-LLM engines)
     family: str = "classic"
     #: tasks this engine can do; language-model engines can do them all
-    tasks: frozenset[str] = frozenset({"ocr", "table", "caption", "ask"})
+    tasks: frozenset[str] = frozenset({"ocr", "table", "caption", "ask", "extract"})
     #: a short human description ("llama.cpp qwen2-vl-2b q4_k_m, CPU")
     description: str = ""
     #: where the model runs: "cpu", "gpu" (llama.cpp's offload), "cuda" (ONNX Runtime's provider), "remote"
@@ -67,12 +68,16 @@ class ModelFolderEngine(Engine):
         self.manifest = read_manifest(self.folder)
         if self.manifest.format != self.format:
             raise ModelError(f"{self.folder}: holds a {self.manifest.format} model, not {self.format.upper()}")
-        check_files(self.folder, self.manifest)
+        check_model_files(self.folder, self.manifest)
         self.family = self.manifest.family
         #: what is particular to the model's family (preprocessing, placeholders)
         self.model_family = get_family(self.family)
-        self.card = (model_cards.card_by_id(self.manifest.card) if self.manifest.card
-                     else model_cards.family_card(self.family))
+        try:
+            self.card = (model_cards.card_by_id(self.manifest.card) if self.manifest.card
+                         else model_cards.family_card(self.family))
+        except KeyError as error:  # a card this edgevl does not know
+            raise ModelError(f"{self.folder}: unknown model card ({error.args[0]}); this model needs another "
+                             "version of edgevl") from None
         self.image_max_tokens = image_max_tokens
 
     @classmethod

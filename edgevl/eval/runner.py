@@ -107,7 +107,8 @@ def predict(engine: Engine, sample: Sample, settings: RunSettings) -> dict[str, 
         return {**record, "status": "unsupported", "error": f"this engine cannot do {sample.task}"}
     started = time.perf_counter()
     try:
-        run = stream_task(engine, sample.task, [load_image(sample.image)], max_tokens=settings.max_tokens)
+        run = stream_task(engine, sample.task, [load_image(sample.image)], max_tokens=settings.max_tokens,
+                          **_task_options(sample))
         for _ in run:
             pass
         # Tables are scored from the answer itself: parsing HTML into a `Table` would expand merged cells.
@@ -121,6 +122,15 @@ def predict(engine: Engine, sample: Sample, settings: RunSettings) -> dict[str, 
             "generated_tokens": stats.generated_tokens, "decode_ms": round(stats.decode_ms, 2),
             "prompt_tokens": stats.prompt_tokens, "prefill_ms": round(stats.prefill_ms, 2),
             "image_encode_ms": round(stats.image_encode_ms, 2), "peak_rss": peak_rss_bytes()}
+
+
+def _task_options(sample: Sample) -> dict[str, Any]:
+    """extract: the sample's schema, else its expected fields as strings."""
+    if sample.task != "extract":
+        return {}
+    if sample.schema is not None:
+        return {"schema": sample.schema}
+    return {"fields": list(sample.expected)}
 
 
 class PredictionLog:

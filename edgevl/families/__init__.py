@@ -15,11 +15,12 @@ from edgevl.errors import ModelError
 from edgevl.families.base import EncodedImages, Family, OnnxImages
 from edgevl.families.minicpmv import MiniCPMV
 from edgevl.families.qwen2vl import Qwen2VL
+from edgevl.families.qwen25vl import Qwen25VL
 
 if TYPE_CHECKING:
     from edgevl.engines.base import ModelFolderEngine
 
-FAMILIES: dict[str, Family] = {family.name: family for family in (Qwen2VL(), MiniCPMV())}
+FAMILIES: dict[str, Family] = {family.name: family for family in (Qwen2VL(), Qwen25VL(), MiniCPMV())}
 #: assumed for a model whose server does not say (the tasks' default wording was written for Qwen2-VL)
 DEFAULT_FAMILY = "qwen2vl"
 #: (format, family) -> "module:Class" of the engine that runs such a model folder

@@ -238,4 +238,16 @@ class MiniCPMV(Family):
             "written (do not summarise or skip rows). The first row is the header, followed by a |---| separator "
             "row. Every row must have the same number of cells; leave blank cells empty. Output only the table."
         ),
+        "table_strict": (
+            "Convert the table in this image into a JSON list: one object per row (do not summarise or skip rows), "
+            "each with the column headers as keys, written exactly as in the image, and the cell text as values; "
+            "\"\" for blank cells. Answer with the JSON only."
+        ),
+        # Extraction (edgevl.tasks.extract fills in {document}, {fields}, {template}): MiniCPM-V answers
+        # conversationally unless told plainly; say what to fill in, then the format.
+        "extract": (
+            "Read the {document} in this image and fill in these fields:\n{fields}\n"
+            "Answer with one JSON object in exactly this format, and nothing else:\n{template}\n"
+            "Copy text exactly as written; write null for a field you cannot find in the image."
+        ),
     }

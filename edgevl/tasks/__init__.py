@@ -15,15 +15,16 @@ from edgevl.errors import EdgevlError
 from edgevl.tasks.ask import AnswerResult, AskTask
 from edgevl.tasks.base import Result, Task, TextResult
 from edgevl.tasks.caption import CaptionResult, CaptionTask
+from edgevl.tasks.extract import ExtractResult, ExtractTask
 from edgevl.tasks.ocr import OcrResult, OcrTask
 from edgevl.tasks.table import TableResult, TableTask
 from edgevl.tasks.tables import Table
 
-TASKS: dict[str, Task] = {task.name: task for task in (OcrTask(), TableTask(), CaptionTask(), AskTask())}
+TASKS: dict[str, Task] = {task.name: task for task in (OcrTask(), TableTask(), CaptionTask(), AskTask(), ExtractTask())}
 
 
 def get_task(name: str) -> Task:
-    """The task called `name` ("ocr", "table", "caption" or "ask")."""
+    """The task called `name` ("ocr", "table", "caption", "ask" or "extract")."""
     if name not in TASKS:
         raise EdgevlError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
     return TASKS[name]
@@ -34,6 +35,8 @@ __all__ = [
     "AskTask",
     "CaptionResult",
     "CaptionTask",
+    "ExtractResult",
+    "ExtractTask",
     "OcrResult",
     "OcrTask",
     "Result",

@@ -67,7 +67,8 @@ class Task(abc.ABC):
             max_tokens=max_tokens if max_tokens is not None else self.max_tokens(**options),
             temperature=temperature if temperature is not None else 0.0,  # greedy: reading, not writing
         )
-        return Request(task=self.name, images=tuple(images), prompt=self.prompt(family, **options), sampling=sampling)
+        return Request(task=self.name, images=tuple(images), prompt=self.prompt(family, **options), sampling=sampling,
+                       json_schema=self.json_schema(**options))
 
     # prompt() and max_tokens() take the task's own keyword options (a caption's length, a question) after these
     # parameters: a task without options overrides them as they are.
@@ -78,6 +79,10 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def max_tokens(self) -> int:
         """Default generation budget: enough for a full answer, small enough to stop a model that loops."""
+
+    def json_schema(self, **options: Any) -> dict[str, Any] | None:
+        """The JSON schema the answer must follow (engines constrain decoding to it); None for free text."""
+        return None
 
     @abc.abstractmethod
     def parse(self, text: str) -> Result:

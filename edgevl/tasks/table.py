@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from edgevl.families import wording
 from edgevl.tasks.base import Task
+from edgevl.tasks.extract import builtin_schemas, parse_json_answer
 from edgevl.tasks.tables import FORMATS, Table, parse_tables
 
 #: The wording for models whose family has none of its own (edgevl.families).
@@ -15,6 +16,14 @@ DEFAULT_PROMPT = (
     "Extract the table in the image as a Markdown table. Start with the header row, then the |---| "
     "separator row, then one line per table row. Every row must have the same number of cells; leave a "
     "cell empty if it is empty in the image. Copy the cell text exactly. Output only the table, no commentary."
+)
+
+#: `strict`: the answer is constrained to the table-as-records schema (edgevl/tasks/schemas/table_records.json);
+#: families word it as their "table_strict" prompt.
+DEFAULT_STRICT_PROMPT = (
+    "Extract the table in the image in JSON format: a list with one object per table row, in order, each "
+    "keyed by the column headers exactly as written, with the cell text as the value. Use \"\" for an empty "
+    "cell. Output only the JSON."
 )
 
 
@@ -52,13 +61,22 @@ class TableResult:
 
 
 class TableTask(Task):
+    """Free-form Markdown by default; `strict=True` constrains the answer to JSON records (one object per row)."""
+
     name = "table"
 
-    def prompt(self, family: str) -> str:
+    def prompt(self, family: str, strict: bool = False) -> str:
+        if strict:
+            return wording(family, "table_strict", DEFAULT_STRICT_PROMPT)
         return wording(family, self.name, DEFAULT_PROMPT)
 
-    def max_tokens(self) -> int:
-        return 2048
+    def max_tokens(self, strict: bool = False) -> int:
+        return 4096 if strict else 2048  # JSON repeats every header in every row
+
+    def json_schema(self, strict: bool = False) -> dict | None:
+        return builtin_schemas()["table_records"] if strict else None
 
     def parse(self, text: str) -> TableResult:
+        if text.lstrip().startswith("["):  # a strict answer: JSON records
+            return TableResult(tables=[Table.from_records(parse_json_answer(text))], raw=text)
         return TableResult(tables=parse_tables(text), raw=text)

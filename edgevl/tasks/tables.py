@@ -20,6 +20,8 @@ import unicodedata
 from dataclasses import dataclass
 from html.parser import HTMLParser
 
+from edgevl.errors import EdgevlError
+
 #: Export formats understood by `Table.to`.
 FORMATS = ("md", "csv", "json", "html", "tsv")
 
@@ -52,6 +54,15 @@ class Table:
         grid = [[row[column] for column in kept] for row in grid]
         return cls(header=grid[0], rows=grid[1:])
 
+    @classmethod
+    def from_records(cls, records: list[dict[str, str]]) -> Table:
+        """Build a table from JSON records (one object per row): the columns are every key, in order of first
+        appearance; a row without a key gets an empty cell."""
+        if not isinstance(records, list) or not all(isinstance(record, dict) for record in records):
+            raise EdgevlError("a table in JSON must be a list of objects, one per row")
+        header = list(dict.fromkeys(key for record in records for key in record))
+        return cls(header=header, rows=[[_cell(record.get(key)) for key in header] for record in records])
+
     def unique_header(self) -> list[str]:
         """Header names usable as keys: blanks become "column N", repeats get " (2)", " (3)", ..."""
         names: list[str] = []
@@ -74,6 +85,10 @@ class Table:
         if fmt not in exporters:
             raise ValueError(f"unknown table format {fmt!r}; choose one of {', '.join(FORMATS)}")
         return exporters[fmt](self)
+
+
+def _cell(value: object) -> str:
+    return "" if value is None else value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 # ---------------------------------------------------------------------------------------------------- exports

@@ -15,15 +15,20 @@ CELL_PIXELS = 28 * 28
 
 
 class Qwen2VLReference:
+    #: the transformers model class; Qwen2.5-VL keeps Qwen2-VL's processor, tokenizer and inputs
+    model_class = "Qwen2VLForConditionalGeneration"
+
     def __init__(self, folder: str | Path) -> None:
         import torch
-        from transformers import AutoTokenizer, Qwen2VLForConditionalGeneration
+        import transformers
+        from transformers import AutoTokenizer
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
         torch.set_num_threads(max(1, torch.get_num_threads()))
         self.torch = torch
         self.folder = Path(folder)
-        self.model = Qwen2VLForConditionalGeneration.from_pretrained(self.folder, dtype=torch.float32).eval()
+        model_class = getattr(transformers, self.model_class)
+        self.model = model_class.from_pretrained(self.folder, dtype=torch.float32).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
         self.processor_class = Qwen2VLImageProcessorPil
         self.image_token_id = self.model.config.image_token_id
@@ -56,3 +61,7 @@ class Qwen2VLReference:
             output = self.model.generate(**inputs, max_new_tokens=n_tokens, do_sample=False,
                                          eos_token_id=None, pad_token_id=None)
         return output[0, inputs["input_ids"].shape[1]:].tolist()
+
+
+class Qwen25VLReference(Qwen2VLReference):
+    model_class = "Qwen2_5_VLForConditionalGeneration"

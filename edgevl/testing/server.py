@@ -16,18 +16,25 @@ _READY = re.compile(r" at (http://127\.0\.0\.1:\d+/v1) ")
 @contextmanager
 def edgevl_serve(*options: str, timeout: float = 120.0) -> Iterator[str]:
     """Start `edgevl serve --port 0 OPTIONS...`, yield the API URL it announces, stop it at the end."""
+    with edgevl_serve_process(*options, timeout=timeout) as (url, _, _):
+        yield url
+
+
+@contextmanager
+def edgevl_serve_process(*options: str, timeout: float = 120.0) -> Iterator[tuple[str, subprocess.Popen, list[str]]]:
+    """edgevl_serve, also yielding the process (to measure its memory) and the lines it writes to stderr so far."""
     command = [sys.executable, "-m", "edgevl.cli", "serve", "--port", "0", *options]
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                text=True)
+    lines: list[str] = []
     try:
-        yield _announced_url(process, timeout)
+        yield _announced_url(process, timeout, lines), process, lines
     finally:
         process.terminate()
         process.wait(timeout=60)
 
 
-def _announced_url(process: subprocess.Popen, timeout: float) -> str:
-    lines: list[str] = []
+def _announced_url(process: subprocess.Popen, timeout: float, lines: list[str]) -> str:
     ready = threading.Event()
 
     def read_stderr() -> None:  # reads to the end, so that the server never blocks on a full pipe

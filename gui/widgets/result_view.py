@@ -3,7 +3,8 @@
 Text results (OCR, captions, answers) stay in an editable text box. Tables get an editable grid and a Markdown
 tab; the grid is the source of truth, so a corrected cell shows up in the Markdown tab, the exports and the
 spreadsheet copy (tab-separated text). Ctrl+V in the grid pastes text (tab-separated rows fill several cells),
-Ctrl+C copies the selected cells.
+Ctrl+C copies the selected cells. Extracted fields get a form (Fields tab) beside their JSON; Copy copies the
+JSON.
 
 Each shown result carries a key (a queue outcome, a history entry): the user's edits are announced with that key
 by `edited`, a moment after typing stops, so the owner can save them where they belong.
@@ -22,7 +23,8 @@ from PySide6.QtWidgets import (
 )
 
 from edgevl.gui.i18n import tr
-from edgevl.tasks import Result, Table, TableResult
+from edgevl.gui.widgets.fields_view import FieldsView
+from edgevl.tasks import ExtractResult, Result, Table, TableResult, TextResult
 
 #: Export formats offered for each kind of result, with their file name filters.
 FILE_TYPES = {
@@ -111,6 +113,8 @@ class ResultView(QWidget):
         self.tabs.addTab(self.text, tr("Text"))
         self.tabs.addTab(self._table_page(), tr("Table"))
         self.tabs.addTab(self.markdown, tr("Markdown"))
+        self.fields = FieldsView()
+        self.tabs.addTab(self.fields, tr("Fields"))
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.tabs)
@@ -155,11 +159,14 @@ class ResultView(QWidget):
         self.flush_edits()
         self._result, self._key = result, key
         self._tables = [Table(list(t.header), [list(row) for row in t.rows]) for t in getattr(result, "tables", [])]
-        is_table = isinstance(result, TableResult)
-        self._show_tabs(table=is_table)
+        is_table, is_fields = isinstance(result, TableResult), isinstance(result, ExtractResult)
+        self._show_tabs(table=is_table, fields=is_fields)
         self.text.blockSignals(True)  # setting the text is not an edit
-        self.text.setPlainText(result.text if result is not None and not is_table else "")
+        self.text.setPlainText(result.render("json") if is_fields else
+                               result.text if result is not None and not is_table else "")
         self.text.blockSignals(False)
+        if is_fields:
+            self.fields.show_data(result.data)
         if is_table:
             self.table_picker.blockSignals(True)
             self.table_picker.clear()
@@ -191,7 +198,9 @@ class ResultView(QWidget):
         return result.render(fmt)
 
     def copy_text(self) -> str:
-        """What "Copy" copies: the Markdown of tables, else the (edited) text."""
+        """What "Copy" copies: the Markdown of tables, the JSON of extracted fields, else the (edited) text."""
+        if isinstance(self._result, ExtractResult):
+            return self.rendered("json")
         return self.rendered("md") if isinstance(self._result, TableResult) else self.text.toPlainText()
 
     def export(self, fmt: str, path: Path) -> None:
@@ -206,11 +215,12 @@ class ResultView(QWidget):
 
     # ---- internals --------------------------------------------------------------------------------------------
 
-    def _show_tabs(self, table: bool) -> None:
+    def _show_tabs(self, table: bool, fields: bool = False) -> None:
         self.tabs.setTabVisible(0, not table)
         self.tabs.setTabVisible(1, table)
         self.tabs.setTabVisible(2, table)
-        self.tabs.setCurrentIndex(1 if table else 0)
+        self.tabs.setTabVisible(3, fields)
+        self.tabs.setCurrentIndex(3 if fields else 1 if table else 0)
 
     def _show_table(self, index: int) -> None:
         table = self._tables[index] if 0 <= index < len(self._tables) else Table([], [])
@@ -238,7 +248,7 @@ class ResultView(QWidget):
         self._edit_timer.start()
 
     def _on_text_edited(self) -> None:
-        if self._result is not None and not isinstance(self._result, TableResult):
+        if isinstance(self._result, TextResult):
             self._result = type(self._result)(self.text.toPlainText())
             self.changed.emit()
             self._edit_timer.start()

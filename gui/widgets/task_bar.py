@@ -1,5 +1,5 @@
 """The task bar: what to run - the task with its own options (the OCR layout, a caption's length, the question
-for Ask), the model - and the Run and Cancel buttons.
+for Ask, the schema for Extract), the model - and the Run and Cancel buttons.
 
 It offers only the tasks the chosen model can do (the others stay listed, greyed, saying what they need) and
 turns the choices into the options the library's `stream_task` takes.
@@ -7,18 +7,22 @@ turns the choices into the options the library's `stream_task` takes.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, cast
 from collections.abc import Iterable
 
 from PySide6.QtCore import Signal
 from PySide6.QtGui import QStandardItemModel
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget,
+)
 
 from edgevl import api
 from edgevl.gui.engine_host import needs_model_message
 from edgevl.gui.i18n import layout_labels, task_labels, tr
 from edgevl.gui.settings import Settings
 from edgevl.tasks.caption import LENGTHS
+from edgevl.tasks.extract import builtin_schemas
 
 
 class TaskBar(QWidget):
@@ -36,11 +40,12 @@ class TaskBar(QWidget):
                                        "the engine read it"))
         self.caption_length = _combo(dict(zip(LENGTHS, (tr("short"), tr("medium"), tr("long")))),
                                      settings.caption_length)
+        self.schema = self._schema_picker()
         self.model = QComboBox()
         self.model.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.model.setMinimumContentsLength(10)  # long model names must not push Run off a small screen
         self.model.currentIndexChanged.connect(self.model_changed)
-        for combo in (self.layout_mode, self.caption_length, self.model):
+        for combo in (self.layout_mode, self.caption_length, self.schema, self.model):
             combo.currentIndexChanged.connect(self.choices_changed)
         self.question = QLineEdit()
         self.question.setPlaceholderText(tr("Your question about the image"))
@@ -54,7 +59,7 @@ class TaskBar(QWidget):
 
         self._row = QHBoxLayout()
         for widget in (_label(tr("Tas&k:"), self.task), self.task, self.layout_label, self.layout_mode,
-                       self.caption_length, _label(tr("Mo&del:"), self.model)):
+                       self.caption_length, self.schema, _label(tr("Mo&del:"), self.model)):
             self._row.addWidget(widget)
         self._row.addWidget(self.model, 1)
         self._row.addWidget(self.run_button)
@@ -83,6 +88,8 @@ class TaskBar(QWidget):
             options["length"] = self.caption_length.currentData()
         if task == "ask":
             options["question"] = self.question.text().strip()
+        if task == "extract":
+            options["schema"] = self.schema.currentData()
         return options
 
     def set_models(self, installed: Iterable[api.InstalledModel], wanted: str) -> None:
@@ -110,10 +117,27 @@ class TaskBar(QWidget):
         self.layout_mode.setVisible(task == "ocr")
         self.layout_label.setVisible(task == "ocr")
         self.caption_length.setVisible(task == "caption")
+        self.schema.setVisible(task == "extract")
         self.question.setVisible(task == "ask")
         self._row.invalidate()  # before the first show, hiding alone leaves the old minimum width cached
         self.task_changed.emit(task)
         self.choices_changed.emit()
+
+
+    def _schema_picker(self) -> QComboBox:
+        """Extract's schema: the built-in ones, then any JSON schema file the user opens (the last entry)."""
+        picker = _combo({name: schema.get("title", name) for name, schema in builtin_schemas().items()}, "receipt")
+        picker.addItem(tr("Schema file..."), None)
+        picker.activated.connect(self._on_schema_activated)
+        return picker
+
+    def _on_schema_activated(self, index: int) -> None:
+        if self.schema.itemData(index) is not None:
+            return
+        path, _ = QFileDialog.getOpenFileName(self, tr("Open a JSON schema"), "", f"{tr('JSON schema')} (*.json)")
+        if path:
+            self.schema.insertItem(index, Path(path).name, path)
+        self.schema.setCurrentIndex(index if path else 0)
 
 
 def _combo(items: dict[str, str], chosen: str) -> QComboBox:

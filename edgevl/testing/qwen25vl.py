@@ -1,0 +1,123 @@
+"""A randomly initialised Qwen2.5-VL checkpoint in the released on-disk layout, built in seconds.
+
+It has the real architecture (transformers' `Qwen2_5_VLForConditionalGeneration`) and Qwen2.5-VL-3B-Instruct's
+config.json layout: a flat text config, and a vision config with windowed and full-attention blocks in the
+released pattern (every n-th block attends fully; 4 blocks with period 2 here, 32 with period 8 released). The
+tokenizer, chat template, preprocessor and file layout are Qwen2-VL's, which Qwen2.5-VL kept.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgevl.testing.qwen2vl import PREPROCESSOR_CONFIG, save_sharded, spread_norm_weights, write_tokenizer
+
+
+@dataclass(frozen=True)
+class Qwen25VLSize:
+    """Widths of a checkpoint. Tiny, but keeping what llama.cpp needs: K-quant rows multiples of 256, a vision
+    MLP width unlike the vision width (mtmd takes a square down projection for an old swapped layout)."""
+
+    hidden_size: int = 256
+    intermediate_size: int = 512
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    mrope_section: tuple[int, int, int] = (8, 12, 12)  # sums to head_dim / 2
+    vision_hidden_size: int = 128
+    vision_intermediate_size: int = 320
+    vision_depth: int = 4
+    vision_heads: int = 4
+    fullatt_block_indexes: tuple[int, ...] = (1, 3)
+    vocab_size: int = 151936
+    tie_word_embeddings: bool = True
+
+
+def released_config(size: Qwen25VLSize, dtype: str) -> dict:
+    """config.json in the released (flat, transformers 4.4x) format of Qwen/Qwen2.5-VL-3B-Instruct."""
+    return {
+        "architectures": ["Qwen2_5_VLForConditionalGeneration"],
+        "model_type": "qwen2_5_vl",
+        "attention_dropout": 0.0,
+        "bos_token_id": 151643,
+        "eos_token_id": 151645,
+        "vision_start_token_id": 151652,
+        "vision_end_token_id": 151653,
+        "vision_token_id": 151654,
+        "image_token_id": 151655,
+        "video_token_id": 151656,
+        "hidden_act": "silu",
+        "hidden_size": size.hidden_size,
+        "initializer_range": 0.02,
+        "intermediate_size": size.intermediate_size,
+        "max_position_embeddings": 128000,
+        "max_window_layers": 70,
+        "num_attention_heads": size.num_attention_heads,
+        "num_hidden_layers": size.num_hidden_layers,
+        "num_key_value_heads": size.num_key_value_heads,
+        "rms_norm_eps": 1e-06,
+        "rope_theta": 1000000.0,
+        "sliding_window": 32768,
+        "tie_word_embeddings": size.tie_word_embeddings,
+        "torch_dtype": dtype,
+        "use_cache": True,
+        "use_sliding_window": False,
+        "vision_config": {
+            "depth": size.vision_depth,
+            "hidden_act": "silu",
+            "hidden_size": size.vision_hidden_size,
+            "intermediate_size": size.vision_intermediate_size,
+            "num_heads": size.vision_heads,
+            "in_chans": 3,
+            "out_hidden_size": size.hidden_size,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "spatial_patch_size": 14,
+            "window_size": 112,
+            "fullatt_block_indexes": list(size.fullatt_block_indexes),
+            "tokens_per_second": 2,
+            "temporal_patch_size": 2,
+        },
+        "rope_scaling": {"type": "mrope", "mrope_section": list(size.mrope_section)},
+        "vocab_size": size.vocab_size,
+    }
+
+
+def build_qwen25vl_checkpoint(
+    out: str | Path,
+    size: Qwen25VLSize = Qwen25VLSize(),
+    *,
+    dtype: str = "float32",
+    seed: int = 0,
+    shards: int = 2,
+) -> Path:
+    """Write a random Qwen2.5-VL checkpoint folder and return its path. Deterministic for a given seed."""
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    from edgevl.converters.qwen25vl import Qwen25VLConverter
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = released_config(size, dtype)
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**config)).eval()
+    spread_norm_weights(model, seed)
+
+    torch_dtype = getattr(torch, dtype)
+    state = {Qwen25VLConverter.canonical_name(k): v.to(torch_dtype).contiguous() for k, v in model.state_dict().items()}
+    if size.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+    save_sharded(state, out, shards)
+
+    (out / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    (out / "generation_config.json").write_text(json.dumps(
+        {"bos_token_id": 151643, "eos_token_id": [151645, 151643], "pad_token_id": 151643, "do_sample": False}
+    ), encoding="utf-8")
+    preprocessor = {**PREPROCESSOR_CONFIG, "image_processor_type": "Qwen2_5_VLImageProcessor",
+                    "processor_class": "Qwen2_5_VLProcessor"}
+    (out / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2), encoding="utf-8")
+    write_tokenizer(out)
+    return out
