@@ -506,14 +506,15 @@ def run_models(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     if args.available:
-        return _print_catalogue()
+        _print_catalogue()
+        return 0
     folder = args.dir or api.models_dir()
     if args.verify:
         return verify_models(folder)
     models = api.installed_models(folder)
     if not models:
         stderr.print(f"no converted models in {folder} (create one with `edgevl convert ... -o {folder}/NAME`)")
-        return
+        return 0
     table = Table("name", "format", "family", "quant", "vision", "size", "path", box=None)
     for model in models:
         manifest = model.manifest

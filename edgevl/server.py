@@ -41,7 +41,7 @@ from contextlib import closing
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
@@ -303,7 +303,9 @@ def _read_messages(messages: Any, settings: ServerSettings) -> tuple[str | None,
     no assistant turns."""
     if not isinstance(messages, list) or not messages:
         raise bad_request("messages must be a non-empty list of {role, content} objects")
-    system, texts, images = None, [], []
+    system: str | None = None
+    texts: list[str] = []
+    images: list[tuple[str, Any]] = []
     for index, message in enumerate(messages):
         where = f"messages[{index}]"
         if not isinstance(message, dict):
@@ -405,9 +407,11 @@ def _field(body: dict[str, Any], name: str, kinds: type | tuple[type, ...], defa
         return default
     # bool is an int in Python, but `"max_tokens": true` is a mistake
     if not isinstance(value, kinds) or (isinstance(value, bool) and kinds is not bool):
-        expected = {int: "an integer", bool: "true or false"}.get(kinds, "a number")
+        names: dict[type | tuple[type, ...], str] = {int: "an integer", bool: "true or false"}
+        expected = names.get(kinds, "a number")
         raise bad_request(f"{name} must be {expected}, not {_shown(value)}")
-    if low is not None and high is not None and not low <= value <= high:
+    # a range is given only for numeric kinds
+    if low is not None and high is not None and not low <= cast(float, value) <= high:
         raise bad_request(f"{name} must be between {low:g} and {high:g}, not {_shown(value)}")
     return value
 
@@ -513,7 +517,8 @@ def create_app(worker: EngineWorker, settings: ServerSettings) -> Starlette:
             while isinstance(pieces[-1], str):
                 pieces.append(await job.next_item(client_gone))
             stats = pieces.pop()
-            message = {"role": "assistant", "content": "".join(pieces)}
+            assert isinstance(stats, Stats), "the worker ends each answer with its Stats"
+            message = {"role": "assistant", "content": "".join(piece for piece in pieces if isinstance(piece, str))}
             choice = {"index": 0, "message": message, "finish_reason": completion.finish_reason(stats)}
             return JSONResponse(completion.envelope("chat.completion", choices=[choice], usage=usage(stats)))
         except ClientGone as gone:
@@ -651,12 +656,14 @@ def uvicorn_config(app: Starlette, settings: ServerSettings, access_log: bool = 
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     protocol = partial(_header_deadline_protocol(H11Protocol), header_timeout=settings.header_timeout)
-    return uvicorn.Config(app, http=protocol, log_level="info" if access_log else "warning", access_log=access_log,
+    # uvicorn types `http` as a protocol class or name; any factory of protocols works (it only calls it)
+    return uvicorn.Config(app, http=protocol,  # type: ignore[arg-type]
+                          log_level="info" if access_log else "warning", access_log=access_log,
                           timeout_graceful_shutdown=10)
 
 
 def _header_deadline_protocol(base: type) -> type:
-    class HeaderDeadline(base):  # type: ignore[misc, valid-type]
+    class HeaderDeadline(base):
         """Closes a connection whose request headers are not complete `header_timeout` s after it opened or
         after its last answer."""
 
@@ -665,7 +672,7 @@ def _header_deadline_protocol(base: type) -> type:
             self.header_timeout = header_timeout
             self.deadline: asyncio.TimerHandle | None = None
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
             self._arm()
 
