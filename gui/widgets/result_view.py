@@ -162,10 +162,10 @@ class ResultView(QWidget):
         is_table, is_fields = isinstance(result, TableResult), isinstance(result, ExtractResult)
         self._show_tabs(table=is_table, fields=is_fields)
         self.text.blockSignals(True)  # setting the text is not an edit
-        self.text.setPlainText(result.render("json") if is_fields else
+        self.text.setPlainText(result.render("json") if isinstance(result, ExtractResult) else
                                result.text if result is not None and not is_table else "")
         self.text.blockSignals(False)
-        if is_fields:
+        if isinstance(result, ExtractResult):
             self.fields.show_data(result.data)
         if is_table:
             self.table_picker.blockSignals(True)
