@@ -45,5 +45,6 @@ def _narrowed(schema: Any, narrow: Callable[[dict, list], dict]) -> Any:
     if not isinstance(schema, dict):
         return schema
     node = {key: value if key in _DATA_KEYWORDS else _narrowed(value, narrow) for key, value in schema.items()}
-    kinds = node.get("type") if isinstance(node.get("type"), list) else [node.get("type")]
+    kind = node.get("type")
+    kinds = kind if isinstance(kind, list) else [kind]
     return narrow(node, kinds)
