@@ -35,6 +35,13 @@ class Quant:
     def label(self) -> str:
         return self.name.upper()
 
+    @property
+    def written(self) -> QType:
+        """The tensor type of a direct quant; the K-quants are made by llama.cpp's quantizer from an f16 file."""
+        if self.direct is None:
+            raise ValueError(f"{self.name} is not written directly: llama.cpp's quantizer makes it")
+        return self.direct
+
 
 QUANTS = {
     quant.name: quant
