@@ -31,6 +31,7 @@ from edgevl.families import DEFAULT_FAMILY, FAMILIES
 from edgevl.gui.arguments import add_gui_arguments
 from edgevl.engines.base import Engine
 from edgevl.images import IMAGE_EXTENSIONS, expand_image_files, load_image
+from edgevl.layout import DEFAULT_LAYOUT, LAYOUT_MODES
 from edgevl.tasks import TASKS
 from edgevl.tasks.caption import DEFAULT_LENGTH, LENGTHS
 
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.set_defaults(run=run_convert)
 
     ocr = _task_parser(commands, "ocr", "read the text in images", formats=("text", "json"))
+    _add_layout_option(ocr)
     ocr.set_defaults(task="ocr")
     table = _task_parser(commands, "table", "extract tables", formats=("md", "csv", "json", "html", "tsv"))
     table.set_defaults(task="table")
@@ -120,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--question", default="", help="the question, for --task ask")
     _add_schema_options(batch)
     batch.add_argument("--strict", action="store_true", help="--task table: constrain the answer to JSON records")
+    _add_layout_option(batch)
     _add_engine_options(batch)
     _add_endpoint_options(batch)
     _add_sampling_options(batch)
@@ -200,14 +203,16 @@ def _eval_parser(commands) -> None:
     synth.add_argument("--lang", default="zh,en", help="comma-separated languages: zh, en (default: zh,en)")
     synth.add_argument("--seed", type=_whole(0, 2**32 - 1), default=0,
                        help="the same seed gives the same images (default: 0)")
-    synth.add_argument("--kinds", default="line,lines,ui,table", help="comma-separated: line, lines, ui, table")
+    synth.add_argument("--kinds", default="line,lines,ui,table",
+                       help="comma-separated: line, lines, ui, table; hard screens: columns, scroll, panels")
     synth.add_argument("--force", action="store_true", help="replace the synthetic set in --out")
     synth.set_defaults(run=run_eval_synth)
 
     run = steps.add_parser("run", help="run models over a labelled set and write a report (resumes a killed run)")
     run.add_argument("dataset", type=Path, help="folder with manifest.jsonl, *.gt.txt side files or ICDAR gt_*.txt")
     run.add_argument("-m", "--model", action="append", dest="models",
-                     help="model folder or name, 'default' for the embedded engine; repeat to compare "
+                     help="model folder or name, 'default' for the embedded engine, or for comparison "
+                          "baseline:rapidocr, baseline:rapidocr-rec, baseline:tesseract; repeat to compare "
                           "(default: default)")
     run.add_argument("-o", "--output", type=Path, required=True, help="report folder (predictions are kept there)")
     run.add_argument("--task", choices=["ocr", "table", "caption", "extract"],
@@ -283,6 +288,12 @@ def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--family", choices=list(FAMILIES),
                         help="prompt wording for the endpoint's model (default: told by edgevl serve, else "
                              f"{DEFAULT_FAMILY})")
+
+
+def _add_layout_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--layout", choices=LAYOUT_MODES, default=DEFAULT_LAYOUT,
+                        help="embedded engine's text order: auto (columns, then lines; default), paragraphs "
+                             "(wrapped lines joined), raw (the detector's order)")
 
 
 def _add_sampling_options(parser: argparse.ArgumentParser) -> None:
@@ -489,6 +500,8 @@ def _task_options(args: argparse.Namespace) -> dict[str, Any]:
         options["length"] = args.length
     if args.task == "ask":
         options["question"] = args.question
+    if args.task == "ocr":
+        options["layout"] = args.layout
     if args.task == "extract":
         from edgevl.tasks.extract import resolve_schema
 

@@ -20,6 +20,8 @@ from PIL import Image
 OWNER = "edgevl"
 #: request field: the task ("ocr", "table", "caption", "ask"); plain OpenAI servers never see it
 TASK_FIELD = "edgevl_task"
+#: request field: how the embedded engine orders the text it reads, one of edgevl.layout.LAYOUT_MODES ("auto")
+LAYOUT_FIELD = "edgevl_layout"
 #: model entry fields (GET /v1/models)
 FAMILY_FIELD = "edgevl_family"
 TASKS_FIELD = "edgevl_tasks"

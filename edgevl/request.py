@@ -12,6 +12,8 @@ from typing import Any
 
 from PIL import Image
 
+from edgevl.layout import DEFAULT_LAYOUT
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -32,6 +34,7 @@ class Request:
     engines ignore it and use `prompt`, which holds only the user's words - each engine adds its own chat
     template and image markers. `json_schema`, when set, is the JSON schema the answer must be valid against:
     engines that generate tokens constrain decoding to it, remote ones send it as the OpenAI `response_format`.
+    `layout` is how engines that find text boxes order them (see `edgevl.layout`).
     """
 
     task: str
@@ -40,6 +43,7 @@ class Request:
     system: str | None = None
     sampling: Sampling = field(default_factory=Sampling)
     json_schema: dict[str, Any] | None = None
+    layout: str = DEFAULT_LAYOUT
 
 
 @dataclass

@@ -21,8 +21,9 @@ The user's text is the prompt (task "ask"). OpenAI's `response_format` (`json_sc
 JSON schema in the request, which the engine constrains the answer to. The extension field `"edgevl_task": "ocr" |
 "table" | "caption" | "ask" | "extract"` names the task instead: engines use it to choose the image budget, and the
 embedded OCR engine, which has no prompt, to choose what to do; a message without text gets the task's own prompt.
-`edgevl batch --endpoint` drives this server that way. Answers are the engine's raw text, as from a local engine: the
-client's task parses them.
+`edgevl batch --endpoint` drives this server that way. `"edgevl_layout": "auto" | "paragraphs" | "raw"` orders the
+embedded engine's text (see `edgevl.layout`; default "auto"). Answers are the engine's raw text, as from a local
+engine: the client's task parses them.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ from starlette.routing import Route
 from edgevl.engines.base import Engine
 from edgevl.errors import EdgevlError
 from edgevl.images import image_size, load_image
-from edgevl.openai_wire import TASK_FIELD, DataUriError, data_uri_bytes, error_body, model_entry
+from edgevl.layout import DEFAULT_LAYOUT, LAYOUT_MODES
+from edgevl.openai_wire import LAYOUT_FIELD, TASK_FIELD, DataUriError, data_uri_bytes, error_body, model_entry
 from edgevl.request import Request, Sampling, Stats
 from edgevl.tasks import TASKS, get_task
 
@@ -263,6 +265,9 @@ def parse_chat_request(body: Any, engine: Engine, settings: ServerSettings) -> C
         stop=_stop_strings(body.get("stop")),
     )
     stream = _field(body, "stream", bool, False)
+    layout = body.get(LAYOUT_FIELD, DEFAULT_LAYOUT)
+    if layout not in LAYOUT_MODES:
+        raise bad_request(f"{LAYOUT_FIELD} must be one of {', '.join(LAYOUT_MODES)}, not {layout!r}")
     options = body.get("stream_options") or {}
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
     json_schema = _response_schema(body.get("response_format"))
@@ -277,7 +282,8 @@ def parse_chat_request(body: Any, engine: Engine, settings: ServerSettings) -> C
         options = {"schema": json_schema} if task == "extract" else {}
         prompt = get_task(task).prompt(engine.family, **options)
     images = _checked_images(image_urls, settings)
-    return ChatRequest(Request(task, (), prompt, system, sampling, json_schema), stream, include_usage, images)
+    return ChatRequest(Request(task, (), prompt, system, sampling, json_schema, layout=layout), stream, include_usage,
+                       images)
 
 
 def _response_schema(response_format: Any) -> dict[str, Any] | None:

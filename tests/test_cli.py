@@ -42,6 +42,20 @@ def test_ocr_json_and_a_folder_of_images(capsys, screenshot, tmp_path):
     assert out.count("==> ") == 2 and '"text": "Second image"' in out
 
 
+def test_ocr_and_batch_take_a_layout(capsys, tmp_path):
+    wrapped = ["A sentence long enough that it", "wraps onto a second line here."]
+    path = tmp_path / "wrapped.png"
+    render_text(wrapped, line_spacing=1.3).save(path)
+    status, out, _ = run(capsys, "ocr", path, "--layout", "paragraphs")
+    assert status == 0 and out.strip() == " ".join(wrapped)
+    status, _, _ = run(capsys, "batch", path, "-o", tmp_path / "out.jsonl", "--layout", "paragraphs")
+    assert status == 0
+    assert json.loads((tmp_path / "out.jsonl").read_text())["output"] == " ".join(wrapped)
+    with pytest.raises(SystemExit):
+        main(["ocr", str(path), "--layout", "columns"])
+    assert "invalid choice: 'columns'" in capsys.readouterr().err
+
+
 def test_table_to_csv_and_json(capsys, tmp_path):
     path = tmp_path / "table.png"
     render_table(CELLS).save(path)

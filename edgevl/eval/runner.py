@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from edgevl.api import DEFAULT_MODEL, open_engine, resolve_model, stream_task
 from edgevl.engines.base import Engine
 from edgevl.errors import EdgevlError
+from edgevl.eval.baselines import is_baseline, open_baseline
 from edgevl.eval.datasets import Sample
 from edgevl.images import load_image
 from edgevl.manifest import read_manifest
@@ -85,8 +86,10 @@ def run_model(samples: Sequence[Sample], model: str, label: str, out: Path, sett
         return
     reset_peak_rss()
     started = time.perf_counter()
-    with open_engine(model, threads=settings.threads, gpu=settings.gpu, image_max_tokens=settings.image_tokens,
-                     context_size=settings.context_size) as engine:
+    engine = open_baseline(model, settings.threads) if is_baseline(model) else open_engine(
+        model, threads=settings.threads, gpu=settings.gpu, image_max_tokens=settings.image_tokens,
+        context_size=settings.context_size)
+    with engine:
         for first_of_task in {sample.task: sample for sample in reversed(todo)}.values():
             predict(engine, first_of_task, settings)  # warm-up, not recorded: engines load models on first use
         info.update(description=engine.description, family=engine.family,
@@ -188,6 +191,9 @@ def read_info(path: Path) -> dict[str, Any]:
 def _checked_info(path: Path, model: str, settings: RunSettings) -> dict[str, Any]:
     """The model's info, refusing to mix predictions made from another model or with other settings."""
     info = read_info(path)
+    if is_baseline(model):
+        return {**info, "model": model, "settings": settings.fingerprint(), "quant": "-", "format": "baseline",
+                "size_bytes": None}
     current = {"model": str(model if model == DEFAULT_MODEL else Path(model).expanduser().absolute()),
                "settings": settings.fingerprint()}
     for key, value in current.items():

@@ -1,11 +1,16 @@
 """A labelled synthetic evaluation set: text and table images drawn with Pillow, with their exact ground truth.
 
-Four kinds of image, mixed in fixed proportions:
+Four kinds of image by default, mixed in fixed proportions:
 - `line`: one line of text, font size 10-35 px, at a random position on a mostly white (sometimes coloured or
   dark) background; some lines run off the left or right edge, and their label keeps only the visible characters;
 - `lines`: a paragraph wrapped over several lines;
 - `ui`: an application window (title, menu bar, buttons, status bar) in small fonts, light or dark theme;
-- `table`: a small table with a ruled grid or horizontal rules only; its ground truth is HTML.
+- `table`: a small table with a ruled grid or horizontal rules only; its ground truth is HTML;
+and three kinds of hard screen, chosen with `kinds` (`--kinds`):
+- `columns`: an article in two columns under a title spanning both (read title, left column, right column);
+- `scroll`: a long scrolling page, 1200 px wide and 4000-9000 px high, 18-22 px text;
+- `panels`: a dark sidebar of menu labels beside a light page with light-grey secondary text and 11-12 px
+  labels (read sidebar first, then the page).
 
 Everything is drawn from `random.Random(f"{seed}:{index}")`, so a seed always gives the same set, and a set of
 100 images is the first 100 of a set of 500. The output folder holds `images/` and `manifest.jsonl` (one JSON
@@ -33,7 +38,9 @@ from edgevl.eval.fonts import FontFile, fonts_for
 from edgevl.tasks.tables import Table
 
 #: Relative share of each kind of image.
-KIND_WEIGHTS = {"line": 8, "lines": 5, "ui": 4, "table": 3}
+KIND_WEIGHTS = {"line": 8, "lines": 5, "ui": 4, "table": 3, "columns": 2, "scroll": 1, "panels": 2}
+#: The kinds of a set when none are chosen.
+DEFAULT_KINDS = ("line", "lines", "ui", "table")
 MIN_FONT_SIZE, MAX_FONT_SIZE = 10, 35
 MAX_LINE_WIDTH = 1000  # px: longer sentences are cut at a word (or, in Chinese, character) boundary
 Colour = tuple[int, int, int]
@@ -68,7 +75,7 @@ def generate(
 
     `progress` is anything with `step(description, total)` and `advance()` (the CLI's progress bar).
     """
-    kinds = list(kinds or KIND_WEIGHTS)
+    kinds = list(kinds or DEFAULT_KINDS)
     _check_options(n, languages, kinds)
     corpora = {language: load_corpus(language) for language in languages}
     fonts = {language: fonts_for(language, _all_text(corpus)) for language, corpus in corpora.items()}
@@ -203,8 +210,82 @@ def make_table(rng: random.Random, corpus: Corpus, fonts: list[FontFile]) -> Syn
     return SyntheticImage(image, "table", tags, html=html)
 
 
+def make_columns(rng: random.Random, corpus: Corpus, fonts: list[FontFile]) -> SyntheticImage:
+    """Two columns of wrapped paragraphs under a title that spans them."""
+    size = rng.randint(14, 20)
+    font, font_tag = pick_font(rng, fonts, size)
+    title_font = font.font_variant(size=round(size * 1.6))
+    column_width, gutter, margin = rng.randint(320, 480), rng.randint(size * 2, size * 4), rng.randint(16, 40)
+    step = round(line_height(font) * rng.uniform(1.2, 1.5))
+    title = fit_text(_sentence_span(rng, corpus), title_font, 2 * column_width + gutter, corpus.language)
+    columns = [_paragraph_lines(rng, corpus, font, column_width, rng.randint(6, 14)) for _ in range(2)]
+    top = margin + line_height(title_font) + step
+    height = top + step * max(len(lines) for lines in columns) + margin
+    style = pick_style(rng, dark_share=0.15)
+    image = Image.new("RGB", (2 * margin + 2 * column_width + gutter, height), style.background)
+    draw = ImageDraw.Draw(image)
+    draw.text((margin, margin), title, font=title_font, fill=style.ink)
+    for index, lines in enumerate(columns):
+        _draw_lines(draw, lines, font, (margin + index * (column_width + gutter), top), step, style.ink)
+    label = "\n".join([title, *columns[0], *columns[1]])
+    return SyntheticImage(image, "ocr", [font_tag, size_tag(size), style.tag], text=label)
+
+
+def make_scroll(rng: random.Random, corpus: Corpus, fonts: list[FontFile]) -> SyntheticImage:
+    """A full-page screenshot of a long scrolling page: 1200 px wide, 4000-9000 px of paragraphs."""
+    size = rng.randint(18, 22)
+    font, font_tag = pick_font(rng, fonts, size)
+    margin, step = rng.randint(40, 120), round(line_height(font) * rng.uniform(1.3, 1.6))
+    lines: list[str] = []
+    target = rng.randint(4000, 9000)
+    while margin + step * (len(lines) + 2) < target - margin:
+        lines += [*_paragraph_lines(rng, corpus, font, 1200 - 2 * margin, rng.randint(3, 8)), ""]
+    lines = lines[: (target - 2 * margin) // step]
+    image = Image.new("RGB", (1200, target), (255, 255, 255))
+    _draw_lines(ImageDraw.Draw(image), lines, font, (margin, margin), step, (rng.randint(0, 60),) * 3)
+    label = "\n".join(line for line in lines if line)
+    return SyntheticImage(image, "ocr", [font_tag, size_tag(size), "bg:white"], text=label)
+
+
+def make_panels(rng: random.Random, corpus: Corpus, fonts: list[FontFile]) -> SyntheticImage:
+    """A dark sidebar of menu labels beside a light page: a heading, lines in dark or light-grey ink, and small
+    11-12 px labels. The sidebar is read first, then the page."""
+    size = rng.randint(13, 16)
+    font, font_tag = pick_font(rng, fonts, size)
+    small = font.font_variant(size=rng.randint(11, 12))
+    sidebar_width, width = rng.randint(160, 240), rng.randint(700, 1000)
+    menu = rng.sample(corpus.ui_texts, rng.randint(4, 8))
+    menu = [fit_text(text, font, sidebar_width - 40, corpus.language) for text in menu]
+    page = []  # (text, font, ink)
+    heading_font = font.font_variant(size=round(size * 1.5))
+    page.append((fit_text(_sentence_span(rng, corpus), heading_font, width - sidebar_width - 60, corpus.language),
+                 heading_font, (20, 20, 20)))
+    for _ in range(rng.randint(4, 9)):
+        grey = rng.random() < 0.4
+        line_font = small if rng.random() < 0.3 else font
+        ink = (rng.randint(140, 170),) * 3 if grey else (rng.randint(20, 60),) * 3
+        text = fit_text(_sentence_span(rng, corpus), line_font, width - sidebar_width - 60, corpus.language)
+        page.append((text, line_font, ink))
+    menu_step, page_step = round(line_height(font) * 2.6), round(line_height(font) * 1.9)
+    height = max(len(menu) * menu_step, len(page) * page_step + line_height(heading_font)) + 60
+    image = Image.new("RGB", (width, height), (rng.randint(245, 255),) * 3)
+    draw = ImageDraw.Draw(image)
+    dark = (rng.randint(25, 45),) * 3
+    draw.rectangle([0, 0, sidebar_width, height], fill=dark)
+    light = (rng.randint(200, 240),) * 3
+    for index, text in enumerate(menu):
+        draw.text((20, 30 + index * menu_step), text, font=font, fill=light)
+    y = 24
+    for text, line_font, ink in page:
+        draw.text((sidebar_width + 30, y), text, font=line_font, fill=ink)
+        y += max(page_step, line_height(line_font) + page_step - line_height(font))
+    label = "\n".join([*menu, *(text for text, _, _ in page)])
+    return SyntheticImage(image, "ocr", [font_tag, "size:small", "bg:dark"], text=label)
+
+
 MAKERS: dict[str, Callable[[random.Random, Corpus, list[FontFile]], SyntheticImage]] = {
     "line": make_line, "lines": make_lines, "ui": make_ui, "table": make_table,
+    "columns": make_columns, "scroll": make_scroll, "panels": make_panels,
 }
 
 
@@ -281,6 +362,21 @@ def draw_table(cells: list[list[str]], font: ImageFont.FreeTypeFont, numeric: li
             text_x = lefts[column + 1] - padding - font.getlength(text) if right_aligned else lefts[column] + padding
             draw.text((text_x, tops[row_index] + padding), text, font=font, fill=style.ink)
     return image
+
+
+def _paragraph_lines(rng: random.Random, corpus: Corpus, font: ImageFont.FreeTypeFont, width: int,
+                     count: int) -> list[str]:
+    """Up to `count` lines of consecutive corpus sentences wrapped at `width`."""
+    start = rng.randrange(len(corpus.sentences))
+    joiner = "" if corpus.language == "zh" else " "
+    text = joiner.join(corpus.sentences[start:start + count])
+    return wrap_text(text, font, width, corpus.language)[:count]
+
+
+def _draw_lines(draw: ImageDraw.ImageDraw, lines: list[str], font: ImageFont.FreeTypeFont, origin: tuple[int, int],
+                step: int, ink: Colour) -> None:
+    for index, line in enumerate(lines):
+        draw.text((origin[0], origin[1] + index * step), line, font=font, fill=ink)
 
 
 def _fit_row(texts: list[str], font: ImageFont.FreeTypeFont, width: int, gap: int, language: str) -> list[str]:

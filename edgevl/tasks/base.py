@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 from PIL import Image
 
+from edgevl.errors import EdgevlError
+from edgevl.layout import DEFAULT_LAYOUT, LAYOUT_MODES
 from edgevl.request import Request, Sampling
 
 
@@ -60,15 +62,17 @@ class Task(abc.ABC):
         *,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        layout: str | None = None,
         **options: Any,
     ) -> Request:
-        """The request for these images, worded for `family`; `max_tokens`/`temperature` override the defaults."""
+        """The request for these images, worded for `family`; `max_tokens`/`temperature` override the defaults;
+        `layout` orders the text of engines that find text boxes (see `edgevl.layout`; None: the default)."""
         sampling = Sampling(
             max_tokens=max_tokens if max_tokens is not None else self.max_tokens(**options),
             temperature=temperature if temperature is not None else 0.0,  # greedy: reading, not writing
         )
         return Request(task=self.name, images=tuple(images), prompt=self.prompt(family, **options), sampling=sampling,
-                       json_schema=self.json_schema(**options))
+                       json_schema=self.json_schema(**options), layout=checked_layout(layout))
 
     # prompt() and max_tokens() take the task's own keyword options (a caption's length, a question) after these
     # parameters: a task without options overrides them as they are.
@@ -87,3 +91,12 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def parse(self, text: str) -> Result:
         """Turn the engine's complete answer into a result object."""
+
+
+def checked_layout(layout: str | None) -> str:
+    """The layout mode, the default for None; an unknown one is a clear error."""
+    if layout is None:
+        return DEFAULT_LAYOUT
+    if layout not in LAYOUT_MODES:
+        raise EdgevlError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUT_MODES)}")
+    return layout

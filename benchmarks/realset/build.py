@@ -1,0 +1,159 @@
+"""Rebuild the real development set from public repositories fetched to /work/.mirror: images stay out of git.
+
+    python benchmarks/realset/build.py OUT [--mirror /work/.mirror]
+    edgevl eval run OUT/manifest.jsonl -m default -m baseline:tesseract -o REPORT     # everything
+    edgevl eval run OUT/screen.jsonl -m default -m baseline:rapidocr -m baseline:tesseract -o REPORT-screen
+    edgevl eval run OUT/receipt-line.jsonl -m default -m baseline:rapidocr-rec -m baseline:tesseract -o ...
+    edgevl eval run OUT/table.jsonl -m default -m baseline:rapidocr -o REPORT-table
+
+(RapidOCR's default call scales a line crop up to 736 px high: minutes for the receipt lines, so the line crops are
+compared with its recogniser alone, the plain way to read them.)
+
+`sources.json` beside this script names each repository, the commit the set is read from, and what is taken.
+Kinds (the `kind:` tag of each sample): `screen` (real UI screenshots), `receipt-line` (lines cropped from scanned
+receipts), `table` (tables from scientific articles). The labels are read from the repositories at build time
+(NormCap's test expectations, SROIE's box files, PubTabNet's annotations), never copied into this project.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import html
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+SOURCES = Path(__file__).with_name("sources.json")
+
+
+class Snapshot:
+    """A fetched repository, read at one commit with `git show` (the mirror has no work tree)."""
+
+    def __init__(self, mirror: Path, repo: str, commit: str) -> None:
+        self.git_dir = mirror / repo.replace("/", "+") / "repo"
+        self.commit = commit
+        if not self.git_dir.is_dir():
+            sys.exit(f"{repo} is not fetched: expected {self.git_dir}")
+
+    def read(self, path: str) -> bytes:
+        return subprocess.run(["git", "-C", str(self.git_dir), "show", f"{self.commit}:{path}"],
+                              check=True, capture_output=True).stdout
+
+    def names(self, folder: str) -> list[str]:
+        listing = subprocess.run(["git", "-C", str(self.git_dir), "ls-tree", "--name-only", f"{self.commit}:{folder}"],
+                                 check=True, capture_output=True, text=True).stdout
+        return sorted(listing.split())
+
+    def image(self, path: str) -> Image.Image:
+        return Image.open(io.BytesIO(self.read(path))).convert("RGB")
+
+
+def build_screens(source: dict, snapshot: Snapshot) -> list[dict]:
+    rows = []
+    for labels in source["labels"]:
+        folder = labels.rsplit("/", 1)[0]
+        for name, text in _expected_texts(snapshot.read(labels).decode()):
+            if any(name.startswith(prefix) for prefix in source["skip"]):
+                continue
+            language = "zh" if "chi" in name else "ja" if "jpn" in name else "en"
+            rows.append({"id": f"screen/{name}", "image": snapshot.image(f"{folder}/{name}"), "task": "ocr",
+                         "text": text, "tags": ["kind:screen", f"lang:{language}"]})
+    return rows
+
+
+def _expected_texts(source: str) -> list[tuple[str, str]]:
+    """(image file name, expected text) of each test case in a NormCap test-data module.
+
+    Only the string expressions of the `image_path` and expected-text keywords are evaluated, with `os.linesep`
+    read as a line break.
+    """
+    found = []
+    for call in ast.walk(ast.parse(source)):
+        if not isinstance(call, ast.Call):
+            continue
+        keywords = {keyword.arg: keyword.value for keyword in call.keywords}
+        text = keywords.get("expected_text") or keywords.get("transformed")
+        path = keywords.get("image_path")
+        if text is None or not isinstance(path, ast.BinOp) or not isinstance(path.right, ast.Constant):
+            continue
+        linesep = type("os", (), {"linesep": "\n"})
+        found.append((path.right.value, eval(compile(ast.Expression(text), "<labels>", "eval"),
+                                              {"__builtins__": {}, "os": linesep})))
+    return found
+
+
+def build_receipt_lines(source: dict, snapshot: Snapshot) -> list[dict]:
+    rows = []
+    names = snapshot.names(source["images"])[:: source["every"]][: source["receipts"]]
+    for name in names:
+        stem = name.rsplit(".", 1)[0]
+        receipt = snapshot.image(f"{source['images']}/{name}")
+        lines = snapshot.read(f"{source['boxes']}/{stem}.csv").decode("utf-8", "replace").splitlines()
+        for number, line in enumerate(lines[: source["lines_per_receipt"]]):
+            fields = line.split(",", 8)
+            if len(fields) < 9 or not fields[8].strip():
+                continue
+            xs, ys = [int(value) for value in fields[0:8:2]], [int(value) for value in fields[1:8:2]]
+            crop = receipt.crop((max(0, min(xs)), max(0, min(ys)), max(xs) + 1, max(ys) + 1))
+            if crop.width < 4 or crop.height < 4:
+                continue
+            rows.append({"id": f"receipt-line/{stem}-{number:02d}", "image": crop, "task": "ocr",
+                         "text": fields[8].strip(), "tags": ["kind:receipt-line", "lang:en"]})
+    return rows
+
+
+def build_tables(source: dict, snapshot: Snapshot) -> list[dict]:
+    rows = []
+    for line in snapshot.read(source["annotations"]).decode().splitlines():
+        annotation = json.loads(line)
+        rows.append({"id": f"table/{annotation['filename']}",
+                     "image": snapshot.image(f"{source['images']}/{annotation['filename']}"),
+                     "task": "table", "html": pubtabnet_html(annotation["html"]), "tags": ["kind:table", "lang:en"]})
+    return rows
+
+
+def pubtabnet_html(annotation: dict) -> str:
+    """PubTabNet's structure tokens with each cell's content tokens put inside its cell."""
+    cells = iter(annotation["cells"])
+    parts = []
+    for token in annotation["structure"]["tokens"]:
+        parts.append(token)
+        if token in ("<td>", ">"):  # "<td", ' colspan="2"', ">" for a spanning cell
+            parts.append("".join(piece if piece.startswith("<") else html.escape(piece)
+                                 for piece in next(cells)["tokens"]))
+    return "<table>" + "".join(parts) + "</table>"
+
+
+BUILDERS = {"screens": build_screens, "receipt_lines": build_receipt_lines, "tables": build_tables}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, help="folder to write (images/ and manifest.jsonl)")
+    parser.add_argument("--mirror", type=Path, default=Path("/work/.mirror"), help="where the snapshots are")
+    args = parser.parse_args()
+    sources = json.loads(SOURCES.read_text())
+    (args.out / "images").mkdir(parents=True, exist_ok=True)
+    manifest = []
+    for name, build in BUILDERS.items():
+        source = sources[name]
+        for row in build(source, Snapshot(args.mirror, source["repo"], source["commit"])):
+            image_name = "images/" + row["id"].replace("/", "__").rsplit(".", 1)[0] + ".png"
+            row.pop("image").save(args.out / image_name)
+            manifest.append({"image": image_name, **row})
+    kinds: dict[str, list[dict]] = {}
+    for row in manifest:
+        kinds.setdefault(row["tags"][0].removeprefix("kind:"), []).append(row)
+    for name, rows in [("manifest", manifest), *kinds.items()]:  # the whole set, and one manifest per kind
+        with (args.out / f"{name}.jsonl").open("w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    print(f"{len(manifest)} samples in {args.out}: " + ", ".join(f"{kind} {len(rows)}" for kind, rows in kinds.items()))
+
+
+if __name__ == "__main__":
+    main()
