@@ -543,7 +543,8 @@ def ratio(ours: float | None, other: float | None, higher_is_better: bool) -> fl
 def table(summaries: dict[str, dict], reference: str = "direct", metrics_shown=METRICS) -> str:
     """Median of each metric for ours and the reference (and the CLI when measured), with ratios and noise."""
     has_cli = "cli" in summaries
-    header = ["metric", "ours", reference, f"ours vs {reference}", "noise"] + (["cli", "ours vs cli"] if has_cli else [])
+    header = ["metric", "ours", reference, f"ours vs {reference}", "noise"]
+    header += ["cli", "ours vs cli"] if has_cli else []
     rows = [header]
     ours, direct = summaries["ours"], summaries[reference]
     for key, label, higher in metrics_shown:

@@ -47,6 +47,9 @@ class SilentProgress:
         pass
 
 
+SILENT = SilentProgress()
+
+
 def open_converter(checkpoint_dir: str | Path) -> Converter:
     checkpoint = Checkpoint(checkpoint_dir)
     return converter_class(checkpoint.architecture, checkpoint.folder)(checkpoint)
@@ -71,7 +74,7 @@ def convert(
     overwrite: bool = False,
     threads: int = 0,
     int4: Int4Options = Int4Options(),
-    progress: Progress = SilentProgress(),
+    progress: Progress = SILENT,
 ) -> Manifest:
     """Convert a checkpoint folder; returns the manifest of the finished model folder at `output`."""
     if to not in FORMATS:

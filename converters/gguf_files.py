@@ -11,7 +11,7 @@ import ctypes
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import gguf
 import numpy as np
@@ -34,6 +34,13 @@ class Quant:
     @property
     def label(self) -> str:
         return self.name.upper()
+
+    @property
+    def written(self) -> QType:
+        """The tensor type of a direct quant; the K-quants are made by llama.cpp's quantizer from an f16 file."""
+        if self.direct is None:
+            raise ValueError(f"{self.name} is not written directly: llama.cpp's quantizer makes it")
+        return self.direct
 
 
 QUANTS = {
@@ -116,7 +123,7 @@ def write_gguf(
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     for tensor in tensors:
         raw_dtype = None if tensor.qtype in (QType.F32, QType.F16) else tensor.qtype
-        numpy_dtype = {QType.F32: np.float32, QType.F16: np.float16}.get(tensor.qtype, np.uint8)
+        numpy_dtype = np.dtype({QType.F32: np.float32, QType.F16: np.float16}.get(tensor.qtype, np.uint8))
         writer.add_tensor_info(tensor.name, tensor.byte_shape(), numpy_dtype, tensor.nbytes(), raw_dtype=raw_dtype)
     writer.write_header_to_file(path)
     writer.write_kv_data_to_file()

@@ -14,7 +14,7 @@ MiniCPM-o 2.6's audio encoder and TTS parts are skipped (edgevl reads images, no
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import gguf
 import numpy as np
@@ -115,7 +115,7 @@ class MiniCPMVConverter(Converter):
         tied = self.text.get("tie_word_embeddings", False) or "llm.lm_head.weight" not in self.tensors
         sources = [n for n in self.tensors if n.startswith("llm.") and not (tied and n == "llm.lm_head.weight")]
         self.require_decoder("llm.model.", layers)
-        tensors = [self._text_tensor(name_map, name, quant.direct) for name in sources]
+        tensors = [self._text_tensor(name_map, name, quant.written) for name in sources]
         return GGUFPlan(gguf.MODEL_ARCH_NAMES[arch], lambda writer: self._text_metadata(writer, quant), tensors)
 
     def _text_tensor(self, name_map: gguf.TensorNameMap, name: str, wanted: QType) -> PlannedTensor:
@@ -159,22 +159,23 @@ class MiniCPMVConverter(Converter):
             if not name.startswith(("vpm.", "resampler.")) or name.startswith(dropped):
                 continue
             if name.startswith("resampler.attn.in_proj_"):
-                tensors += self._split_in_proj(name, quant.direct)
+                tensors += self._split_in_proj(name, quant.written)
             elif name == "resampler.proj":
                 source = self.tensors[name]
                 tensors.append(PlannedTensor("resampler.proj.weight", source.shape[::-1],
-                                             storage_type(source.shape, quant.direct), lambda: source.load().T))
+                                             storage_type(source.shape, quant.written),
+                                             lambda proj=source: proj.load().T))
             else:
                 tensors.append(self._vision_tensor(name_map, name, quant))
         width = self.text["hidden_size"]
         table = (POSITION_GRID * POSITION_GRID, width)
-        tensors.append(PlannedTensor("resampler.pos_embed_k", table, storage_type(table, quant.direct),
+        tensors.append(PlannedTensor("resampler.pos_embed_k", table, storage_type(table, quant.written),
                                      lambda: resampler_key_positions(width, POSITION_GRID, POSITION_GRID)))
         return GGUFPlan("clip", lambda writer: self._vision_metadata(writer, quant), tensors)
 
     def _vision_tensor(self, name_map: gguf.TensorNameMap, name: str, quant: Quant) -> PlannedTensor:
         source = self.tensors[name]
-        wanted = quant.direct
+        wanted = quant.written
         if name == "vpm.embeddings.patch_embedding.weight":  # llama.cpp's convolution needs F16 or F32
             wanted = QType.F16 if quant.direct == QType.F16 else QType.F32
         elif name == "resampler.query":  # llama.cpp layer-norms it as it is: ggml_norm runs on F32 only

@@ -8,7 +8,8 @@ Conv2D kernels that it adds up.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import gguf
 import numpy as np
@@ -55,7 +56,7 @@ class Qwen2VLConverter(Converter):
         tied = self.text.get("tie_word_embeddings", False) or "lm_head.weight" not in self.tensors
         sources = [n for n in self.tensors if not n.startswith("visual.") and not (tied and n == "lm_head.weight")]
         self.require_decoder("model.", layers)
-        tensors = [self._planned(name_map, name, quant.direct) for name in sources]
+        tensors = [self._planned(name_map, name, quant.written) for name in sources]
         return GGUFPlan("qwen2vl", lambda writer: self._text_metadata(writer, quant), tensors)
 
     def _text_metadata(self, writer: gguf.GGUFWriter, quant: Quant) -> None:
@@ -83,9 +84,9 @@ class Qwen2VLConverter(Converter):
             if name == "visual.patch_embed.proj.weight":
                 tensors += self._split_patch_embedding(name, quant)
             elif ".attn.qkv." in name:
-                tensors += self._split_qkv(name_map, name, quant.direct)
+                tensors += self._split_qkv(name_map, name, quant.written)
             else:
-                tensors.append(self._planned(name_map, name, quant.direct))
+                tensors.append(self._planned(name_map, name, quant.written))
         return GGUFPlan("clip", lambda writer: self._vision_metadata(writer, quant), tensors)
 
     def _vision_metadata(self, writer: gguf.GGUFWriter, quant: Quant) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
-from typing import Iterator, Sequence
+from collections.abc import Generator, Sequence
 
 from edgevl import model_cards
 from edgevl.chat import format_prompt
@@ -43,13 +43,13 @@ class Engine(abc.ABC):
         self.last_stats = Stats()
 
     @abc.abstractmethod
-    def stream(self, request: Request) -> Iterator[str]:
+    def stream(self, request: Request) -> Generator[str, None, None]:
         """Yield the answer piece by piece as it is produced."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: an engine that holds nothing keeps this no-op
         """Release the model and everything it holds (memory, GPU buffers). Safe to call twice."""
 
-    def __enter__(self) -> "Engine":
+    def __enter__(self) -> Engine:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -82,7 +82,7 @@ class ModelFolderEngine(Engine):
 
     @classmethod
     def open(cls, folder: str | Path, *, threads: int | None, gpu: bool, image_max_tokens: int | None,
-             context_size: int) -> "ModelFolderEngine":
+             context_size: int) -> ModelFolderEngine:
         """What `edgevl.api.open_engine` calls for any engine in the registry (edgevl.families.ENGINES);
         engines whose constructor takes other options translate them here."""
         return cls(folder, threads=threads, gpu=gpu, image_max_tokens=image_max_tokens, context_size=context_size)
