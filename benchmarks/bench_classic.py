@@ -80,7 +80,7 @@ def long_page(sentences: tuple[str, ...], rng: random.Random) -> Image.Image:
 
 def tight_line(text: str, font: ImageFont.FreeTypeFont) -> Image.Image:
     left, top, right, bottom = font.getbbox(text)
-    image = Image.new("RGB", (right - left + 4, bottom - top + 4), "white")
+    image = Image.new("RGB", (int(right - left) + 4, int(bottom - top) + 4), "white")
     ImageDraw.Draw(image).text((2 - left, 2 - top), text, font=font, fill="black")
     return image
 

@@ -42,7 +42,8 @@ def measure_once(command: list[str], env: dict[str, str], display: str, timeout_
     try:
         while not window_visible(display):
             if process.poll() is not None:
-                raise SystemExit(f"{command[0]} exited ({process.returncode}): {process.stderr.read().decode()}")
+                stderr = process.stderr.read().decode() if process.stderr else ""
+                raise SystemExit(f"{command[0]} exited ({process.returncode}): {stderr}")
             if time.perf_counter() - started > timeout_s:
                 raise SystemExit(f"{command[0]}: no window after {timeout_s} s")
             time.sleep(POLL_S)

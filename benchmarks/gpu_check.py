@@ -105,9 +105,11 @@ def logits_on(folder: Path, gpu: bool) -> tuple[list[np.ndarray], str, bool]:
     """First-token logits of the OCR request on each parity image, the engine's description, and whether it
     runs on the GPU."""
     from edgevl.api import open_engine
+    from edgevl.engines.base import ModelFolderEngine
     from edgevl.request import Request, Sampling
 
     with open_engine(folder, gpu=gpu) as engine:
+        assert isinstance(engine, ModelFolderEngine), "a model folder opens a model-folder engine"
         logits = [engine.first_token_logits(Request("ocr", (image,), bench.PROMPT, sampling=Sampling(max_tokens=1)))
                   for image in parity_images()]
         return logits, engine.description, engine.device in ("gpu", "cuda")

@@ -92,13 +92,15 @@ def convert(
             files = _write_gguf_files(converter, staging, QUANTS[text_quant], QUANTS[vision], threads, progress)
         else:
             files = converter.write_onnx(staging, text_quant, int4, progress)
+        prompt_settings = converter.prompt_settings()
         manifest = Manifest(
             format=to,
             family=converter.family,
             quant=text_quant,
             vision_quant=vision,
             card=converter.card.id if converter.card else None,
-            **converter.prompt_settings(),
+            chat_template=prompt_settings["chat_template"],
+            system_prompt=prompt_settings["system_prompt"],
             files={role: file_entry(path) for role, path in files.items()},
             source={
                 "path": str(converter.checkpoint.folder.absolute()),

@@ -35,6 +35,9 @@ class LazyTensor:
     offset: int  # absolute byte offset of the data in `file`
     nbytes: int
 
+    def load_transposed(self) -> np.ndarray:
+        return self.load().T
+
     def load(self) -> np.ndarray:
         """The tensor as float32 (bf16 widened exactly) or its stored float16; a fresh array, not a view."""
         raw = np.fromfile(self.file, dtype=np.uint8, count=self.nbytes, offset=self.offset)

@@ -18,6 +18,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as QType
 from gguf import LlamaFileType
 
+from edgevl.converters.checkpoint import LazyTensor
 from edgevl.errors import CheckpointError, EdgevlError
 from edgevl.llamacpp_lib import load_llama_cpp
 
@@ -96,6 +97,11 @@ class PlannedTensor:
         if self.qtype == QType.F16:
             return data.astype(np.float16)
         return gguf.quants.quantize(data, self.qtype)
+
+
+def load_part(source: LazyTensor, part: tuple[slice | int, ...] | slice) -> Callable[[], np.ndarray]:
+    """A PlannedTensor's compute function that loads `source` and keeps `part` of it (one piece of a fused tensor)."""
+    return lambda: source.load()[part]
 
 
 def storage_type(shape: tuple[int, ...], wanted: QType) -> QType:

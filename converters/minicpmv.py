@@ -22,7 +22,7 @@ from gguf import GGMLQuantizationType as QType
 
 from edgevl.converters.base import Converter, GGUFPlan
 from edgevl.converters.gguf_files import (PlannedTensor, Quant, VisionTower, add_bpe_vocab, add_decoder_metadata,
-                                          add_vision_metadata, storage_type)
+                                          add_vision_metadata, load_part, storage_type)
 from edgevl.errors import CheckpointError
 from edgevl.families.minicpmv import QUERY_NUM, SLICE_SIZE, chat_defaults, resampler_key_positions
 from edgevl.model_cards import card_for_config
@@ -161,10 +161,9 @@ class MiniCPMVConverter(Converter):
             if name.startswith("resampler.attn.in_proj_"):
                 tensors += self._split_in_proj(name, quant.written)
             elif name == "resampler.proj":
-                source = self.tensors[name]
-                tensors.append(PlannedTensor("resampler.proj.weight", source.shape[::-1],
-                                             storage_type(source.shape, quant.written),
-                                             lambda proj=source: proj.load().T))
+                proj = self.tensors[name]
+                tensors.append(PlannedTensor("resampler.proj.weight", proj.shape[::-1],
+                                             storage_type(proj.shape, quant.written), proj.load_transposed))
             else:
                 tensors.append(self._vision_tensor(name_map, name, quant))
         width = self.text["hidden_size"]
@@ -191,7 +190,7 @@ class MiniCPMVConverter(Converter):
         shape = (width,) + source.shape[1:]
         return [
             PlannedTensor(f"resampler.attn.{part}.{kind}", shape, storage_type(shape, wanted),
-                          lambda index=index: source.load()[index * width:(index + 1) * width])
+                          load_part(source, np.s_[index * width:(index + 1) * width]))
             for index, part in enumerate(("q", "k", "v"))
         ]
 

@@ -17,7 +17,7 @@ from gguf import GGMLQuantizationType as QType
 
 from edgevl.converters.base import Converter, GGUFPlan
 from edgevl.converters.gguf_files import (PlannedTensor, Quant, VisionTower, add_bpe_vocab, add_decoder_metadata,
-                                          add_vision_metadata, storage_type)
+                                          add_vision_metadata, load_part, storage_type)
 from edgevl.errors import CheckpointError
 
 VISION_LAYER_NORM_EPS = 1e-6  # nn.LayerNorm(eps=1e-6) in the released vision blocks and merger
@@ -114,8 +114,7 @@ class Qwen2VLConverter(Converter):
         qtype = QType.F16 if quant.direct == QType.F16 else QType.F32
         base = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.V_ENC_EMBD_PATCH] + ".weight"
         return [
-            PlannedTensor(base + suffix, (out_ch, in_ch, kh, kw), qtype,
-                          lambda frame=frame: source.load()[:, :, frame])
+            PlannedTensor(base + suffix, (out_ch, in_ch, kh, kw), qtype, load_part(source, np.s_[:, :, frame]))
             for frame, suffix in ((0, ""), (1, ".1"))
         ]
 
@@ -127,7 +126,7 @@ class Qwen2VLConverter(Converter):
             gguf_name = self._gguf_name(name_map, name.replace(".qkv.", f".{part}."))
             shape = (width,) + source.shape[1:]
             planned.append(PlannedTensor(gguf_name, shape, storage_type(shape, wanted),
-                                         lambda index=index: source.load()[index * width:(index + 1) * width]))
+                                         load_part(source, np.s_[index * width:(index + 1) * width])))
         return planned
 
     # ---- ONNX -------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
+from typing import TYPE_CHECKING
 from collections.abc import Generator, Sequence
 
 from edgevl import model_cards
@@ -18,6 +19,9 @@ from edgevl.families import get_family
 from edgevl.manifest import read_manifest
 from edgevl.model_files import check_model_files
 from edgevl.request import Request, Stats
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 #: What engines without a language model do (the embedded engine): read text and tables, no captions or
@@ -85,7 +89,13 @@ class ModelFolderEngine(Engine):
              context_size: int) -> ModelFolderEngine:
         """What `edgevl.api.open_engine` calls for any engine in the registry (edgevl.families.ENGINES);
         engines whose constructor takes other options translate them here."""
-        return cls(folder, threads=threads, gpu=gpu, image_max_tokens=image_max_tokens, context_size=context_size)
+        return cls(folder, threads=threads, gpu=gpu, image_max_tokens=image_max_tokens,  # type: ignore[call-arg]
+                   context_size=context_size)  # (the llama.cpp engines take exactly these; others override open())
+
+    @abc.abstractmethod
+    def first_token_logits(self, request: Request) -> np.ndarray:
+        """The next-token logits after the request's prompt, which parity tests and benchmarks compare with the
+        reference implementation."""
 
     def image_budget(self, task: str) -> tuple[int, int]:
         """(min, max) image tokens per image: the engine's override, else the model card's for the task."""
