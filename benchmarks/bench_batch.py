@@ -18,7 +18,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 CONCURRENCIES = (1, 4, 16)
@@ -85,7 +85,7 @@ def plain_loop(engine, paths: list[Path], task: str, tokens: int) -> Callable[[]
 
     def run() -> None:
         for path in paths:
-            run_task(engine, task, [load_image(path)], max_tokens=tokens).text
+            _ = run_task(engine, task, [load_image(path)], max_tokens=tokens).text
     return run
 
 

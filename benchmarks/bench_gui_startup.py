@@ -31,7 +31,7 @@ def child(data_dir: Path) -> None:
 
     from edgevl.gui.app import create_window
 
-    app = QApplication(sys.argv[:1])
+    app = QApplication(sys.argv[:1])  # noqa: F841 - held: the window needs the application alive
     window = create_window(data_dir)
     window.show()
     QTest.qWaitForWindowExposed(window)
@@ -55,6 +55,7 @@ def measure_once(data_dir: Path) -> float:
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, __file__, "--child", str(data_dir)], stdout=subprocess.PIPE,
                                text=True)
+    assert process.stdout is not None, "started with stdout=PIPE"
     line = process.stdout.readline()
     elapsed = time.perf_counter() - started
     process.wait()

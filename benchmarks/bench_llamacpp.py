@@ -544,8 +544,8 @@ def table(summaries: dict[str, dict], reference: str = "direct", metrics_shown=M
     """Median of each metric for the subject (ours) and the reference (and the CLI when measured), with ratios
     and noise."""
     has_cli = "cli" in summaries
-    header = ["metric", subject, reference, f"{subject} vs {reference}", "noise"] + (
-        ["cli", f"{subject} vs cli"] if has_cli else [])
+    header = ["metric", subject, reference, f"{subject} vs {reference}", "noise"]
+    header += ["cli", f"{subject} vs cli"] if has_cli else []
     rows = [header]
     ours, direct = summaries[subject], summaries[reference]
     for key, label, higher in metrics_shown:

@@ -81,10 +81,12 @@ def measure(name: str, job: Job) -> dict:
     """One request as an application makes it: load the folder, stream() the answer; timings from last_stats."""
     from edgevl.engines.llamacpp_minicpmv import MiniCPMVLlamaCppEngine
     from edgevl.engines.onnx import OnnxEngine
+    from edgevl.engines.base import ModelFolderEngine
     from edgevl.request import Request, Sampling
 
     image = load_image(job.image)
     started = time.perf_counter()
+    engine: ModelFolderEngine
     if name == "onnx":
         engine = OnnxEngine(job.folders[name], threads=job.threads, device="cpu")
     else:

@@ -115,6 +115,7 @@ def decode_speed(engine, image, schema, tokens: int, constrained: bool) -> tuple
     if getattr(engine, "format", "") == "onnx":
         narrowed = short_numbers(narrowed)
     request = get_task("extract").build_request([image], engine.family, schema=narrowed, max_tokens=tokens)
+    assert CLOCK is not None, "main() installs the sampling clock first"
     CLOCK.seconds = 0.0
     for _ in engine.stream(request if constrained else replace(request, json_schema=None)):
         pass
@@ -123,7 +124,7 @@ def decode_speed(engine, image, schema, tokens: int, constrained: bool) -> tuple
 
 
 def measure(engine, image, args: argparse.Namespace) -> dict[str, list[tuple[float, int, float]]]:
-    runs: dict[str, list[tuple[float, int, float]]] = {"free": []} | {name: [] for name in SCHEMAS}
+    runs: dict[str, list[tuple[float, int, float]]] = {name: [] for name in ["free", *SCHEMAS]}
     decode_speed(engine, image, SCHEMAS["receipt"], 8, True)  # warm-up: first-use costs (llguidance's index)
     for repeat in range(args.repeats):
         order = ["free", *SCHEMAS] if repeat % 2 == 0 else [*SCHEMAS, "free"]

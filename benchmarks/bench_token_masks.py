@@ -8,7 +8,8 @@ string lengths, nullable types, anyOf/oneOf/allOf, $ref and recursion, free keys
 edgevl's built-in schemas) each library compiles the schema and then walks a valid document token by token:
 mask, check the next token is allowed, accept it, and at the end check that end-of-sequence is allowed; for most
 schemas an invalid document (a number out of range, a string too long, a date in another form...) must then be
-stopped somewhere. A schema counts as covered when all of that works. JSON is compact with ", " and ": " separators everywhere.
+stopped somewhere. A schema counts as covered when all of that works. JSON is compact with ", " and ": " separators
+everywhere.
 
     pip install llguidance outlines-core            # and, if you want it compared (it needs torch):
     pip install --no-deps xgrammar apache-tvm-ffi  # with a CPU torch and transformers already installed

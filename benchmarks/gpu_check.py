@@ -23,6 +23,7 @@ import re
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -75,7 +76,8 @@ def tiny_checkpoints(out: Path) -> dict[str, Path]:
     from edgevl.testing.minicpmv import build_minicpmv_checkpoint
     from edgevl.testing.qwen2vl import build_qwen2vl_checkpoint
 
-    builders = {"qwen2vl": build_qwen2vl_checkpoint, "minicpmv-2.6": build_minicpmv_checkpoint}
+    builders: dict[str, Callable[[Path], object]] = {"qwen2vl": build_qwen2vl_checkpoint,
+                                                     "minicpmv-2.6": build_minicpmv_checkpoint}
     for family, build in builders.items():
         if not (out / f"tiny-{family}").is_dir():
             build(out / f"tiny-{family}")
@@ -103,9 +105,11 @@ def logits_on(folder: Path, gpu: bool) -> tuple[list[np.ndarray], str, bool]:
     """First-token logits of the OCR request on each parity image, the engine's description, and whether it
     runs on the GPU."""
     from edgevl.api import open_engine
+    from edgevl.engines.base import ModelFolderEngine
     from edgevl.request import Request, Sampling
 
     with open_engine(folder, gpu=gpu) as engine:
+        assert isinstance(engine, ModelFolderEngine), "a model folder opens a model-folder engine"
         logits = [engine.first_token_logits(Request("ocr", (image,), bench.PROMPT, sampling=Sampling(max_tokens=1)))
                   for image in parity_images()]
         return logits, engine.description, engine.device in ("gpu", "cuda")
@@ -154,7 +158,8 @@ def parity(args: argparse.Namespace) -> dict:
 
 def parity_cases(args: argparse.Namespace) -> dict:
     """Every case, each reported even when another one fails (a one-shot GPU run should tell as much as it can)."""
-    cases = {f"llama.cpp {family}": (parity_case, folder) for family, folder in parity_models(args.out).items()}
+    cases: dict[str, tuple[Callable[[Path], dict], Path]] = {
+        f"llama.cpp {family}": (parity_case, folder) for family, folder in parity_models(args.out).items()}
     cases["onnx qwen2vl"] = (onnx_parity, args.out)
     results = {}
     for case, (check, argument) in cases.items():
@@ -223,7 +228,10 @@ def link_cli(build: Path) -> Path:
     targets out of its build, so mtmd-cli.cpp is compiled here and linked against that tree's libraries (the same
     ggml, CUDA kernels and flags as edgevl's engine)."""
     cache = (build / "CMakeCache.txt").read_text()
-    llama = Path(re.search(r"CMAKE_HOME_DIRECTORY:INTERNAL=(.*)", cache)[1]) / "vendor" / "llama.cpp"
+    home = re.search(r"CMAKE_HOME_DIRECTORY:INTERNAL=(.*)", cache)
+    if home is None:
+        raise SystemExit(f"{build}/CMakeCache.txt names no source folder (CMAKE_HOME_DIRECTORY)")
+    llama = Path(home[1]) / "vendor" / "llama.cpp"
     library_dirs = sorted({str(library.parent) for library in build.rglob("lib*.so")})
     binary = build / "llama-mtmd-cli"
     build_info = [str(archive) for archive in build.rglob("libllama-common-base.a")]  # the build number's object
@@ -251,6 +259,7 @@ def measure(engine: str, job: bench.Job, cli: Path | None) -> dict:
     runs = len(list(workdir.glob(f"{engine}-*.log")))
     log = workdir / f"{engine}-{runs}.log"
     if engine == "cli":
+        assert cli is not None, "the CLI is measured only where it was built"
         command = cli_command(cli, job)
     else:
         job_file = workdir / "job.json"
@@ -278,7 +287,7 @@ class VramPeak:
         self.peak_mib: float | None = None
         self._stop = threading.Event()
 
-    def __enter__(self) -> "VramPeak":
+    def __enter__(self) -> VramPeak:
         try:
             import pynvml
 

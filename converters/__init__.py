@@ -47,6 +47,9 @@ class SilentProgress:
         pass
 
 
+SILENT = SilentProgress()
+
+
 def open_converter(checkpoint_dir: str | Path) -> Converter:
     checkpoint = Checkpoint(checkpoint_dir)
     return converter_class(checkpoint.architecture, checkpoint.folder)(checkpoint)
@@ -71,7 +74,7 @@ def convert(
     overwrite: bool = False,
     threads: int = 0,
     int4: Int4Options = Int4Options(),
-    progress: Progress = SilentProgress(),
+    progress: Progress = SILENT,
 ) -> Manifest:
     """Convert a checkpoint folder; returns the manifest of the finished model folder at `output`."""
     if to not in FORMATS:
@@ -89,13 +92,15 @@ def convert(
             files = _write_gguf_files(converter, staging, QUANTS[text_quant], QUANTS[vision], threads, progress)
         else:
             files = converter.write_onnx(staging, text_quant, int4, progress)
+        prompt_settings = converter.prompt_settings()
         manifest = Manifest(
             format=to,
             family=converter.family,
             quant=text_quant,
             vision_quant=vision,
             card=converter.card.id if converter.card else None,
-            **converter.prompt_settings(),
+            chat_template=prompt_settings["chat_template"],
+            system_prompt=prompt_settings["system_prompt"],
             files={role: file_entry(path) for role, path in files.items()},
             source={
                 "path": str(converter.checkpoint.folder.absolute()),

@@ -7,11 +7,11 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import gguf
 
-from edgevl.converters.checkpoint import Checkpoint
+from edgevl.converters.checkpoint import Checkpoint, LazyTensor
 from edgevl.converters.onnx_files import Int4Options
 from edgevl.converters.gguf_files import PlannedTensor, Quant
 from edgevl.errors import CheckpointError
@@ -35,7 +35,8 @@ class Converter(abc.ABC):
     def __init__(self, checkpoint: Checkpoint) -> None:
         self.checkpoint = checkpoint
         #: the checkpoint's tensors under the family's canonical (released) names
-        self.tensors = {self.canonical_name(name): tensor for name, tensor in checkpoint.tensors.items()}
+        self.tensors: dict[str, LazyTensor] = {self.canonical_name(name): tensor
+                                               for name, tensor in checkpoint.tensors.items()}
         self.card: ModelCard | None = card_for_config(self.family, checkpoint.text_config())
 
     @staticmethod

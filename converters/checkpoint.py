@@ -12,7 +12,8 @@ import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -33,6 +34,9 @@ class LazyTensor:
     file: Path
     offset: int  # absolute byte offset of the data in `file`
     nbytes: int
+
+    def load_transposed(self) -> np.ndarray:
+        return self.load().T
 
     def load(self) -> np.ndarray:
         """The tensor as float32 (bf16 widened exactly) or its stored float16; a fresh array, not a view."""

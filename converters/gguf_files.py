@@ -11,13 +11,14 @@ import ctypes
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import gguf
 import numpy as np
 from gguf import GGMLQuantizationType as QType
 from gguf import LlamaFileType
 
+from edgevl.converters.checkpoint import LazyTensor
 from edgevl.errors import CheckpointError, EdgevlError
 from edgevl.llamacpp_lib import load_llama_cpp
 
@@ -34,6 +35,13 @@ class Quant:
     @property
     def label(self) -> str:
         return self.name.upper()
+
+    @property
+    def written(self) -> QType:
+        """The tensor type of a direct quant; the K-quants are made by llama.cpp's quantizer from an f16 file."""
+        if self.direct is None:
+            raise ValueError(f"{self.name} is not written directly: llama.cpp's quantizer makes it")
+        return self.direct
 
 
 QUANTS = {
@@ -91,6 +99,11 @@ class PlannedTensor:
         return gguf.quants.quantize(data, self.qtype)
 
 
+def load_part(source: LazyTensor, part: tuple[slice | int, ...] | slice) -> Callable[[], np.ndarray]:
+    """A PlannedTensor's compute function that loads `source` and keeps `part` of it (one piece of a fused tensor)."""
+    return lambda: source.load()[part]
+
+
 def storage_type(shape: tuple[int, ...], wanted: QType) -> QType:
     """Type a tensor is stored as when `wanted` is asked for: 1-D tensors (norms, biases) stay F32 as llama.cpp
     expects; block quants need rows that are a multiple of their block size, else F16."""
@@ -116,7 +129,7 @@ def write_gguf(
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     for tensor in tensors:
         raw_dtype = None if tensor.qtype in (QType.F32, QType.F16) else tensor.qtype
-        numpy_dtype = {QType.F32: np.float32, QType.F16: np.float16}.get(tensor.qtype, np.uint8)
+        numpy_dtype = np.dtype({QType.F32: np.float32, QType.F16: np.float16}.get(tensor.qtype, np.uint8))
         writer.add_tensor_info(tensor.name, tensor.byte_shape(), numpy_dtype, tensor.nbytes(), raw_dtype=raw_dtype)
     writer.write_header_to_file(path)
     writer.write_kv_data_to_file()

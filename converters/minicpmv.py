@@ -14,7 +14,7 @@ MiniCPM-o 2.6's audio encoder and TTS parts are skipped (edgevl reads images, no
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import gguf
 import numpy as np
@@ -22,7 +22,7 @@ from gguf import GGMLQuantizationType as QType
 
 from edgevl.converters.base import Converter, GGUFPlan
 from edgevl.converters.gguf_files import (PlannedTensor, Quant, VisionTower, add_bpe_vocab, add_decoder_metadata,
-                                          add_vision_metadata, storage_type)
+                                          add_vision_metadata, load_part, storage_type)
 from edgevl.errors import CheckpointError
 from edgevl.families.minicpmv import QUERY_NUM, SLICE_SIZE, VisionSettings, chat_defaults, resampler_key_positions
 from edgevl.model_cards import card_for_config
@@ -115,7 +115,7 @@ class MiniCPMVConverter(Converter):
         tied = self.text.get("tie_word_embeddings", False) or "llm.lm_head.weight" not in self.tensors
         sources = [n for n in self.tensors if n.startswith("llm.") and not (tied and n == "llm.lm_head.weight")]
         self.require_decoder("llm.model.", layers)
-        tensors = [self._text_tensor(name_map, name, quant.direct) for name in sources]
+        tensors = [self._text_tensor(name_map, name, quant.written) for name in sources]
         return GGUFPlan(gguf.MODEL_ARCH_NAMES[arch], lambda writer: self._text_metadata(writer, quant), tensors)
 
     def _text_tensor(self, name_map: gguf.TensorNameMap, name: str, wanted: QType) -> PlannedTensor:
@@ -159,22 +159,22 @@ class MiniCPMVConverter(Converter):
             if not name.startswith(("vpm.", "resampler.")) or name.startswith(dropped):
                 continue
             if name.startswith("resampler.attn.in_proj_"):
-                tensors += self._split_in_proj(name, quant.direct)
+                tensors += self._split_in_proj(name, quant.written)
             elif name == "resampler.proj":
-                source = self.tensors[name]
-                tensors.append(PlannedTensor("resampler.proj.weight", source.shape[::-1],
-                                             storage_type(source.shape, quant.direct), lambda: source.load().T))
+                proj = self.tensors[name]
+                tensors.append(PlannedTensor("resampler.proj.weight", proj.shape[::-1],
+                                             storage_type(proj.shape, quant.written), proj.load_transposed))
             else:
                 tensors.append(self._vision_tensor(name_map, name, quant))
         width = self.text["hidden_size"]
         table = (POSITION_GRID * POSITION_GRID, width)
-        tensors.append(PlannedTensor("resampler.pos_embed_k", table, storage_type(table, quant.direct),
+        tensors.append(PlannedTensor("resampler.pos_embed_k", table, storage_type(table, quant.written),
                                      lambda: resampler_key_positions(width, POSITION_GRID, POSITION_GRID)))
         return GGUFPlan("clip", lambda writer: self._vision_metadata(writer, quant), tensors)
 
     def _vision_tensor(self, name_map: gguf.TensorNameMap, name: str, quant: Quant) -> PlannedTensor:
         source = self.tensors[name]
-        wanted = quant.direct
+        wanted = quant.written
         if name == "vpm.embeddings.patch_embedding.weight":  # llama.cpp's convolution needs F16 or F32
             wanted = QType.F16 if quant.direct == QType.F16 else QType.F32
         elif name == "resampler.query":  # llama.cpp layer-norms it as it is: ggml_norm runs on F32 only
@@ -190,7 +190,7 @@ class MiniCPMVConverter(Converter):
         shape = (width,) + source.shape[1:]
         return [
             PlannedTensor(f"resampler.attn.{part}.{kind}", shape, storage_type(shape, wanted),
-                          lambda index=index: source.load()[index * width:(index + 1) * width])
+                          load_part(source, np.s_[index * width:(index + 1) * width]))
             for index, part in enumerate(("q", "k", "v"))
         ]
 

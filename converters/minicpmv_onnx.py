@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,6 +25,9 @@ from edgevl.converters.gguf_files import QUANTS
 from edgevl.converters.onnx_export import decoder_config, export_decoder, export_embedding
 from edgevl.errors import CheckpointError
 from edgevl.families.minicpmv import MINICPMV_UNK
+
+if TYPE_CHECKING:
+    from transformers import LlamaForCausalLM, Qwen2ForCausalLM
 
 #: config.json keys that describe MiniCPM-V itself, not its language model
 MINICPMV_CONFIG_KEYS = {"architectures", "model_type", "auto_map", "version", "query_num", "slice_mode",
@@ -82,7 +86,7 @@ def language_model_config(converter):
     return config
 
 
-def load_language_model(converter, config) -> torch.nn.Module:
+def load_language_model(converter, config) -> Qwen2ForCausalLM | LlamaForCausalLM:
     """`llm.*` as transformers' Qwen2ForCausalLM or LlamaForCausalLM with the checkpoint's weights, fp32."""
     from transformers import LlamaForCausalLM, Qwen2ForCausalLM
 

@@ -44,7 +44,7 @@ class _PastCache:
 
     def __init__(self, past: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         self.past = past
-        self.present: list[tuple[torch.Tensor, torch.Tensor]] = [None] * len(past)
+        self.present = list(past)  # each layer replaces its entry in update()
 
     def update(self, keys, values, layer_idx, *args, **kwargs):
         past_keys, past_values = self.past[layer_idx]
@@ -83,8 +83,9 @@ class Decoder(nn.Module):
 
 def causal_mask(seq_len: torch.Tensor, past_len: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """[1, 1, seq, past+seq] additive mask: query i sees keys up to past+i."""
-    query = torch.arange(seq_len).unsqueeze(1) + past_len
-    key = torch.arange(past_len + seq_len).unsqueeze(0)
+    # torch.arange takes the traced 0-d size tensors at run time (that keeps the graph dynamic); its stubs say numbers
+    query = torch.arange(seq_len).unsqueeze(1) + past_len  # type: ignore[call-overload]
+    key = torch.arange(past_len + seq_len).unsqueeze(0)  # type: ignore[call-overload]
     return torch.where(key <= query, 0.0, torch.finfo(dtype).min).to(dtype)[None, None]
 
 

@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 from edgevl.errors import EdgevlError
 from edgevl.manifest import MANIFEST_NAME

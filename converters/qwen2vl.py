@@ -8,7 +8,8 @@ Conv2D kernels that it adds up.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import gguf
 import numpy as np
@@ -16,7 +17,7 @@ from gguf import GGMLQuantizationType as QType
 
 from edgevl.converters.base import Converter, GGUFPlan
 from edgevl.converters.gguf_files import (PlannedTensor, Quant, VisionTower, add_bpe_vocab, add_decoder_metadata,
-                                          add_vision_metadata, storage_type)
+                                          add_vision_metadata, load_part, storage_type)
 from edgevl.errors import CheckpointError
 
 VISION_LAYER_NORM_EPS = 1e-6  # nn.LayerNorm(eps=1e-6) in the released vision blocks and merger
@@ -55,7 +56,7 @@ class Qwen2VLConverter(Converter):
         tied = self.text.get("tie_word_embeddings", False) or "lm_head.weight" not in self.tensors
         sources = [n for n in self.tensors if not n.startswith("visual.") and not (tied and n == "lm_head.weight")]
         self.require_decoder("model.", layers)
-        tensors = [self._planned(name_map, name, quant.direct) for name in sources]
+        tensors = [self._planned(name_map, name, quant.written) for name in sources]
         return GGUFPlan("qwen2vl", lambda writer: self._text_metadata(writer, quant), tensors)
 
     def _text_metadata(self, writer: gguf.GGUFWriter, quant: Quant) -> None:
@@ -83,9 +84,9 @@ class Qwen2VLConverter(Converter):
             if name == "visual.patch_embed.proj.weight":
                 tensors += self._split_patch_embedding(name, quant)
             elif ".attn.qkv." in name:
-                tensors += self._split_qkv(name_map, name, quant.direct)
+                tensors += self._split_qkv(name_map, name, quant.written)
             else:
-                tensors.append(self._planned(name_map, name, quant.direct))
+                tensors.append(self._planned(name_map, name, quant.written))
         return GGUFPlan("clip", lambda writer: self._vision_metadata(writer, quant), tensors)
 
     def _vision_metadata(self, writer: gguf.GGUFWriter, quant: Quant) -> None:
@@ -113,8 +114,7 @@ class Qwen2VLConverter(Converter):
         qtype = QType.F16 if quant.direct == QType.F16 else QType.F32
         base = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.V_ENC_EMBD_PATCH] + ".weight"
         return [
-            PlannedTensor(base + suffix, (out_ch, in_ch, kh, kw), qtype,
-                          lambda frame=frame: source.load()[:, :, frame])
+            PlannedTensor(base + suffix, (out_ch, in_ch, kh, kw), qtype, load_part(source, np.s_[:, :, frame]))
             for frame, suffix in ((0, ""), (1, ".1"))
         ]
 
@@ -126,7 +126,7 @@ class Qwen2VLConverter(Converter):
             gguf_name = self._gguf_name(name_map, name.replace(".qkv.", f".{part}."))
             shape = (width,) + source.shape[1:]
             planned.append(PlannedTensor(gguf_name, shape, storage_type(shape, wanted),
-                                         lambda index=index: source.load()[index * width:(index + 1) * width]))
+                                         load_part(source, np.s_[index * width:(index + 1) * width])))
         return planned
 
     # ---- ONNX -------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ patch positions from the grid input with tensor arithmetic (one image per call, 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,10 +23,12 @@ class VisionEncoder(nn.Module):
     One image per call, so attention is over all its patches (no cu_seqlens splitting, which tracing would
     freeze). The patch positions are computed from the grid with tensor arithmetic, which stays dynamic."""
 
-    def __init__(self, visual: nn.Module) -> None:
+    # visual: transformers' vision tower, typed Any: its parts are reached by name, which torch types as
+    # Tensor | Module
+    def __init__(self, visual: Any) -> None:
         super().__init__()
         self.visual = visual
-        self.merge = visual.spatial_merge_size
+        self.merge: int = visual.spatial_merge_size
         # Qwen2.5-VL: blocks outside fullatt_block_indexes attend within windows of window_size pixels
         self.full_attention = set(getattr(visual, "fullatt_block_indexes", range(len(visual.blocks))))
         window_size = getattr(visual, "window_size", 0)

@@ -14,7 +14,8 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
+from collections.abc import Generator, Sequence
 
 import platformdirs
 from PIL import Image
@@ -136,7 +137,7 @@ class TaskRun:
         self.engine, self.task, self.request = engine, task, request
         self._pieces: list[str] = []
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Generator[str, None, None]:
         for piece in self.engine.stream(self.request):
             self._pieces.append(piece)
             yield piece

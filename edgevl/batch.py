@@ -26,7 +26,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
+from collections.abc import Callable, Generator, Iterator, Sequence
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
@@ -122,7 +123,7 @@ def record_key(path: Path) -> str:
 
 
 def _answers_in_completion_order(answer: Callable[[str], Record], keys: list[str], concurrency: int,
-                                 stop: threading.Event) -> Iterator[Record]:
+                                 stop: threading.Event) -> Generator[Record, None, None]:
     """answer(key) for every key in `concurrency` threads, at most `concurrency` at a time; after `stop` is set
     no new image is started. Leaving early waits for the images in flight (their engine must not be closed
     under them) but does not write them."""
@@ -262,7 +263,7 @@ class BatchProgress:
                              TextColumn("ETA"), TimeRemainingColumn(), console=console)
         self._task = self._bar.add_task(task, total=None)
 
-    def __enter__(self) -> "BatchProgress":
+    def __enter__(self) -> BatchProgress:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -13,7 +13,8 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 EXPORT_FORMATS = {"txt": "Text", "jsonl": "JSON lines", "md": "Markdown", "csv": "CSV"}
 

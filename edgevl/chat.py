@@ -2,12 +2,13 @@
 
 The model card names the template family. Images come first in the user turn, as in the models' own examples;
 each engine passes its media marker (llama.cpp's mtmd expands it to the image tokens and the wrapping
-vision-start/end tokens; the ONNX engine passes the expanded image-pad run). No BOS here: the tokenizer adds it where the vocabulary asks for one (Llama-3).
+vision-start/end tokens; the ONNX engine passes the expanded image-pad run). No BOS here: the tokenizer adds it
+where the vocabulary asks for one (Llama-3).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from edgevl.errors import EdgevlError
 

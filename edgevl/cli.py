@@ -15,12 +15,13 @@ import os
 import sys
 from contextlib import closing
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
-    BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+    BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
 )
 
 import edgevl
@@ -148,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=run_serve)
 
     models = commands.add_parser("models", help="list converted models")
-    models.add_argument("--dir", type=Path, help="models folder (default: %s)" % api.models_dir())
+    models.add_argument("--dir", type=Path, help=f"models folder (default: {api.models_dir()})")
     models.add_argument("--verify", action="store_true",
                         help="check every model's files against their SHA-256 checksums and headers")
     models.add_argument("--available", action="store_true",
@@ -235,7 +236,7 @@ def _import_parser(commands) -> None:
     adopt.add_argument("--mmproj", type=Path, help="the vision projector GGUF that belongs to it")
     adopt.add_argument("--quant", help="in a folder of several quants: the one to take (default q4_k_m)")
     adopt.add_argument("-o", "--output", type=Path,
-                       help="model folder to create (default: named after the model in %s)" % api.models_dir())
+                       help=f"model folder to create (default: named after the model in {api.models_dir()})")
     adopt.add_argument("--force", action="store_true", help="replace the output folder if it exists")
     adopt.set_defaults(run=run_import)
 
@@ -245,7 +246,7 @@ def _pull_parser(commands) -> None:
     pull.add_argument("name", help="a model from `edgevl models --available`, or a Hugging Face repo id (owner/name);"
                                    " HF_ENDPOINT, HF_TOKEN and the hub cache are honoured")
     pull.add_argument("-o", "--output", type=Path,
-                      help="model folder to create (default: named after the model in %s)" % api.models_dir())
+                      help=f"model folder to create (default: named after the model in {api.models_dir()})")
     pull.add_argument("--to", default="gguf", choices=["gguf", "onnx"], help="output format (default: gguf)")
     pull.add_argument("--quant", help="as for convert; in a repo of GGUF files, the quant of the file to take "
                                       "(default q4_k_m)")
@@ -518,14 +519,15 @@ def run_models(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     if args.available:
-        return _print_catalogue()
+        _print_catalogue()
+        return 0
     folder = args.dir or api.models_dir()
     if args.verify:
         return verify_models(folder)
     models = api.installed_models(folder)
     if not models:
         stderr.print(f"no converted models in {folder} (create one with `edgevl convert ... -o {folder}/NAME`)")
-        return
+        return 0
     table = Table("name", "format", "family", "quant", "vision", "size", "path", box=None)
     for model in models:
         manifest = model.manifest
@@ -645,9 +647,9 @@ class RichProgress:
     def __init__(self) -> None:
         self._bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                              TimeElapsedColumn(), TimeRemainingColumn(), console=stderr, transient=False)
-        self._task = None
+        self._task: TaskID | None = None
 
-    def __enter__(self) -> "RichProgress":
+    def __enter__(self) -> RichProgress:
         self._bar.__enter__()
         return self
 
@@ -660,6 +662,7 @@ class RichProgress:
         self._task = self._bar.add_task(description, total=total)
 
     def advance(self, amount: int = 1) -> None:
+        assert self._task is not None, "a converter advances only within a step"
         self._bar.advance(self._task, amount)
 
     def _finish(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform
-from typing import Iterator
+from collections.abc import Iterator
 
 from edgevl.errors import BackendUnavailable
 from edgevl.gpu_info import GpuFacts, query_gpus

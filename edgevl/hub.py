@@ -16,7 +16,8 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 from edgevl.errors import BackendUnavailable, EdgevlError
 from edgevl.manifest import Manifest
@@ -74,7 +75,7 @@ def pull(name: str, output: str | Path | None = None, *, to: str = "gguf", quant
     return _pull_checkpoint(source, info.sha, sizes, to, quant, output, overwrite, token, convert_options)
 
 
-def _pull_gguf(source: Source, commit: str, sizes: dict[str, int], ggufs: list[str], quant: str | None,
+def _pull_gguf(source: Source, commit: str | None, sizes: dict[str, int], ggufs: list[str], quant: str | None,
                file: str | None, output: str | Path | None, overwrite: bool, token: str | None
                ) -> tuple[Path, Manifest]:
     from edgevl.api import models_dir
@@ -89,7 +90,7 @@ def _pull_gguf(source: Source, commit: str, sizes: dict[str, int], ggufs: list[s
     return import_gguf(text, mmproj, output, overwrite=overwrite)
 
 
-def _pull_checkpoint(source: Source, commit: str, sizes: dict[str, int], to: str, quant: str | None,
+def _pull_checkpoint(source: Source, commit: str | None, sizes: dict[str, int], to: str, quant: str | None,
                      output: str | Path | None, overwrite: bool, token: str | None,
                      convert_options: dict[str, Any]) -> tuple[Path, Manifest]:
     from edgevl import api
@@ -120,15 +121,18 @@ def check_architecture(config: dict[str, Any], repo: str) -> None:
     converter_class((config.get("architectures") or ["?"])[0], repo)
 
 
-def download(repo: str, commit: str, name: str, token: str | None) -> Path:
-    """One file into huggingface_hub's cache (resumed if an earlier download was cut); its path there."""
+def download(repo: str, commit: str | None, name: str, token: str | None) -> Path:
+    """One file into huggingface_hub's cache (resumed if an earlier download was cut); its path there. `commit`:
+    the revision model_info() saw, so that all files come from one snapshot (None, which the Hub's types allow:
+    the latest)."""
     from huggingface_hub import hf_hub_download
 
     with hub_errors(repo):
         return Path(hf_hub_download(repo, name, revision=commit, token=token))
 
 
-def check_free_space(repo: str, commit: str, files: dict[str, int], output: Path, output_bytes: int | None) -> None:
+def check_free_space(repo: str, commit: str | None, files: dict[str, int], output: Path,
+                     output_bytes: int | None) -> None:
     """Raise before downloading when the disk cannot hold the files not yet in the cache plus the converted model
     (`output_bytes`; None: the model folder links the downloaded files, copying them only across file systems)."""
     from huggingface_hub import constants, try_to_load_from_cache

@@ -10,7 +10,7 @@ import io
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import statistics
 from dataclasses import dataclass, field
-from typing import Sequence
+from collections.abc import Sequence
 
 LAYOUT_MODES = ("auto", "paragraphs", "raw")
 DEFAULT_LAYOUT = "auto"

@@ -12,6 +12,7 @@ import ctypes.util
 import logging
 import os
 from types import ModuleType
+from typing import TypedDict
 
 from edgevl.errors import BackendUnavailable
 
@@ -22,7 +23,12 @@ _CUDA_LIBRARIES = ("libcudart.so.13", "libcublasLt.so.13", "libcublas.so.13")
 # enum ggml_log_level: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5 (continues the previous message)
 _GGML_LEVELS = {0: logging.CRITICAL, 1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
 logger = logging.getLogger("edgevl.llama_cpp")
-_state = {"callback": None, "last_level": logging.INFO}
+class _LogState(TypedDict):
+    callback: object | None
+    last_level: int
+
+
+_state: _LogState = {"callback": None, "last_level": logging.INFO}
 
 
 def load_llama_cpp(purpose: str) -> ModuleType:
@@ -81,6 +87,8 @@ def cuda_build_info(llama: ModuleType) -> tuple[list[str], int | None]:
 def _cuda_device_count(llama: ModuleType) -> int | None:
     from pathlib import Path
 
+    if llama.__file__ is None:
+        return None
     found = sorted((Path(llama.__file__).parent / "lib").glob("libggml.*"))
     try:
         ggml = ctypes.CDLL(str(found[0]))

@@ -86,9 +86,10 @@ def read_manifest(folder: str | Path) -> Manifest:
 
 MAX_MANIFEST_BYTES = 1_000_000
 #: types of the fields a manifest must or may have; fields added to Manifest later are taken as they are
-_REQUIRED = {"format": str, "family": str, "quant": str, "files": dict}
-_OPTIONAL = {"card": (str, type(None)), "vision_quant": str, "chat_template": (str, type(None)),
-             "system_prompt": (str, type(None)), "source": dict, "edgevl_version": str, "version": int}
+_REQUIRED: dict[str, type | tuple[type, ...]] = {"format": str, "family": str, "quant": str, "files": dict}
+_OPTIONAL: dict[str, type | tuple[type, ...]] = {
+    "card": (str, type(None)), "vision_quant": str, "chat_template": (str, type(None)),
+    "system_prompt": (str, type(None)), "source": dict, "edgevl_version": str, "version": int}
 
 
 def _manifest_from(data: object) -> Manifest:

@@ -22,7 +22,7 @@ import os
 import struct
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import platformdirs
 
@@ -71,7 +71,7 @@ def _check_size(path: Path, role: str, expected: int) -> None:
                          "convert the model again")
 
 
-def _check_checksum(path: Path, expected: str, cache: "VerifiedFiles", verify: bool) -> None:
+def _check_checksum(path: Path, expected: str, cache: VerifiedFiles, verify: bool) -> None:
     if not verify and cache.holds(path, expected):
         return
     log.info("checking the SHA-256 of %s (once; remembered while the file is unchanged)", path)
@@ -92,7 +92,7 @@ class VerifiedFiles:
         self.path, self.entries, self.changed = path, entries, False
 
     @classmethod
-    def load(cls) -> "VerifiedFiles":
+    def load(cls) -> VerifiedFiles:
         path = platformdirs.user_cache_path("edgevl") / VERIFIED_CACHE_NAME
         try:
             entries = json.loads(path.read_text(encoding="utf-8"))
@@ -224,7 +224,7 @@ def _check_gguf(cursor: _Cursor, type_sizes: dict[int, tuple[int, int]]) -> None
         kind = cursor.unpack("<I", f"the type of {key}")
         value = _gguf_value(cursor, kind, key)
         if key == "general.alignment":
-            if kind != 4 or value == 0 or value & (value - 1):
+            if kind != 4 or value is None or value == 0 or value & (value - 1):
                 raise _Malformed("general.alignment is not a power of two (u32)")
             alignment = value
     if tensor_count * _MIN_TENSOR_INFO_BYTES > cursor.remaining():
@@ -311,30 +311,33 @@ def check_onnx(path: Path) -> None:
 
 
 def _check_onnx(data: mmap.mmap | bytes, folder: Path) -> None:
-    ir_version, graphs = None, []
-    for number, wire, value in _fields(_Cursor(data), "the model"):
-        if number == _MODEL_IR_VERSION and wire == _VARINT:
+    # a varint field's value is an int, a length-delimited one's a _Cursor (see _fields)
+    ir_version: int | None = None
+    graphs: list[_Cursor] = []
+    for number, _, value in _fields(_Cursor(data), "the model"):
+        if number == _MODEL_IR_VERSION and isinstance(value, int):
             ir_version = value
-        elif number == _MODEL_GRAPH and wire == _LEN:
+        elif number == _MODEL_GRAPH and isinstance(value, _Cursor):
             graphs.append(value)
     if ir_version not in ONNX_IR_VERSIONS:
         raise _Malformed(f"IR version {ir_version}; edgevl reads {ONNX_IR_VERSIONS.start} to "
                          f"{ONNX_IR_VERSIONS.stop - 1}")
     if len(graphs) != 1:
         raise _Malformed("no graph" if not graphs else "more than one graph")
-    for number, wire, tensor in _fields(graphs[0], "the graph"):
-        if number == _GRAPH_INITIALIZER and wire == _LEN:
+    for number, _, tensor in _fields(graphs[0], "the graph"):
+        if number == _GRAPH_INITIALIZER and isinstance(tensor, _Cursor):
             _check_initializer(tensor, folder)
 
 
 def _check_initializer(tensor: _Cursor, folder: Path) -> None:
-    name, location, entries = "?", 0, []
-    for number, wire, value in _fields(tensor, "an initializer"):
-        if number == _TENSOR_NAME and wire == _LEN:
+    name, location = "?", 0
+    entries: list[dict[int, int | _Cursor]] = []
+    for number, _, value in _fields(tensor, "an initializer"):
+        if number == _TENSOR_NAME and isinstance(value, _Cursor):
             name = bytes(value.data[value.pos:value.end]).decode("utf-8", errors="replace")
-        elif number == _TENSOR_DATA_LOCATION and wire == _VARINT:
+        elif number == _TENSOR_DATA_LOCATION and isinstance(value, int):
             location = value
-        elif number == _TENSOR_EXTERNAL_DATA and wire == _LEN:
+        elif number == _TENSOR_EXTERNAL_DATA and isinstance(value, _Cursor):
             entry = {key: text for key, _, text in _fields(value, "external data") if key in (_ENTRY_KEY, _ENTRY_VALUE)}
             entries.append(entry)
     if location != _EXTERNAL:
@@ -355,7 +358,7 @@ def _check_initializer(tensor: _Cursor, folder: Path) -> None:
         raise _Malformed(f"initializer {name}: bytes {offset} to {offset + length} are outside {file_name}")
 
 
-def _text(value: _Cursor | None) -> str:
+def _text(value: int | _Cursor | None) -> str:
     if not isinstance(value, _Cursor):
         return ""
     return bytes(value.data[value.pos:value.end]).decode("utf-8", errors="replace")

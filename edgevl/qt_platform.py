@@ -14,7 +14,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 #: soname -> package, per distribution family (the README's "System libraries for the desktop app" lists them).
 PACKAGES = {

@@ -19,11 +19,11 @@ body must arrive in time; a client that hangs up gives its slot back at once.
 
 The user's text is the prompt (task "ask"). OpenAI's `response_format` (`json_schema` or `json_object`) puts a
 JSON schema in the request, which the engine constrains the answer to. The extension field `"edgevl_task": "ocr" |
-"table" | "caption" | "ask" | "extract"` names the task instead: engines use it to choose the image budget, and the embedded OCR engine, which has
-no prompt, to choose what to do; a message without text gets the task's own prompt. `edgevl batch --endpoint`
-drives this server that way. `"edgevl_layout": "auto" | "paragraphs" | "raw"` orders the embedded engine's text
-(see `edgevl.layout`; default "auto"). Answers are the engine's raw text, as from a local engine: the client's task
-parses them.
+"table" | "caption" | "ask" | "extract"` names the task instead: engines use it to choose the image budget, and the
+embedded OCR engine, which has no prompt, to choose what to do; a message without text gets the task's own prompt.
+`edgevl batch --endpoint` drives this server that way. `"edgevl_layout": "auto" | "paragraphs" | "raw"` orders the
+embedded engine's text (see `edgevl.layout`; default "auto"). Answers are the engine's raw text, as from a local
+engine: the client's task parses them.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ from contextlib import closing
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, cast
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
@@ -89,7 +90,7 @@ class ServerSettings:
     header_timeout: float = 10.0
     body_timeout: float = 60.0
 
-    def for_bind(self, host: str) -> "ServerSettings":
+    def for_bind(self, host: str) -> ServerSettings:
         """The Host check for a server listening on `host`: a loopback server without a key answers only to
         loopback names, so that a web page cannot reach it through DNS rebinding. Other binds are reached under
         names edgevl cannot know; their protection is the key."""
@@ -131,7 +132,7 @@ class Job:
     engine is done with it or its client has gone, whichever comes first. `items` receives text pieces, then a
     Stats or an error. Touched on the event loop's thread only, except `cancelled`."""
 
-    def __init__(self, worker: "EngineWorker") -> None:
+    def __init__(self, worker: EngineWorker) -> None:
         self.items: asyncio.Queue = asyncio.Queue()
         self.cancelled = threading.Event()
         self._worker: EngineWorker | None = worker
@@ -308,7 +309,9 @@ def _read_messages(messages: Any, settings: ServerSettings) -> tuple[str | None,
     no assistant turns."""
     if not isinstance(messages, list) or not messages:
         raise bad_request("messages must be a non-empty list of {role, content} objects")
-    system, texts, images = None, [], []
+    system: str | None = None
+    texts: list[str] = []
+    images: list[tuple[str, Any]] = []
     for index, message in enumerate(messages):
         where = f"messages[{index}]"
         if not isinstance(message, dict):
@@ -410,9 +413,11 @@ def _field(body: dict[str, Any], name: str, kinds: type | tuple[type, ...], defa
         return default
     # bool is an int in Python, but `"max_tokens": true` is a mistake
     if not isinstance(value, kinds) or (isinstance(value, bool) and kinds is not bool):
-        expected = {int: "an integer", bool: "true or false"}.get(kinds, "a number")
+        names: dict[type | tuple[type, ...], str] = {int: "an integer", bool: "true or false"}
+        expected = names.get(kinds, "a number")
         raise bad_request(f"{name} must be {expected}, not {_shown(value)}")
-    if low is not None and high is not None and not low <= value <= high:
+    # a range is given only for numeric kinds
+    if low is not None and high is not None and not low <= cast(float, value) <= high:
         raise bad_request(f"{name} must be between {low:g} and {high:g}, not {_shown(value)}")
     return value
 
@@ -518,7 +523,8 @@ def create_app(worker: EngineWorker, settings: ServerSettings) -> Starlette:
             while isinstance(pieces[-1], str):
                 pieces.append(await job.next_item(client_gone))
             stats = pieces.pop()
-            message = {"role": "assistant", "content": "".join(pieces)}
+            assert isinstance(stats, Stats), "the worker ends each answer with its Stats"
+            message = {"role": "assistant", "content": "".join(piece for piece in pieces if isinstance(piece, str))}
             choice = {"index": 0, "message": message, "finish_reason": completion.finish_reason(stats)}
             return JSONResponse(completion.envelope("chat.completion", choices=[choice], usage=usage(stats)))
         except ClientGone as gone:
@@ -656,12 +662,14 @@ def uvicorn_config(app: Starlette, settings: ServerSettings, access_log: bool = 
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     protocol = partial(_header_deadline_protocol(H11Protocol), header_timeout=settings.header_timeout)
-    return uvicorn.Config(app, http=protocol, log_level="info" if access_log else "warning", access_log=access_log,
+    # uvicorn types `http` as a protocol class or name; any factory of protocols works (it only calls it)
+    return uvicorn.Config(app, http=protocol,  # type: ignore[arg-type]
+                          log_level="info" if access_log else "warning", access_log=access_log,
                           timeout_graceful_shutdown=10)
 
 
 def _header_deadline_protocol(base: type) -> type:
-    class HeaderDeadline(base):  # type: ignore[misc, valid-type]
+    class HeaderDeadline(base):
         """Closes a connection whose request headers are not complete `header_timeout` s after it opened or
         after its last answer."""
 
@@ -670,7 +678,7 @@ def _header_deadline_protocol(base: type) -> type:
             self.header_timeout = header_timeout
             self.deadline: asyncio.TimerHandle | None = None
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
             self._arm()
 
@@ -700,7 +708,7 @@ def _header_deadline_protocol(base: type) -> type:
         def _expired(self) -> None:
             self.deadline = None
             if not self.transport.is_closing():
-                peer = "%s:%d" % self.client if self.client else "(unknown)"
+                peer = f"{self.client[0]}:{self.client[1]}" if self.client else "(unknown)"
                 log.warning("client %s dropped: no complete request headers within %g s", peer, self.header_timeout)
                 self.transport.close()
 

@@ -11,7 +11,8 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     """Start the app (or hand the request to the one already running); returns the exit status."""
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("edgevl")
-    app.setDesktopFileName("edgevl")  # Wayland and task bars match the window to packaging/edgevl.desktop
+    QApplication.setDesktopFileName("edgevl")  # Wayland and task bars match the window to packaging/edgevl.desktop
     if send_to_running_app("capture" if args.capture else "show"):
         return 0
     start(args)
@@ -48,11 +49,12 @@ def start(args: argparse.Namespace, server_name: str = SERVER_NAME, **window_opt
     """Everything up to the event loop: the window, the single-instance server, the tray icon. With `--capture`
     the app captures to the clipboard at once and, where there is a tray, stays in it without a window."""
     app = QApplication.instance()
+    assert app is not None, "start() runs inside a QApplication"
     window = create_window(args.data_dir or default_data_dir(), **window_options)
     server = InstanceServer(server_name, parent=window)
     server.message.connect(lambda message: _on_message(window, message))
     tray = create_tray(window)
-    app.setQuitOnLastWindowClosed(tray is None)
+    QApplication.setQuitOnLastWindowClosed(tray is None)
     window.quit_requested.connect(app.quit)
     if tray is None or not args.capture:
         window.show()
@@ -65,7 +67,9 @@ def create_window(data_dir: Path, **window_options: Any) -> MainWindow:
     """Apply the stored language and theme, then build the main window (not shown yet)."""
     settings = Settings.load(data_dir / SETTINGS_FILE)
     set_language(settings.language)
-    install_qt_translations(QApplication.instance())
+    app = QApplication.instance()
+    assert app is not None, "the window is built inside a QApplication"
+    install_qt_translations(app)
     apply_theme(settings.theme)
     return MainWindow(data_dir, settings, **window_options)
 

@@ -7,7 +7,7 @@ it takes a few milliseconds. Everything after it (recognition) runs in the engin
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from PySide6.QtCore import QObject, QRect, QTimer, Signal
 from PySide6.QtWidgets import QWidget
@@ -72,7 +72,7 @@ class CaptureController(QObject):
 
     def _recapture(self) -> None:
         screenshots = self._screenshots()
-        if screenshots is None:
+        if screenshots is None or self.last_region is None:
             return
         index, region = self.last_region
         if index >= len(screenshots):

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 from PIL import Image
 from PySide6.QtCore import QObject, QThreadPool, QTimer
@@ -127,7 +128,7 @@ class EngineHost(QObject):
         if task not in engine.tasks:
             raise UnsupportedTask(needs_model_message(task))
         run = api.stream_task(engine, task, images, **options)
-        pieces = iter(run)
+        pieces = run.__iter__()  # the generator itself (iter() is typed as a plain Iterator), to close it below
         try:
             for piece in pieces:
                 if job.cancel_requested:
@@ -159,13 +160,14 @@ class EngineHost(QObject):
             job.status(tr("Loading {model}...", model=name))
             self._engine = self._opener(choice)
             self._loaded = choice
-            self._summary = self._engine_summary(choice)
+            self._summary = self._engine_summary(self._engine, choice)
             job.status(self._summary)
+        assert self._engine is not None, "the engine of the loaded choice stays open until _close()"
         return self._engine
 
-    def _engine_summary(self, choice: EngineChoice) -> str:
+    @staticmethod
+    def _engine_summary(engine: Engine, choice: EngineChoice) -> str:
         """The engine's description, and in plain words why a wanted GPU is not used (CUDA missing...)."""
-        engine = self._engine
         summary = engine.description
         if choice.gpu and not choice.is_embedded and engine.device == "cpu":
             summary += " - " + tr("GPU not used: {reason}", reason=engine.device_reason)

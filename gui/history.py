@@ -61,6 +61,7 @@ class History:
                 "INSERT INTO results (created, task, engine, source, answer, thumbnail) VALUES (?, ?, ?, ?, ?, ?)",
                 (created.isoformat(), task, engine, source, answer, thumbnail),
             )
+        assert cursor.lastrowid is not None, "an INSERT sets the row id"
         return HistoryEntry(cursor.lastrowid, created, task, engine, source, answer, thumbnail)
 
     def save_edit(self, entry_id: int, result: Result) -> None:

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import re
 
-from PySide6.QtCore import QLibraryInfo, QLocale, QTranslator
-from PySide6.QtWidgets import QApplication
+from PySide6.QtCore import QCoreApplication, QLibraryInfo, QLocale, QTranslator
 
 LANGUAGES = {"en": "English", "zh_CN": "简体中文"}
 
@@ -257,7 +256,7 @@ def without_mnemonic(text: str) -> str:
     return re.sub(r"\(&\w\)", "", text).replace("&", "").removesuffix("...").removesuffix("\u2026")
 
 
-def install_qt_translations(app: QApplication) -> None:
+def install_qt_translations(app: QCoreApplication) -> None:
     """Qt's own strings (dialog buttons, file pickers) in the current language, from Qt's shipped .qm files."""
     if _language == "en":
         return

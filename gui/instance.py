@@ -38,6 +38,6 @@ class InstanceServer(QObject):
         # The sender writes its few bytes right after connecting, so reading them at once never waits long.
         socket = self._server.nextPendingConnection()
         if socket.bytesAvailable() or socket.waitForReadyRead(TIMEOUT_MS):
-            self.message.emit(bytes(socket.readAll()).decode(errors="replace"))
+            self.message.emit(bytes(socket.readAll().data()).decode(errors="replace"))
         socket.abort()
         socket.deleteLater()

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from PySide6.QtCore import QObject, QRunnable, Signal
 
@@ -40,7 +41,7 @@ class JobSignals(QObject):
 
 
 class Job(QRunnable):
-    def __init__(self, work: Callable[["Job"], Any]) -> None:
+    def __init__(self, work: Callable[[Job], Any]) -> None:
         super().__init__()
         self.signals = JobSignals()
         self._work = work

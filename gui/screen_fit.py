@@ -42,7 +42,7 @@ def restore_geometry(widget: QWidget, saved: str, preferred: QSize) -> None:
 
 
 def saved_geometry(widget: QWidget) -> str:
-    return bytes(widget.saveGeometry().toBase64()).decode("ascii")
+    return bytes(widget.saveGeometry().toBase64().data()).decode("ascii")
 
 
 def _available(widget: QWidget) -> QRect:

@@ -39,7 +39,7 @@ class Settings:
     last_region: list[int] = field(default_factory=list)
 
     @classmethod
-    def load(cls, path: Path) -> "Settings":
+    def load(cls, path: Path) -> Settings:
         try:
             stored = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:

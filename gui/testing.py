@@ -11,7 +11,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Generator
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -78,7 +78,7 @@ class SlowEngine(Engine):
         self.stopped = threading.Event()  # set when the generator was closed: the worker finished cleanly
         self.closed = False
 
-    def stream(self, request: Request) -> Iterator[str]:
+    def stream(self, request: Request) -> Generator[str, None, None]:
         try:
             while True:
                 time.sleep(0.01)

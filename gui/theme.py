@@ -16,6 +16,7 @@ SCHEMES = {"system": Qt.ColorScheme.Unknown, "light": Qt.ColorScheme.Light, "dar
 
 def apply_theme(theme: str) -> None:
     app = QApplication.instance()
+    assert isinstance(app, QApplication), "themes apply to a running QApplication"
     wanted = SCHEMES.get(theme, Qt.ColorScheme.Unknown)
     app.styleHints().setColorScheme(wanted)
     if wanted == Qt.ColorScheme.Unknown or app.styleHints().colorScheme() == wanted:

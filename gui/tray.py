@@ -30,7 +30,12 @@ def create_tray(window: MainWindow) -> QSystemTrayIcon | None:
     tray = QSystemTrayIcon(window.windowIcon(), window)
     tray.setToolTip("edgevl")
     tray.setContextMenu(menu)
-    tray.activated.connect(lambda reason: reason == QSystemTrayIcon.ActivationReason.Trigger and toggle(window))
+
+    def on_activated(reason: QSystemTrayIcon.ActivationReason) -> None:
+        if reason == QSystemTrayIcon.ActivationReason.Trigger:
+            toggle(window)
+
+    tray.activated.connect(on_activated)
     window.notification.connect(
         lambda title, message: tray.showMessage(title, message, window.windowIcon(), NOTIFICATION_MS))
     window.tray = tray

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
-import tomllib
+import sys
 from dataclasses import dataclass, field
 from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # requires-python is 3.10, which has no tomllib
+    import tomli as tomllib
 
 from edgevl.families import FAMILIES
 
@@ -35,7 +40,7 @@ class ModelCard:
     def image_max_tokens(self, task: str) -> int:
         """Image-token budget for a task (OCR wants more detail than captioning)."""
         budget = self.settings["image_max_tokens"]
-        return int(budget.get(task, budget["default"])) if isinstance(budget, dict) else int(budget)
+        return int(budget[task] if task in budget else budget["default"]) if isinstance(budget, dict) else int(budget)
 
     def matches(self, config: dict[str, Any]) -> bool:
         """Whether an HF `config.json` (flattened with its text_config) is this model."""

@@ -14,7 +14,6 @@ from rendering import dejavu_font, default_font, render_table, render_text
 from edgevl.engines import classic
 from edgevl.engines.classic import ClassicOcrEngine, RuledGrid, TextBox, group_into_lines, join_line
 from edgevl.errors import BackendUnavailable, UnsupportedTask
-from edgevl.request import Request
 from edgevl.tasks import Table, get_task
 
 LINES = [

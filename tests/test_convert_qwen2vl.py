@@ -34,9 +34,11 @@ def leftovers(folder: Path) -> list[str]:
 def test_writes_text_and_mmproj_with_manifest(qwen2vl_gguf):
     folder = qwen2vl_gguf("q4_k_m", "f16")
     manifest = read_manifest(folder)
-    assert (manifest.format, manifest.family, manifest.quant, manifest.vision_quant) == ("gguf", "qwen2vl", "q4_k_m", "f16")
+    described = (manifest.format, manifest.family, manifest.quant, manifest.vision_quant)
+    assert described == ("gguf", "qwen2vl", "q4_k_m", "f16")
     check_model_files(folder, manifest, verify=True)
-    assert sorted(p.name for p in folder.iterdir()) == sorted([*[e.name for e in manifest.files.values()], "edgevl.json"])
+    listed = [e.name for e in manifest.files.values()]
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*listed, "edgevl.json"])
 
     text = gguf.GGUFReader(manifest.path(folder, "text"))
     assert text.fields["general.architecture"].contents() == "qwen2vl"
@@ -61,7 +63,8 @@ def test_k_quant_is_llama_quantize_bit_for_bit(qwen2vl_gguf, tmp_path):
     f32 = qwen2vl_gguf("f32")
     by_hand = tmp_path / "by-hand.gguf"
     quantize_with_llama_cpp(read_manifest(f32).path(f32, "text"), by_hand, QUANTS["q4_k_m"])
-    ours_data = {t.name: bytes(t.data) for t in gguf.GGUFReader(ours.path(qwen2vl_gguf("q4_k_m", "f16"), "text")).tensors}
+    ours_reader = gguf.GGUFReader(ours.path(qwen2vl_gguf("q4_k_m", "f16"), "text"))
+    ours_data = {t.name: bytes(t.data) for t in ours_reader.tensors}
     by_hand_data = {t.name: bytes(t.data) for t in gguf.GGUFReader(by_hand).tensors}
     assert ours_data == by_hand_data
 

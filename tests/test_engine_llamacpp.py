@@ -16,7 +16,8 @@ from edgevl.system import rss_bytes
 
 
 def ocr_request(max_tokens: int = 16, **sampling) -> Request:
-    return Request("ocr", (noise_image(120, 90),), "Read the text.", sampling=Sampling(max_tokens=max_tokens, **sampling))
+    return Request("ocr", (noise_image(120, 90),), "Read the text.",
+                   sampling=Sampling(max_tokens=max_tokens, **sampling))
 
 
 @pytest.mark.slow

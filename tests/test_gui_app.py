@@ -50,9 +50,9 @@ def test_dropped_files_are_queued_and_read_in_order(qtbot, window, tmp_path):
     render_text(LINES[:1]).save(first)
     render_text(LINES[1:]).save(second)
     drop_files(window, [first, second])
-    qtbot.waitUntil(lambda: len(window.queue.items()) == 2, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: len(window.queue.queue_items()) == 2, timeout=TIMEOUT_MS)
     wait_until_idle(qtbot, window)
-    items = window.queue.items()
+    items = window.queue.queue_items()
     assert [item.source for item in items] == ["first.png", "second.webp"]
     assert [item.state for item in items] == ["done", "done"]
     for item, line in zip(items, LINES):
@@ -68,7 +68,7 @@ def test_pasted_image_is_read_and_the_text_streams_in(qtbot, window):
     window.job.signals.progress.connect(lambda piece: pieces.append(piece))
     wait_until_idle(qtbot, window)
     assert len(pieces) == len(LINES)  # the embedded engine streams line by line
-    assert window.queue.items()[0].source == "clipboard"
+    assert window.queue.queue_items()[0].source == "clipboard"
     assert similarity("\n".join(LINES), answer_text(window)) >= 0.98
 
 
@@ -101,7 +101,7 @@ def test_ask_without_a_question_waits_for_one(qtbot, data_dir, models_folder):
                                                           tasks_of=lambda choice: SlowEngine.tasks))
     choose_task(window, "ask")
     window.add_image(render_text(LINES), "receipt.png")
-    assert window.job is None and window.queue.items()[0].state == "waiting"
+    assert window.job is None and window.queue.queue_items()[0].state == "waiting"
     assert "question" in window.error_banner.text()
 
 
@@ -115,7 +115,7 @@ def test_bad_files_give_a_message_and_good_ones_still_run(qtbot, window, tmp_pat
     message = window.error_banner.text()
     assert "corrupt.png" in message and "empty.jpg: the file is empty" in message
     wait_until_idle(qtbot, window)
-    assert [item.source for item in window.queue.items()] == ["good.png"]
+    assert [item.source for item in window.queue.queue_items()] == ["good.png"]
 
 
 def test_history_survives_a_restart_and_can_be_cleared(qtbot, data_dir, models_folder):
@@ -146,7 +146,7 @@ def test_cancel_stops_the_running_job_and_the_waiting_ones(qtbot, data_dir, mode
     qtbot.waitUntil(lambda: "tick tick tick" in answer_text(window), timeout=TIMEOUT_MS)  # streaming shows
     window.cancel_button.click()
     wait_until_idle(qtbot, window)
-    assert [item.state for item in window.queue.items()] == ["cancelled", "cancelled"]
+    assert [item.state for item in window.queue.queue_items()] == ["cancelled", "cancelled"]
     assert engine.stopped.is_set()  # the engine's generator was closed, not abandoned
     assert window.history_view.list.topLevelItemCount() == 0
     assert window.statusBar().currentMessage() == "Cancelled"

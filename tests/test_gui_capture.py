@@ -63,12 +63,12 @@ def test_dragged_region_is_read(qtbot, window, screen):
     qtbot.waitUntil(window.isVisible, timeout=TIMEOUT_MS)
     assert not window.capture.overlays
     wait_until_idle(qtbot, window)
-    assert window.queue.items()[0].source == "screen region"
+    assert window.queue.queue_items()[0].source == "screen region"
     got = answer_text(window)
     assert difflib.SequenceMatcher(None, "\n".join(LINES), got).ratio() >= 0.98, got
 
     window.capture_again_action.trigger()  # same region, no overlay
-    qtbot.waitUntil(lambda: len(window.queue.items()) == 2, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: len(window.queue.queue_items()) == 2, timeout=TIMEOUT_MS)
     wait_until_idle(qtbot, window)
     assert answer_text(window) == got
 
@@ -77,7 +77,7 @@ def test_escape_cancels_and_brings_the_window_back(qtbot, window):
     overlay = open_overlay(qtbot, window)
     qtbot.keyClick(overlay, Qt.Key.Key_Escape)
     qtbot.waitUntil(window.isVisible, timeout=TIMEOUT_MS)
-    assert not window.capture.overlays and not window.queue.items()
+    assert not window.capture.overlays and not window.queue.queue_items()
 
 
 def test_a_click_is_not_a_region(qtbot, window):

@@ -41,7 +41,7 @@ def test_each_task_streams_from_the_converted_model(qtbot, window, task):
     window.add_image(render_text(["Hello"]), "hello.png")
     window.job.signals.progress.connect(lambda piece: pieces.append(piece))
     wait_until_idle(qtbot, window)
-    item = window.queue.items()[0]
+    item = window.queue.queue_items()[0]
     assert item.state == "done", item.error
     assert len(pieces) > 1 and "".join(pieces) == item.answer.raw == item.streamed
     assert "llama.cpp" in item.answer.engine

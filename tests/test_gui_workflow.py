@@ -156,7 +156,7 @@ def test_history_has_its_own_selection_and_run_stays_with_the_queue(qtbot, slow_
     assert history.result_view.copy_text() == "old text"
     window.run_button.click()  # Run belongs to the queue's selection
     qtbot.waitUntil(lambda: window.job is not None, timeout=TIMEOUT_MS)
-    assert window.queue.items()[0].state == "running"
+    assert window.queue.queue_items()[0].state == "running"
     assert history.result_view.copy_text() == "old text"  # the history pane is untouched
     assert history.list.currentItem() is history.list.topLevelItem(0)
 
@@ -257,7 +257,7 @@ def test_ctrl_v_in_the_table_grid_pastes_into_the_cells(qtbot, window):
     QGuiApplication.clipboard().setText("Plums\t20")
     press(qtbot, grid, Qt.Key.Key_V, Qt.KeyboardModifier.ControlModifier)
     assert [grid.item(1, c).text() for c in range(3)] == ["Plums", "20", "0.85"]
-    assert len(window.queue.items()) == 1  # no image was pasted into the queue
+    assert len(window.queue.queue_items()) == 1  # no image was pasted into the queue
 
 
 def test_task_and_model_boxes_have_keyboard_labels(qtbot, window):

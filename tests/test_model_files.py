@@ -7,7 +7,8 @@ import json
 import os
 import struct
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -223,7 +224,7 @@ CRAFTED_GGUF: list[tuple[str, Callable[[bytes], bytes], str]] = [
     ("tensor-huge-shape", lambda good: gguf_file(tensors=[tensor(dims=(2**31, 2**31))], tail=b"\0" * 64),
      "past the end"),
     ("tensor-count-more-than-written", lambda good: good[:8] + struct.pack("<Q", 3) + good[16:], "not a valid GGUF"),
-    *[(f"cut-at-{cut}", (lambda cut: lambda good: good[:cut])(cut), "not a valid GGUF")
+    *[(f"cut-at-{cut}", (lambda end: lambda good: good[:end])(cut), "not a valid GGUF")
       for cut in (10, 20, 30, 60, 100, 150, 200)],
     ("cut-in-the-data", lambda good: good[:-300], "past the end of the file"),
 ]
@@ -248,7 +249,7 @@ def test_gguf_check_accepts_what_gguf_writes(tmp_path, gguf_bytes):
 # ---- ONNX headers -----------------------------------------------------------------------------------------------
 
 def onnx_model(external: dict[str, str] | None = None, ir_version: int = 10) -> bytes:
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
     weight = helper.make_tensor("w", TensorProto.FLOAT, [4], [1.0, 2.0, 3.0, 4.0])

@@ -12,7 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest

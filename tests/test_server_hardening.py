@@ -13,12 +13,13 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 from PIL import Image
-from test_server import SETTINGS, EchoEngine, chat, data_uri, running_server
+from test_server import SETTINGS, EchoEngine, chat, running_server
 
 from edgevl.server import ServerSettings, parse_chat_request
 
@@ -246,7 +247,7 @@ def test_images_are_counted_and_sized_before_any_is_decoded(monkeypatch):
 def request_head(url: str, length: int, headers: dict[str, str] | None = None) -> bytes:
     fields = {"Host": "127.0.0.1", "Content-Type": "application/json", "Content-Length": str(length),
               **(headers or {})}
-    return (f"POST /v1/chat/completions HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fields.items())
+    return ("POST /v1/chat/completions HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fields.items())
             + "\r\n").encode()
 
 

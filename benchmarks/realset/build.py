@@ -82,7 +82,7 @@ def _expected_texts(source: str) -> list[tuple[str, str]]:
         if text is None or not isinstance(path, ast.BinOp) or not isinstance(path.right, ast.Constant):
             continue
         linesep = type("os", (), {"linesep": "\n"})
-        found.append((path.right.value, eval(compile(ast.Expression(text), "<labels>", "eval"),
+        found.append((str(path.right.value), eval(compile(ast.Expression(text), "<labels>", "eval"),
                                               {"__builtins__": {}, "os": linesep})))
     return found
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING
+from collections.abc import Generator, Sequence
 
 from edgevl import model_cards
 from edgevl.chat import format_prompt
@@ -18,6 +19,9 @@ from edgevl.families import get_family
 from edgevl.manifest import read_manifest
 from edgevl.model_files import check_model_files
 from edgevl.request import Request, Stats
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 #: What engines without a language model do (the embedded engine): read text and tables, no captions or
@@ -43,13 +47,13 @@ class Engine(abc.ABC):
         self.last_stats = Stats()
 
     @abc.abstractmethod
-    def stream(self, request: Request) -> Iterator[str]:
+    def stream(self, request: Request) -> Generator[str, None, None]:
         """Yield the answer piece by piece as it is produced."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: an engine that holds nothing keeps this no-op
         """Release the model and everything it holds (memory, GPU buffers). Safe to call twice."""
 
-    def __enter__(self) -> "Engine":
+    def __enter__(self) -> Engine:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -82,10 +86,16 @@ class ModelFolderEngine(Engine):
 
     @classmethod
     def open(cls, folder: str | Path, *, threads: int | None, gpu: bool, image_max_tokens: int | None,
-             context_size: int) -> "ModelFolderEngine":
+             context_size: int) -> ModelFolderEngine:
         """What `edgevl.api.open_engine` calls for any engine in the registry (edgevl.families.ENGINES);
         engines whose constructor takes other options translate them here."""
-        return cls(folder, threads=threads, gpu=gpu, image_max_tokens=image_max_tokens, context_size=context_size)
+        return cls(folder, threads=threads, gpu=gpu, image_max_tokens=image_max_tokens,  # type: ignore[call-arg]
+                   context_size=context_size)  # (the llama.cpp engines take exactly these; others override open())
+
+    @abc.abstractmethod
+    def first_token_logits(self, request: Request) -> np.ndarray:
+        """The next-token logits after the request's prompt, which parity tests and benchmarks compare with the
+        reference implementation."""
 
     def image_budget(self, task: str) -> tuple[int, int]:
         """(min, max) image tokens per image: the engine's override, else the model card's for the task."""

@@ -21,7 +21,8 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
+from collections.abc import Generator, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -68,7 +69,7 @@ class ClassicOcrEngine(Engine):
         self._reader: Any = None  # rapidocr.RapidOCR, created on first use
         self._table_structurer: Any = None  # rapid_table's TableStructurer, created on first table request
 
-    def stream(self, request: Request) -> Iterator[str]:
+    def stream(self, request: Request) -> Generator[str, None, None]:
         """OCR: the text line by line (`request.layout` says in which order). Table: one HTML `<table>` per image."""
         if request.task not in self.tasks:
             raise UnsupportedTask(_unsupported_message(request.task))
@@ -221,7 +222,7 @@ class ClassicOcrEngine(Engine):
 
     # ------------------------------------------------------------------------------------------------ stats
 
-    def _timed(self, pieces: Iterator[str]) -> Iterator[str]:
+    def _timed(self, pieces: Iterator[str]) -> Generator[str, None, None]:
         """Pass the pieces through, recording the time until the last one and how many there were."""
         started = time.perf_counter()
         count = 0
@@ -483,7 +484,8 @@ def _enclosed_regions(image: np.ndarray, text_height: float) -> list[tuple[int, 
     length = max(3, round(text_height))
     horizontal = cv2.morphologyEx(ink, cv2.MORPH_OPEN, np.ones((1, length), np.uint8))
     vertical = cv2.morphologyEx(ink, cv2.MORPH_OPEN, np.ones((length, 1), np.uint8))
-    rulings = cv2.dilate(horizontal | vertical, np.ones((3, 3), np.uint8))  # close gaps where rulings meet
+    # dilated: closes the gaps where rulings meet
+    rulings = cv2.dilate(cv2.bitwise_or(horizontal, vertical), np.ones((3, 3), np.uint8))
     _count, _labels, stats, _centroids = cv2.connectedComponentsWithStats(cv2.bitwise_not(rulings), connectivity=4)
     height, width = gray.shape
     return [

@@ -17,7 +17,7 @@ import math
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Generator, Iterator
 
 import numpy as np
 from PIL import Image
@@ -123,7 +123,7 @@ class LlamaCppEngine(ModelFolderEngine):
 
     # ---- requests -----------------------------------------------------------------------------------------------
 
-    def stream(self, request: Request) -> Iterator[str]:
+    def stream(self, request: Request) -> Generator[str, None, None]:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stops = StopFilter(request.sampling.stop)
         piece = ctypes.create_string_buffer(256)
@@ -190,7 +190,8 @@ class LlamaCppEngine(ModelFolderEngine):
             text = mtmd.mtmd_input_text(prompt.encode(), len(prompt.encode()), True, True)
             status = mtmd.mtmd_tokenize(self._mctx, chunks, ctypes.byref(text), bitmaps, len(images))
             if status != 0:
-                raise EdgevlError(f"libmtmd could not tokenize the prompt with {len(images)} image(s) (status {status})")
+                raise EdgevlError(f"libmtmd could not tokenize the prompt with {len(images)} image(s) "
+                                  f"(status {status})")
             return self._eval_chunks(chunks, stats)
 
     def _eval_chunks(self, chunks, stats) -> int:

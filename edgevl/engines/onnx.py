@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Generator, Iterator
 
 import numpy as np
 
@@ -98,7 +98,7 @@ class OnnxEngine(ModelFolderEngine):
 
     @classmethod
     def open(cls, folder: str | Path, *, threads: int | None, gpu: bool, image_max_tokens: int | None,
-             context_size: int) -> "OnnxEngine":
+             context_size: int) -> OnnxEngine:
         """The KV cache grows as needed, so there is no context size to set."""
         return cls(folder, threads=threads, device="auto" if gpu else "cpu", image_max_tokens=image_max_tokens)
 
@@ -116,7 +116,7 @@ class OnnxEngine(ModelFolderEngine):
 
     # ---- requests -----------------------------------------------------------------------------------------------
 
-    def stream(self, request: Request) -> Iterator[str]:
+    def stream(self, request: Request) -> Generator[str, None, None]:
         from tokenizers.decoders import DecodeStream
 
         stops = StopFilter(request.sampling.stop)

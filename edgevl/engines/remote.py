@@ -21,7 +21,8 @@ import json
 import random
 import threading
 import time
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
+from collections.abc import Callable, Generator, Iterator
 
 import httpx
 
@@ -103,7 +104,7 @@ class RemoteEngine(Engine):
 
     # ---- requests -----------------------------------------------------------------------------------------------
 
-    def stream(self, request: Request) -> Iterator[str]:
+    def stream(self, request: Request) -> Generator[str, None, None]:
         body = self.chat_body(request)
         self.last_stats = stats = Stats()
         started = time.perf_counter()

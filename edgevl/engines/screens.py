@@ -13,7 +13,7 @@ Pure functions over image arrays and text boxes, used by the embedded engine (`c
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 import importlib.metadata
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Generator
 
 import numpy as np
 
@@ -47,7 +48,7 @@ def open_baseline(model: str, threads: int | None = None) -> Engine:
 class _Baseline(Engine):
     family = "classic"  # no prompts, no tokens
 
-    def stream(self, request: Request) -> Iterator[str]:
+    def stream(self, request: Request) -> Generator[str, None, None]:
         if request.task not in self.tasks:
             raise UnsupportedTask(f"{self.description} does not do {request.task}")
         for index, image in enumerate(request.images):

@@ -49,7 +49,7 @@ def tokenize(text: str) -> list[str]:
     return words("".join(" " if unicodedata.category(char).startswith("P") else char for char in text))
 
 
-def ngrams(tokens: list[str], n: int) -> Counter:
+def ngrams(tokens: list[str], n: int) -> Counter[tuple[str, ...]]:
     return Counter(tuple(tokens[index:index + n]) for index in range(len(tokens) - n + 1))
 
 
@@ -62,7 +62,7 @@ def bleu4(references: list[list[list[str]]], hypotheses: list[list[str]]) -> flo
         ref_length += min((abs(len(ref) - len(hyp)), len(ref)) for ref in refs)[1] if refs else 0
         for n in range(1, MAX_N + 1):
             counts = ngrams(hyp, n)
-            most_in_a_reference = Counter()
+            most_in_a_reference: Counter[tuple[str, ...]] = Counter()
             for ref in refs:
                 most_in_a_reference |= ngrams(ref, n)
             matches[n - 1] += sum(min(count, most_in_a_reference[gram]) for gram, count in counts.items())

@@ -22,12 +22,13 @@ def quality_chart(path: Path, title: str, quality_name: str, points: list[Point]
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     figure, (by_size, by_speed) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for axes, index, label in ((by_size, 1, "model size (MB)"), (by_speed, 2, "seconds per image")):
-        for point in points:
-            x = point[index] / 1e6 if index == 1 else point[index]
+    sizes_mb = [point[1] / 1e6 for point in points]
+    seconds = [point[2] for point in points]
+    for axes, xs, label in ((by_size, sizes_mb, "model size (MB)"), (by_speed, seconds, "seconds per image")):
+        for x, point in zip(xs, points):
             axes.scatter(x, point[3], s=40)
             axes.annotate(point[0], (x, point[3]), textcoords="offset points", xytext=(5, 5), fontsize=8)
-        values = [point[index] for point in points if point[index] > 0]
+        values = [x for x in xs if x > 0]
         if values and max(values) > 10 * min(values):  # sizes from 15 MB to 5 GB: a log axis shows them all
             axes.set_xscale("log")
         axes.set_xlabel(label)

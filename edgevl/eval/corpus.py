@@ -27,7 +27,7 @@ class Corpus:
     number_columns: dict[str, str]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_corpus(language: str) -> Corpus:
     if language not in LANGUAGES:
         raise EdgevlError(f"no corpus for language {language!r}; choose from {', '.join(LANGUAGES)}")

@@ -12,9 +12,10 @@ Three layouts are recognised, in this order:
    ICDAR 2015, or `left,top,right,bottom,"text"` as in ICDAR 2013; `###` marks unreadable text and is left out).
    The reference is the words grouped into lines, top to bottom, left to right.
 
-A manifest row's task is its `task`, else "table" for `html`, "extract" for `json` and "ocr" for `text`. Side files and box files say
-nothing about the task: theirs is the `--task` given (so a folder of `.gt.txt` captions can be scored), else
-"table" for `.gt.html` and "ocr" otherwise. `--task` then keeps only the samples of that task. Every problem (a bad line, a missing image, a duplicate id) is reported with where it is, before anything runs.
+A manifest row's task is its `task`, else "table" for `html`, "extract" for `json` and "ocr" for `text`. Side files
+and box files say nothing about the task: theirs is the `--task` given (so a folder of `.gt.txt` captions can be
+scored), else "table" for `.gt.html` and "ocr" otherwise. `--task` then keeps only the samples of that task. Every
+problem (a bad line, a missing image, a duplicate id) is reported with where it is, before anything runs.
 """
 
 from __future__ import annotations

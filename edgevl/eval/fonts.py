@@ -64,12 +64,12 @@ def fonts_for(language: str, text: str, known: tuple[FontFile, ...] = KNOWN_FONT
     return usable
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(path: Path, index: int, size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(str(path), size, index=index)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _code_points(path: Path, index: int) -> frozenset[int]:
     """The characters a face maps to glyphs (read once: a CJK collection takes about a second)."""
     with TTFont(path, fontNumber=index, lazy=True) as font:

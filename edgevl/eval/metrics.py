@@ -40,7 +40,8 @@ class Normalization:
 
     def __post_init__(self) -> None:
         if self.whitespace not in WHITESPACE_MODES:
-            raise EdgevlError(f"unknown whitespace mode {self.whitespace!r}; choose one of {', '.join(WHITESPACE_MODES)}")
+            raise EdgevlError(f"unknown whitespace mode {self.whitespace!r}; "
+                              f"choose one of {', '.join(WHITESPACE_MODES)}")
 
     def apply(self, text: str) -> str:
         if self.nfkc:
@@ -147,7 +148,10 @@ def words(text: str) -> list[str]:
     tokens: list[str] = []
     for word in text.split():
         for cjk, run in itertools.groupby(word, key=is_cjk):
-            tokens.extend(run) if cjk else tokens.append("".join(run))
+            if cjk:
+                tokens.extend(run)
+            else:
+                tokens.append("".join(run))
     return tokens
 
 

@@ -16,7 +16,8 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 from PIL import Image
 
@@ -242,7 +243,7 @@ def write_report(samples: Sequence[Sample], dataset: Path, out: Path, labels: Se
 
 
 def _dataset_line(samples: Sequence[Sample], dataset: Path, normalization: Normalization) -> str:
-    counts = defaultdict(int)
+    counts: defaultdict[str, int] = defaultdict(int)
     for sample in samples:
         counts[sample.task] += 1
     tasks = ", ".join(f"{TASK_TITLES[task]} {count}" for task, count in counts.items())
@@ -287,7 +288,8 @@ def _tag_blocks(results: Sequence[ModelResult]) -> list[tuple]:
         metric = next(iter(scored[0].tasks[task].metrics))
         rows = [[tag, *(format_metric(metric, result.tasks[task].by_tag[tag]) if tag in result.tasks[task].by_tag
                         else "-" for result in scored)] for tag in tags]
-        blocks += [("h3", f"{TASK_TITLES[task]}: {metric} by tag"), ("table", ["tag", *(r.label for r in scored)], rows)]
+        blocks += [("h3", f"{TASK_TITLES[task]}: {metric} by tag"),
+                   ("table", ["tag", *(r.label for r in scored)], rows)]
     return [("h2", "By tag"), *blocks] if blocks else []
 
 

@@ -8,8 +8,9 @@ done is not even loaded.
 
 Speed is measured per sample around the whole request (image loading, encoding, prefill, generation, parsing);
 tokens come from the engine's `last_stats`. Each model first answers one unrecorded warm-up request per task
-(counted in its load time), because engines may load models or allocate buffers on first use. Peak memory is the process's resident high-water mark, reset when a
-model is loaded (Linux `/proc/self/clear_refs`), so each model's peak is its own.
+(counted in its load time), because engines may load models or allocate buffers on first use. Peak memory is the
+process's resident high-water mark, reset when a model is loaded (Linux `/proc/self/clear_refs`), so each model's
+peak is its own.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from edgevl.api import DEFAULT_MODEL, open_engine, resolve_model, stream_task
 from edgevl.engines.base import Engine

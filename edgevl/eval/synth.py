@@ -27,7 +27,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -206,7 +206,8 @@ def make_table(rng: random.Random, corpus: Corpus, fonts: list[FontFile]) -> Syn
     image = draw_table([header, *rows], font, numeric=[name in corpus.number_columns for name in header],
                        ruled=ruled, padding=rng.randint(6, 14), style=pick_style(rng, dark_share=0))
     html = Table(header=header, rows=rows).to("html")
-    return SyntheticImage(image, "table", [font_tag, size_tag(size), "table:grid" if ruled else "table:rules"], html=html)
+    tags = [font_tag, size_tag(size), "table:grid" if ruled else "table:rules"]
+    return SyntheticImage(image, "table", tags, html=html)
 
 
 def make_columns(rng: random.Random, corpus: Corpus, fonts: list[FontFile]) -> SyntheticImage:
@@ -358,8 +359,8 @@ def draw_table(cells: list[list[str]], font: ImageFont.FreeTypeFont, numeric: li
     for row_index, row in enumerate(cells):
         for column, text in enumerate(row):
             right_aligned = numeric[column] and row_index > 0
-            x = lefts[column + 1] - padding - font.getlength(text) if right_aligned else lefts[column] + padding
-            draw.text((x, tops[row_index] + padding), text, font=font, fill=style.ink)
+            text_x = lefts[column + 1] - padding - font.getlength(text) if right_aligned else lefts[column] + padding
+            draw.text((text_x, tops[row_index] + padding), text, font=font, fill=style.ink)
     return image
 
 
@@ -387,6 +388,7 @@ def _fit_row(texts: list[str], font: ImageFont.FreeTypeFont, width: int, gap: in
 
 def _draw_row(draw: ImageDraw.ImageDraw, texts: list[str], font: ImageFont.FreeTypeFont, origin: tuple[int, int],
               gap: int, ink: Colour, buttons: bool) -> None:
+    x: float  # moves by text widths, which are fractional
     x, y = origin
     for text in texts:
         text_width = font.getlength(text)

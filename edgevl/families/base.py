@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -25,7 +26,7 @@ class EncodedImages:
 
     features: np.ndarray  # [image tokens, width]
     markers: list[str]
-    layouts: list[tuple[int, ...]]
+    layouts: Sequence[tuple[int, ...]]
 
 
 class OnnxImages(abc.ABC):

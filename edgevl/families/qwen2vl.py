@@ -10,7 +10,8 @@ The tasks' default prompt wording was written for Qwen2-VL, so it has no wording
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
@@ -53,8 +54,8 @@ def qwen2vl_patches(
     ordered block by block of merge x merge."""
     # rescale in float64 then round to float32, normalise in float32: the reference's exact arithmetic
     pixels = (np.asarray(image.convert("RGB"), dtype=np.float64) * (1 / 255)).astype(np.float32)
-    pixels = (pixels - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
-    frames = np.repeat(pixels.transpose(2, 0, 1)[None], temporal, axis=0)  # [temporal, 3, H, W]
+    normalised = (pixels - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+    frames = np.repeat(normalised.transpose(2, 0, 1)[None], temporal, axis=0)  # [temporal, 3, H, W]
     grid_h, grid_w = image.height // patch, image.width // patch
     blocks = frames.reshape(temporal, 3, grid_h // merge, merge, patch, grid_w // merge, merge, patch)
     flat = blocks.transpose(2, 5, 3, 6, 1, 0, 4, 7).reshape(grid_h * grid_w, 3 * temporal * patch * patch)
@@ -68,14 +69,14 @@ def qwen2vl_rope_positions(
     its grid, and the text after it continues from the largest position the image used, plus one."""
     ids = np.asarray(input_ids)
     positions = np.zeros((3, len(ids)), dtype=np.int64)
-    grids = iter(grids)
+    grids_left = iter(grids)
     index, next_position = 0, 0
     while index < len(ids):
         if ids[index] != image_token_id:
             positions[:, index] = next_position
             index, next_position = index + 1, next_position + 1
             continue
-        _, grid_h, grid_w = next(grids)
+        _, grid_h, grid_w = next(grids_left)
         rows, cols = grid_h // merge, grid_w // merge
         count = rows * cols
         positions[0, index:index + count] = next_position

@@ -10,7 +10,8 @@ from __future__ import annotations
 import abc
 import json
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, Sequence
+from typing import Any, ClassVar, Protocol
+from collections.abc import Sequence
 
 from PIL import Image
 
@@ -73,12 +74,14 @@ class Task(abc.ABC):
         return Request(task=self.name, images=tuple(images), prompt=self.prompt(family, **options), sampling=sampling,
                        json_schema=self.json_schema(**options), layout=checked_layout(layout))
 
+    # prompt() and max_tokens() take the task's own keyword options (a caption's length, a question) after these
+    # parameters: a task without options overrides them as they are.
     @abc.abstractmethod
-    def prompt(self, family: str, **options: Any) -> str:
+    def prompt(self, family: str) -> str:
         """The user's words sent with the images (the engine adds the chat template and image markers)."""
 
     @abc.abstractmethod
-    def max_tokens(self, **options: Any) -> int:
+    def max_tokens(self) -> int:
         """Default generation budget: enough for a full answer, small enough to stop a model that loops."""
 
     def json_schema(self, **options: Any) -> dict[str, Any] | None:

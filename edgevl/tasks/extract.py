@@ -196,7 +196,8 @@ class ExtractTask(Task):
     def max_tokens(self, schema: SchemaSpec | None = None, fields: str | list[str] | None = None) -> int:
         return 2048  # an invoice of 40 lines at 40-50 tokens each
 
-    def json_schema(self, schema: SchemaSpec | None = None, fields: str | list[str] | None = None) -> Schema:
+    def json_schema(self, schema: SchemaSpec | None = None, fields: str | list[str] | None = None,
+                    **options: Any) -> Schema:
         return resolve_schema(schema, fields)
 
     def parse(self, text: str) -> ExtractResult:

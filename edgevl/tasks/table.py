@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from edgevl.families import wording
 from edgevl.tasks.base import Task
@@ -73,7 +73,7 @@ class TableTask(Task):
     def max_tokens(self, strict: bool = False) -> int:
         return 4096 if strict else 2048  # JSON repeats every header in every row
 
-    def json_schema(self, strict: bool = False) -> dict | None:
+    def json_schema(self, strict: bool = False, **options: Any) -> dict | None:
         return builtin_schemas()["table_records"] if strict else None
 
     def parse(self, text: str) -> TableResult:

@@ -209,7 +209,8 @@ class MiniCPMV(nn.Module):
         config_class, model_class = {"2.6": (Qwen2Config, Qwen2ForCausalLM),
                                      "2.5": (LlamaConfig, LlamaForCausalLM)}[self.version]
         self.llm = model_class(config_class(**llm_fields))
-        self.patch_size = vision_config.patch_size
+        # transformers types patch_size as int | list | tuple for every vision config; SigLIP's is an int
+        self.patch_size: int = vision_config.patch_size  # type: ignore[assignment]
 
     def encode_slice(self, pixels: torch.Tensor) -> torch.Tensor:
         """One normalised slice [3, H, W] -> its query_num LLM embeddings. Full attention over the slice."""
@@ -293,7 +294,8 @@ class MiniCPMVReference:
         markers = minicpmv_feature_markers(self.version)
         starts = {self.tokenizer.convert_tokens_to_ids(start) for start, _ in markers}
         ends = {self.tokenizer.convert_tokens_to_ids(end) for _, end in markers}
-        return feature_spans(input_ids, starts, ends, self.query_num)
+        # transformers types convert_tokens_to_ids as int | list[int] whatever its input; one token gives an int
+        return feature_spans(input_ids, starts, ends, self.query_num)  # type: ignore[arg-type]
 
     def normalise(self, image: Image.Image) -> torch.Tensor:
         mean = np.asarray(self.preprocessor["norm_mean"], dtype=np.float32)
@@ -419,7 +421,8 @@ def _write_llama3_tokenizer(out: Path) -> None:
     tokenizer["post_processor"] = {"type": "Sequence", "processors": [
         {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True},
         {"type": "TemplateProcessing",
-         "single": [{"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+         "single": [{"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 0}},
+                    {"Sequence": {"id": "A", "type_id": 0}}],
          "pair": [{"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
                   {"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
          "special_tokens": {"<|begin_of_text|>": {"id": "<|begin_of_text|>", "ids": [128000],

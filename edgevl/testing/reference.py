@@ -37,8 +37,10 @@ class Qwen2VLReference:
         """Model inputs exactly as the released processor would build them."""
         processor = self.processor_class(min_pixels=min_tokens * CELL_PIXELS, max_pixels=max_tokens * CELL_PIXELS)
         content = [{"type": "image"} for _ in images] + [{"type": "text", "text": prompt}]
-        text = self.tokenizer.apply_chat_template([{"role": "user", "content": content}],
+        # transformers types a message's content as str only, but its templates take the list of parts too
+        text = self.tokenizer.apply_chat_template([{"role": "user", "content": content}],  # type: ignore[arg-type]
                                                   add_generation_prompt=True, tokenize=False)
+        assert isinstance(text, str), "tokenize=False gives the prompt text"
         vision = processor(images=images, return_tensors="pt") if images else {}
         for grid in vision.get("image_grid_thw", []):
             n_tokens = int(grid.prod()) // 4

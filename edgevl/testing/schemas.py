@@ -7,7 +7,8 @@ every value is short; anything valid under the narrowed schema is valid under th
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 _DATA_KEYWORDS = ("enum", "const")
 
@@ -44,5 +45,6 @@ def _narrowed(schema: Any, narrow: Callable[[dict, list], dict]) -> Any:
     if not isinstance(schema, dict):
         return schema
     node = {key: value if key in _DATA_KEYWORDS else _narrowed(value, narrow) for key, value in schema.items()}
-    kinds = node.get("type") if isinstance(node.get("type"), list) else [node.get("type")]
+    kind = node.get("type")
+    kinds = kind if isinstance(kind, list) else [kind]
     return narrow(node, kinds)

@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from collections.abc import Iterator
 
 _READY = re.compile(r" at (http://127\.0\.0\.1:\d+/v1) ")
 
@@ -38,6 +38,7 @@ def _announced_url(process: subprocess.Popen, timeout: float, lines: list[str]) 
     ready = threading.Event()
 
     def read_stderr() -> None:  # reads to the end, so that the server never blocks on a full pipe
+        assert process.stderr is not None, "the server is started with stderr=PIPE"
         for line in process.stderr:
             lines.append(line)
             if _READY.search(line):

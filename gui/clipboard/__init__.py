@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
-from typing import Sequence
+from collections.abc import Sequence
 
 from edgevl.gui.clipboard.base import ClipboardHandler
 from edgevl.gui.clipboard.qt import QtClipboardHandler

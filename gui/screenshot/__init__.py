@@ -8,7 +8,7 @@ asks the user itself; that handler is not written yet (see gui/adr/001-global-sh
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 from edgevl.gui.i18n import tr
 from edgevl.gui.screenshot.base import Screenshot, ScreenshotError, ScreenshotHandler

@@ -31,7 +31,7 @@ class GrimHandler:
             done = subprocess.run(["grim", "-o", output, "-"], capture_output=True, check=True, timeout=20)
         except (OSError, subprocess.SubprocessError) as error:
             raise ScreenshotError(tr("grim could not take a screenshot: {error}", error=error)) from None
-        image = QImage.fromData(done.stdout, "PNG")
+        image = QImage.fromData(done.stdout, b"PNG")
         if image.isNull():
             raise ScreenshotError(tr("grim could not take a screenshot: {error}", error="no PNG image"))
         return image

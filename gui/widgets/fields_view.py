@@ -31,7 +31,8 @@ class FieldsView(QTreeWidget):
 
     def rows(self) -> list[tuple[str, str]]:
         """(field, value) of every top-level row, as shown (for tests and accessibility checks)."""
-        return [(self.topLevelItem(i).text(0), self.topLevelItem(i).text(1)) for i in range(self.topLevelItemCount())]
+        rows = [self.topLevelItem(i) for i in range(self.topLevelItemCount())]
+        return [(row.text(0), row.text(1)) for row in rows if row is not None]
 
 
 def _children(value: Any) -> list[tuple[str, Any]]:

@@ -20,7 +20,8 @@ PACKAGES = ("edgevl", "onnxruntime", "onnxruntime-gpu", "llama-cpp-python", "rap
 def readme_text() -> str:
     """The README as installed with the package (its long description)."""
     try:
-        return importlib.metadata.metadata("edgevl").get_payload() or ""
+        # typeshed's PackageMetadata protocol leaves out get_payload; the object is an email.message.Message
+        return importlib.metadata.metadata("edgevl").get_payload() or ""  # type: ignore[attr-defined]
     except importlib.metadata.PackageNotFoundError:
         return ""
 

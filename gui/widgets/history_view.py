@@ -43,7 +43,7 @@ class HistoryView(QWidget):
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(TEXT_COLUMN, QHeaderView.ResizeMode.Stretch)
         header.setStretchLastSection(True)
-        self.list.currentItemChanged.connect(lambda current, _: current is not None and self._show(current))
+        self.list.currentItemChanged.connect(self._on_current_changed)
 
         self.preview = ImagePreview()
         self.result_view = ResultView()
@@ -85,6 +85,7 @@ class HistoryView(QWidget):
         """The queue view saved an edit of `entry_id`: show the new text in its row."""
         for index in range(self.list.topLevelItemCount()):
             row = self.list.topLevelItem(index)
+            assert row is not None, "index < topLevelItemCount()"
             if row.data(0, Qt.ItemDataRole.UserRole).id == entry_id:
                 self._fill(row, self._history.entry(entry_id))
 
@@ -118,6 +119,10 @@ class HistoryView(QWidget):
         for column in range(3):
             row.setToolTip(column, f"{entry.created:%Y-%m-%d %H:%M}\n{entry.source}\n{entry.engine}")
         row.setData(0, Qt.ItemDataRole.UserRole, entry)
+
+    def _on_current_changed(self, current: QTreeWidgetItem | None, _previous: QTreeWidgetItem | None) -> None:
+        if current is not None:
+            self._show(current)
 
     def _show(self, row: QTreeWidgetItem) -> None:
         entry: HistoryEntry = row.data(0, Qt.ItemDataRole.UserRole)

@@ -103,12 +103,13 @@ class ImageQueue(QListWidget):
         super().__init__(parent)
         self.setIconSize(QSize(THUMBNAIL, THUMBNAIL))
         self.setWordWrap(True)
-        self.currentItemChanged.connect(lambda current, _: current and self.chosen.emit(self._item(current)))
+        self.currentItemChanged.connect(self._on_current_changed)
 
     def add(self, item: QueueItem) -> None:
         if item.is_batch:
             icon = self.style().standardIcon(QStyle.StandardPixmap.SP_DirIcon)
         else:
+            assert item.image is not None, "an item that is not a folder has its image"
             icon = QIcon(to_pixmap(item.image).scaled(THUMBNAIL, THUMBNAIL, Qt.AspectRatioMode.KeepAspectRatio,
                                                       Qt.TransformationMode.SmoothTransformation))
         row = QListWidgetItem(icon, "")
@@ -116,7 +117,7 @@ class ImageQueue(QListWidget):
         self.addItem(row)
         self.refresh(item)
 
-    def items(self) -> list[QueueItem]:
+    def queue_items(self) -> list[QueueItem]:  # not items(): QListWidget has one, taking QMimeData
         return [self._item(self.item(row)) for row in range(self.count())]
 
     def current(self) -> QueueItem | None:
@@ -124,15 +125,19 @@ class ImageQueue(QListWidget):
         return self._item(row) if row is not None else None
 
     def next_waiting(self) -> QueueItem | None:
-        return next((item for item in self.items() if item.waiting() is not None), None)
+        return next((item for item in self.queue_items() if item.waiting() is not None), None)
 
     def select(self, item: QueueItem) -> None:
-        self.setCurrentRow(self.items().index(item))
+        self.setCurrentRow(self.queue_items().index(item))
 
     def refresh(self, item: QueueItem) -> None:
-        row = self.item(self.items().index(item))
+        row = self.item(self.queue_items().index(item))
         row.setText(f"{item.source}\n{item.summary()}")
         row.setToolTip(item.error)
+
+    def _on_current_changed(self, current: QListWidgetItem | None, _previous: QListWidgetItem | None) -> None:
+        if current:
+            self.chosen.emit(self._item(current))
 
     @staticmethod
     def _item(row: QListWidgetItem) -> QueueItem:

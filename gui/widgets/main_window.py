@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 from PIL import Image
 from PySide6.QtCore import QRect, QSize, QThreadPool, Qt, Signal
@@ -20,7 +21,7 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import (
     QComboBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMenu, QProgressBar, QPushButton,
-    QSizePolicy, QSplitter, QTabBar, QTabWidget, QToolBar, QVBoxLayout, QWidget,
+    QSizePolicy, QSplitter, QSystemTrayIcon, QTabBar, QTabWidget, QToolBar, QVBoxLayout, QWidget,
 )
 
 from edgevl import api
@@ -68,7 +69,7 @@ class MainWindow(QMainWindow):
         if len(self.settings.last_region) == 5:
             index, *rect = self.settings.last_region
             self.capture.last_region = (index, QRect(*rect))
-        self.tray = None  # the QSystemTrayIcon, where the desktop has a tray (set by edgevl.gui.tray)
+        self.tray: QSystemTrayIcon | None = None  # where the desktop has a tray (set by edgevl.gui.tray)
         self.job: Job | None = None  # the task running now
         self._running: tuple[QueueItem, TaskOutcome] | None = None
         self._shown: QueueItem | None = None
@@ -90,7 +91,8 @@ class MainWindow(QMainWindow):
 
     # ---- building ---------------------------------------------------------------------------------------------
 
-    def _action(self, text: str, slot: Callable[[], Any], shortcut: QKeySequence | str | None = None) -> QAction:
+    def _action(self, text: str, slot: Callable[[], Any],
+                shortcut: QKeySequence | QKeySequence.StandardKey | str | None = None) -> QAction:
         action = QAction(text, self)
         action.setIconText(without_mnemonic(text))  # the toolbar's words (Qt leaves "(&R)" in Chinese ones)
         action.triggered.connect(lambda: slot())  # not `checked` as an argument
@@ -402,6 +404,7 @@ class MainWindow(QMainWindow):
         if item is None:
             return
         outcome = item.waiting()
+        assert outcome is not None, "next_waiting() gives an item with a waiting task"
         if outcome.task == "ask" and not self.question.text().strip():
             self.show_error(tr("Type a question, then press Run."))
             self.question.setFocus()
@@ -417,6 +420,7 @@ class MainWindow(QMainWindow):
             self.job.signals.finished.connect(lambda _summary: self._on_batch_done())
             self._set_busy(tr("Reading {source}...", source=item.source), total=len(item.files))
         else:
+            assert item.image is not None, "an item that is not a folder has its image"
             self.job = self.host.run_task(self._engine_choice(), outcome.task, [item.image], **options)
             self.job.signals.progress.connect(self._on_piece)
             self.job.signals.finished.connect(self._on_answer)
@@ -431,7 +435,7 @@ class MainWindow(QMainWindow):
 
     def cancel(self) -> None:
         """Stop the running job and drop the waiting ones."""
-        for item in self.queue.items():
+        for item in self.queue.queue_items():
             for outcome in item.outcomes.values():
                 if outcome.state == "waiting":
                     outcome.state = "cancelled"
@@ -459,14 +463,18 @@ class MainWindow(QMainWindow):
         if message is not None:
             self.statusBar().showMessage(message)
 
+    def _current_run(self) -> tuple[QueueItem, TaskOutcome]:
+        assert self._running is not None, "a job reports only while it runs"
+        return self._running
+
     def _on_piece(self, piece: str) -> None:
-        item, outcome = self._running
+        item, outcome = self._current_run()
         outcome.streamed += piece
         if self._shows(item, outcome):
             self.result_view.append(piece)
 
     def _on_batch_progress(self, event: tuple) -> None:
-        item, outcome = self._running
+        item, outcome = self._current_run()
         if event[0] == "start":
             outcome.total = event[1]
             self.progress.setRange(0, max(1, event[1]))
@@ -489,6 +497,7 @@ class MainWindow(QMainWindow):
     def _on_answer(self, answer: Answer) -> None:
         item, outcome = self._finish_job("done")
         outcome.answer, outcome.result = answer, answer.result
+        assert item.image is not None, "answers come for single images (a folder's records go to its JSONL)"
         entry = self.history.add(answer.task, answer.engine, item.source, answer.raw, item.image)
         outcome.history_id = entry.id
         self.history_view.add(entry)
@@ -517,7 +526,7 @@ class MainWindow(QMainWindow):
         self._after_job(item, outcome)
 
     def _finish_job(self, state: str) -> tuple[QueueItem, TaskOutcome]:
-        (item, outcome), self._running, self.job = self._running, None, None
+        (item, outcome), self._running, self.job = self._current_run(), None, None
         outcome.state = state
         self.queue.refresh(item)
         self.cancel_button.setEnabled(False)
@@ -540,6 +549,7 @@ class MainWindow(QMainWindow):
             self.preview.show_pixmap(QPixmap(), tr("{count} images in {folder}", count=len(item.files),
                                                    folder=item.source))
         else:
+            assert item.image is not None, "an item that is not a folder has its image"
             self.preview.show_pixmap(to_pixmap(item.image))
         self._fill_result_tasks(item, task)
         outcome = item.outcomes.get(task)
@@ -614,7 +624,7 @@ class MainWindow(QMainWindow):
         menu.clear()
         for fmt in formats:
             name, _ = FILE_TYPES[fmt]
-            menu.addAction(name, lambda chosen=fmt: self.save_result(chosen))
+            menu.addAction(name, self._saver(fmt))
 
     def _save_edit(self, outcome: TaskOutcome | None, result: Result | None) -> None:
         """An edit of a queue result: keep it with the item and in the history."""
@@ -628,7 +638,7 @@ class MainWindow(QMainWindow):
     # ---- results out ----------------------------------------------------------------------------------------
 
     def copy_result(self) -> None:
-        if self.views.currentWidget() is self.history_view:
+        if self.views.currentIndex() == self.views.indexOf(self.history_view):
             self.copy_to_clipboard(self.history_view.result_view.copy_text())
         else:
             self.copy_to_clipboard(self.result_view.copy_text())
@@ -638,6 +648,9 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(tr("Copied to the clipboard"), 3000)
         else:
             self.show_error(tr("Could not copy to the clipboard."))
+
+    def _saver(self, fmt: str) -> Callable[[], None]:
+        return lambda: self.save_result(fmt)
 
     def save_result(self, fmt: str) -> None:
         name, pattern = FILE_TYPES[fmt]
@@ -652,7 +665,7 @@ class MainWindow(QMainWindow):
     def export_records(self) -> list[dict[str, Any]]:
         """Every result in the queue as batch records: a folder's records as written, images one each."""
         records = []
-        for item in self.queue.items():
+        for item in self.queue.queue_items():
             for outcome in item.outcomes.values():
                 if outcome.records:
                     records += outcome.records

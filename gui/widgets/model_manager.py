@@ -237,7 +237,8 @@ class ModelManager(QDialog):
         self.job.signals.progress.connect(self._on_progress)
         self.job.signals.finished.connect(lambda _: self._conversion_ended(tr("Converted: {folder}", folder=output)))
         self.job.signals.failed.connect(lambda message: self._conversion_ended(message, error=True))
-        self.job.signals.cancelled.connect(lambda: self._conversion_ended(tr("Conversion cancelled; nothing was kept.")))
+        self.job.signals.cancelled.connect(
+            lambda: self._conversion_ended(tr("Conversion cancelled; nothing was kept.")))
         self._set_converting(True)
         self.show_message(tr("Starting..."))
         QThreadPool.globalInstance().start(self.job)

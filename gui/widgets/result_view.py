@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from typing import Any
+from typing import Any, cast
 
 from PySide6.QtCore import QEvent, QTimer, Signal
 from PySide6.QtGui import QFontDatabase, QGuiApplication, QKeyEvent, QKeySequence, QTextCursor
@@ -45,7 +45,8 @@ class TableGrid(QTableWidget):
     """A table grid where Ctrl+V and Ctrl+C work on cells (the window's image paste must not take Ctrl+V)."""
 
     def event(self, event: QEvent) -> bool:
-        if event.type() == QEvent.Type.ShortcutOverride and _is_copy_or_paste(event):
+        # a ShortcutOverride event is a key event
+        if event.type() == QEvent.Type.ShortcutOverride and _is_copy_or_paste(cast(QKeyEvent, event)):
             event.accept()  # this widget handles the key itself
             return True
         return super().event(event)
@@ -161,10 +162,10 @@ class ResultView(QWidget):
         is_table, is_fields = isinstance(result, TableResult), isinstance(result, ExtractResult)
         self._show_tabs(table=is_table, fields=is_fields)
         self.text.blockSignals(True)  # setting the text is not an edit
-        self.text.setPlainText(result.render("json") if is_fields else
+        self.text.setPlainText(result.render("json") if isinstance(result, ExtractResult) else
                                result.text if result is not None and not is_table else "")
         self.text.blockSignals(False)
-        if is_fields:
+        if isinstance(result, ExtractResult):
             self.fields.show_data(result.data)
         if is_table:
             self.table_picker.blockSignals(True)
@@ -192,7 +193,9 @@ class ResultView(QWidget):
         return self._result.formats if self._result is not None else ()
 
     def rendered(self, fmt: str) -> str:
-        return self.result.render(fmt)
+        result = self.result
+        assert result is not None, "rendered while there is no result"
+        return result.render(fmt)
 
     def copy_text(self) -> str:
         """What "Copy" copies: the Markdown of tables, the JSON of extracted fields, else the (edited) text."""
@@ -237,7 +240,9 @@ class ResultView(QWidget):
         if self._filling_grid:
             return
         table = self._tables[self.table_picker.currentIndex()]
-        table.rows[row][column] = self.grid.item(row, column).text()
+        cell = self.grid.item(row, column)
+        assert cell is not None, "an edited cell exists"
+        table.rows[row][column] = cell.text()
         self._update_markdown()
         self.changed.emit()
         self._edit_timer.start()
@@ -249,5 +254,6 @@ class ResultView(QWidget):
             self._edit_timer.start()
 
     def _update_markdown(self) -> None:
-        self.markdown.setPlainText(self.result.render("md") if self._result is not None else "")
+        result = self.result
+        self.markdown.setPlainText(result.render("md") if result is not None else "")
 

@@ -8,9 +8,11 @@ turns the choices into the options the library's `stream_task` takes.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, cast
+from collections.abc import Iterable
 
 from PySide6.QtCore import Signal
+from PySide6.QtGui import QStandardItemModel
 from PySide6.QtWidgets import (
     QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget,
 )
@@ -102,7 +104,7 @@ class TaskBar(QWidget):
 
     def offer_tasks(self, supported: frozenset[str]) -> None:
         """Grey out the tasks the chosen model cannot do, each saying what it needs."""
-        items = self.task.model()
+        items = cast(QStandardItemModel, self.task.model())  # a QComboBox's own model
         for index in range(self.task.count()):
             task = self.task.itemData(index)
             items.item(index).setEnabled(task in supported)

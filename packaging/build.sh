@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The desktop download for Linux, built offline from registry packages (PyPI, Debian):
+#
+#   dist/edgevl/                              the app folder: `edgevl` (CLI) and `edgevl-gui`, no Python needed
+#   dist/edgevl_<version>_amd64.deb           installs it in /opt/edgevl, with the menu entry and the icon
+#   dist/edgevl-<version>-linux-x86_64.run    self-extracting installer for the current user (no root)
+#
+#   packaging/build.sh
+#   EDGEVL_LLAMA_WHEEL=path/to/llama_cpp_python-0.3.36-....whl packaging/build.sh    (the CUDA build, see README)
+#
+# The build venv (build/venv) gets `.[gui,gguf,pull]` and PyInstaller from PyPI; llama-cpp-python compiles once
+# (10-17 CPU minutes) and pip's wheel cache keeps it. Needs python3 (3.10+, built with a shared libpython), and
+# for the packages dpkg-deb, fakeroot and makeself (as root on Debian/Ubuntu, the missing ones are installed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+started=$SECONDS
+venv=build/venv
+python=${PYTHON:-python3}
+say() { printf '\n== %s (%ss)\n' "$*" "$((SECONDS - started))"; }
+
+say "build venv: $venv"
+packages="dpkg fakeroot makeself"
+missing=$(for package in $packages; do dpkg -s "$package" >/dev/null 2>&1 || echo "$package"; done)
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  else
+    echo "build.sh needs: $missing (sudo apt-get install $missing)" >&2
+    exit 1
+  fi
+fi
+[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+# setuptools builds the checkout in build/lib and never empties it: a file deleted from the checkout would ship
+rm -rf build/lib build/bdist.*
+pip() { "$venv/bin/python" -m pip -q --disable-pip-version-check "$@"; }
+pip install '.[gui,gguf,pull]' pyinstaller==6.22.3
+# rapid-table asks for opencv-python, which links Qt 5 and the X libraries (120 MB more, and a second Qt next to
+# PySide6's); RapidOCR asks for opencv-python-headless: both install the same cv2 module, so keep the headless one.
+pip uninstall -y opencv-python
+pip install --force-reinstall --no-deps "opencv-python-headless==$("$venv/bin/python" -c \
+  'import importlib.metadata as m; print(m.version("opencv-python-headless"))')"
+# the checkout as it is now (pip keeps an installed local project of the same version otherwise)
+pip install --force-reinstall --no-deps .
+if [ -n "${EDGEVL_LLAMA_WHEEL:-}" ]; then
+  say "llama.cpp engine from $EDGEVL_LLAMA_WHEEL"
+  pip install --force-reinstall --no-deps "$EDGEVL_LLAMA_WHEEL"
+fi
+version=$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("edgevl"))')
+
+say "PyInstaller: dist/edgevl/"
+nice -n 10 "$venv/bin/pyinstaller" --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller \
+  packaging/edgevl.spec
+# A Python built from source keeps its symbol tables (libpython: 23 -> 6 MB). Only this library: strip on the
+# wheels' libraries, which auditwheel has patched, breaks them ("ELF load command ... not page-aligned").
+strip --strip-unneeded dist/edgevl/_internal/libpython3*.so.*
+echo "dist/edgevl: $(du -sm dist/edgevl | cut -f1) MB"
+
+say "dist/edgevl_${version}_amd64.deb"
+packaging/make_deb.sh dist/edgevl "$version" "dist/edgevl_${version}_amd64.deb"
+
+say "dist/edgevl-${version}-linux-x86_64.run"
+packaging/make_run.sh dist/edgevl "$version" "dist/edgevl-${version}-linux-x86_64.run"
+
+say "done"
+ls -l dist/*.deb dist/*.run
