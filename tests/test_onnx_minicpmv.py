@@ -5,19 +5,23 @@ logits, greedy tokens, the cost of fp16 / int4, and the same greedy answer as th
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
 from parity import MINICPMV_IMAGE_CASES as IMAGE_CASES
 from parity import PROMPT, cosine, minicpmv_image, ocr_request
-from test_convert_minicpmv import minicpm_o_checkpoint
 
 from edgevl import api
-from edgevl.converters import convert
 from edgevl.engines.llamacpp_minicpmv import MiniCPMVLlamaCppEngine
 from edgevl.engines.onnx import OnnxEngine
 from edgevl.errors import EdgevlError
 from edgevl.manifest import read_manifest
 from edgevl.request import Request, Sampling
+
+onnx = pytest.importorskip("onnx")  # the export extra
+pytest.importorskip("torch")  # the reference (dev extra)
+
+from test_convert_minicpmv import minicpm_o_checkpoint  # noqa: E402 - needs gguf and torch
+
+from edgevl.converters import convert  # noqa: E402 - needs gguf
 
 pytestmark = pytest.mark.slow
 
