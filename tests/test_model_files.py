@@ -32,6 +32,9 @@ class ProbeEngine(ModelFolderEngine):
     def stream(self, request: Request) -> Iterator[str]:
         yield ""
 
+    def first_token_logits(self, request: Request):
+        raise NotImplementedError("a probe has no model")
+
 
 def write_tiny_gguf(path: Path, tensors: int = 2) -> Path:
     writer = gguf.GGUFWriter(path, "llama")
