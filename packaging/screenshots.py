@@ -109,7 +109,7 @@ def show(widget: QWidget) -> None:
 
 def wait_for_answer(window, count: int) -> None:
     deadline = time.monotonic() + TIMEOUT_S
-    while not (len(window.queue.items()) == count and window.job is None and window.queue.next_waiting() is None):
+    while not (len(window.queue.queue_items()) == count and window.job is None and window.queue.next_waiting() is None):
         if time.monotonic() > deadline:
             raise TimeoutError("no answer in time")
         pump(0.05)
