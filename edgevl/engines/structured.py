@@ -16,14 +16,17 @@ spend its token budget on whitespace. An unusable schema raises `SchemaError` be
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgevl.errors import BackendUnavailable, SchemaError
 
+if TYPE_CHECKING:
+    from llguidance._lib import JsonCompileOptions
+
 #: llguidance's JSON options: compact, like json.dumps, so that whitespace cannot run on.
-_LLGUIDANCE_JSON = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+_LLGUIDANCE_JSON: JsonCompileOptions = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
 
 # ---- llama.cpp ------------------------------------------------------------------------------------------------
