@@ -6,12 +6,20 @@ Optimum cannot export these models, so edgevl traces small wrapper modules aroun
 wrappers avoid what tracing would freeze into constants: the decoder takes a ready-made causal mask built from
 shapes and an explicit past key/value per layer. Qwen2-VL (converters/qwen2vl_onnx.py) and MiniCPM-V
 (converters/minicpmv_onnx.py) add their vision graphs. Needs the `export` extra (torch, transformers).
+
+At real size the exporter's copies dominate: it holds about three times a graph's fp32 weights (a 2B model's
+decoder is 6.2 GB). So a model can also be traced weightless (`weightless_model`: parameters whose memory is
+never written, so the kernel never backs it) and its weights streamed from the checkpoint into the graph's data
+file afterwards, one tensor at a time (`export(..., weights=...)`).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -58,7 +66,7 @@ class Decoder(nn.Module):
     keys/values per layer -> logits [1, 1, vocab] of the last position (or [1, seq, vocab] with all_logits) and
     the present keys/values."""
 
-    def __init__(self, language_model: nn.Module, lm_head: nn.Linear, mrope: bool, all_logits: bool = False) -> None:
+    def __init__(self, language_model: nn.Module, lm_head: nn.Module, mrope: bool, all_logits: bool = False) -> None:
         super().__init__()
         self.language_model = language_model
         self.lm_head = lm_head
@@ -93,20 +101,24 @@ def head_dim(text) -> int:
     return getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
 
 
-def export_embedding(embed_tokens: nn.Embedding, image_token_id: int, path: Path) -> Path:
+def export_embedding(embed_tokens: nn.Embedding, image_token_id: int, path: Path,
+                     weights: Callable[[nn.Module], Weights] | None = None) -> Path:
+    """The embedding graph; `weights(module)` streams a weightless module's weights (see `export`)."""
     width = embed_tokens.embedding_dim
     ids = torch.tensor([[1, image_token_id, image_token_id, 2]])
+    module = Embedder(embed_tokens, image_token_id)
     with torch.no_grad():
-        export(Embedder(embed_tokens, image_token_id), (ids, torch.randn(2, width, dtype=FLOAT)), path,
+        export(module, (ids, torch.randn(2, width, dtype=FLOAT)), path,
                ["input_ids", "image_features"], ["inputs_embeds"],
-               {"input_ids": {1: "seq"}, "image_features": {0: "image_tokens"}, "inputs_embeds": {1: "seq"}})
+               {"input_ids": {1: "seq"}, "image_features": {0: "image_tokens"}, "inputs_embeds": {1: "seq"}},
+               weights(module) if weights else None)
     return path
 
 
-def export_decoder(language_model: nn.Module, lm_head: nn.Linear, text, path: Path, *, mrope: bool,
-                   all_logits: bool = False) -> Path:
+def export_decoder(language_model: nn.Module, lm_head: nn.Module, text, path: Path, *, mrope: bool,
+                   all_logits: bool = False, weights: Callable[[nn.Module], Weights] | None = None) -> Path:
     """The decoder graph for a transformers text config `text`: inputs_embeds, position_ids [axes, 1, seq] and
-    past.{i}.key/value in; logits and present.{i}.key/value out."""
+    past.{i}.key/value in; logits and present.{i}.key/value out. `weights` as for `export_embedding`."""
     layers = text.num_hidden_layers
     past_names = [f"past.{i}.{kind}" for i in range(layers) for kind in ("key", "value")]
     present_names = [name.replace("past.", "present.") for name in past_names]
@@ -117,15 +129,126 @@ def export_decoder(language_model: nn.Module, lm_head: nn.Linear, text, path: Pa
     axes = {"inputs_embeds": {1: "seq"}, "position_ids": {2: "seq"}, "logits": {1: "seq"}}
     axes.update({name: {2: "past"} for name in past_names})
     axes.update({name: {2: "total"} for name in present_names})
+    module = Decoder(language_model, lm_head, mrope, all_logits)
     with torch.no_grad():
-        export(Decoder(language_model, lm_head, mrope, all_logits), example, path,
-               ["inputs_embeds", "position_ids", *past_names], ["logits", *present_names], axes)
+        export(module, example, path, ["inputs_embeds", "position_ids", *past_names], ["logits", *present_names],
+               axes, weights(module) if weights else None)
     return path
 
 
-def export(module, args, path: Path, inputs, outputs, axes) -> None:
+#: a weightless module's parameter (by its name in the exported module) -> its values, in the parameter's layout
+Weights = Callable[[str], np.ndarray]
+
+
+def export(module, args, path: Path, inputs, outputs, axes, weights: Weights | None = None) -> None:
+    """Trace `module` into `path`. With `weights` the module is weightless (`weightless_model`): the graph is
+    written without its parameters and `weights(name)` fills them in afterwards, into `path`.data."""
     torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs, dynamic_axes=axes,
-                      opset_version=OPSET, dynamo=False, do_constant_folding=True)
+                      opset_version=OPSET, dynamo=False, export_params=weights is None,
+                      # folding would compute with the weightless parameters' placeholder values
+                      do_constant_folding=weights is None)
+    if weights is not None:
+        fill_weights(path, set(inputs), weights)
+
+
+class TransposedLinear(nn.Module):
+    """A Linear whose weight is stored [in, out]: traced, it is a MatMul straight on the weight, with no Transpose
+    for the exporter to fold - the graph's weight is then one checkpoint tensor, transposed while streaming."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.weight_t = nn.Parameter(linear.weight.new_empty(linear.in_features, linear.out_features),
+                                     requires_grad=False)
+        self.bias = linear.bias
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        out = torch.matmul(hidden, self.weight_t)
+        return out if self.bias is None else out + self.bias
+
+
+@contextlib.contextmanager
+def parameters_on_meta() -> Iterator[None]:
+    """Modules built inside get their parameters on the meta device (no memory) but real buffers (rotary
+    frequencies are computed in __init__ and needed for tracing)."""
+    register = nn.Module.register_parameter
+
+    def register_on_meta(self: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        register(self, name, param)
+        if param is not None:
+            self._parameters[name] = nn.Parameter(param.to("meta"), requires_grad=False)
+
+    nn.Module.register_parameter = register_on_meta  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register  # type: ignore[method-assign]
+
+
+def weightless_model(model: nn.Module) -> dict[int, tuple[str, bool]]:
+    """Make a model built under `parameters_on_meta` traceable without its weights' memory: every Linear becomes a
+    TransposedLinear, every parameter gets CPU memory that is never written (large blocks come fresh from the
+    kernel, which backs a page only when it is written). Returns each parameter's source by id(): its name in
+    `model`'s state dict and whether the weight is transposed."""
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child) is nn.Linear:
+                setattr(module, name, TransposedLinear(child))
+    sources: dict[int, tuple[str, bool]] = {}
+    for path, module in model.named_modules():
+        for name, param in list(module.named_parameters(recurse=False)):
+            if param.is_meta:
+                param = nn.Parameter(torch.empty(param.shape, dtype=FLOAT), requires_grad=False)
+                with torch.no_grad():
+                    if param.numel() < 1 << 18:
+                        param.zero_()  # small blocks come from reused memory: no stray NaNs in the trace
+                    # distinct values: the exporter merges parameters that compare equal
+                    param.view(-1)[0] = len(sources) + 1
+                setattr(module, name, param)
+            weight = "weight" if name == "weight_t" else name
+            sources[id(param)] = (f"{path}.{weight}" if path else weight, name == "weight_t")
+    return sources
+
+
+def named_weights(module: nn.Module, sources: dict[int, tuple[str, bool]],
+                  load: Callable[[str], np.ndarray]) -> Weights:
+    """`Weights` for a part of a weightless model: `load(state dict name)` gives a tensor as the checkpoint
+    stores it ([out, in] for Linear weights)."""
+    params = dict(module.named_parameters())
+
+    def weights(name: str) -> np.ndarray:
+        source, transposed = sources[id(params[name])]
+        values = load(source)
+        return values.T if transposed else values
+
+    return weights
+
+
+def fill_weights(path: Path, inputs: set[str], weights: Weights) -> None:
+    """Turn a graph's parameter inputs (every input not in `inputs`) into initializers stored in `path`.data,
+    written one tensor at a time."""
+    import onnx
+
+    model = onnx.load_model(str(path))
+    data = path.with_name(path.name + ".data")
+    parameters = [value for value in model.graph.input if value.name not in inputs]
+    with data.open("wb") as out:
+        for value in parameters:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+            shape = tuple(dim.dim_value for dim in value.type.tensor_type.shape.dim)
+            array = np.ascontiguousarray(weights(value.name), dtype=dtype)
+            if array.shape != shape:
+                raise ValueError(f"{value.name}: the checkpoint gives shape {array.shape}, the graph wants {shape}")
+            tensor = onnx.TensorProto(name=value.name, data_type=value.type.tensor_type.elem_type, dims=shape,
+                                      data_location=onnx.TensorProto.EXTERNAL)
+            for key, entry in (("location", data.name), ("offset", out.tell()), ("length", array.nbytes)):
+                tensor.external_data.add(key=key, value=str(entry))
+            array.tofile(out)
+            model.graph.initializer.append(tensor)
+            del array
+    kept = [value for value in model.graph.input if value.name in inputs]
+    del model.graph.input[:]
+    model.graph.input.extend(kept)
+    onnx.save_model(model, str(path))
 
 
 def decoder_config(text, eos_token_ids: list[int]) -> dict:

@@ -48,22 +48,70 @@ def write_model_folder(folder: Path, quant: str, int4: Int4Options, progress, ex
         exported = export(Path(scratch), progress.advance)
         progress.step(f"writing {quant} graphs", len(exported))
         for role, path in exported.items():
-            graph = load(path)
-            if quant == "fp16" or (quant == "int4" and role != "decoder"):
-                graph = to_fp16(graph)
-            elif quant == "int4":
-                graph = to_int4(graph, int4, output_projection=OUTPUT_PROJECTION)
-            written = save(graph, folder / path.name)
+            # int4 makes the decoder int4 and the other graphs fp16
+            precision = "fp16" if quant == "int4" and role != "decoder" else quant
+            written = write_graph(path, folder / path.name, precision, int4)
             check(written[0])
             files[role] = written[0]
             if len(written) > 1:
                 files[f"{role}_data"] = written[1]
-            del graph
             progress.advance()
     files["tokenizer"] = Path(shutil.copy(tokenizer, folder / "tokenizer.json"))
     files["config"] = folder / "model.json"
     files["config"].write_text(json.dumps(engine_config, indent=2), encoding="utf-8")
     return files
+
+
+def write_graph(exported: Path, destination: Path, precision: str, int4: Int4Options) -> list[Path]:
+    """An exported fp32 graph at `precision` (one of ONNX_QUANTS) in `destination`; returns the files written.
+    Only fp16 holds the whole fp32 graph in memory; int4 reads one weight at a time from the exported file."""
+    if precision == "fp32" and data_file(exported).is_file() \
+            and data_file(exported).stat().st_size >= EXTERNAL_DATA_BYTES:
+        # already in its final form: moving it costs no memory
+        shutil.move(data_file(exported), data_file(destination))
+        shutil.move(exported, destination)
+        return [destination, data_file(destination)]
+    if precision == "int4":
+        graph = int4_from_file(exported, int4)
+    elif precision == "fp16":
+        graph = to_fp16(load(exported))
+    else:
+        graph = load(exported)
+    return save(graph, destination)
+
+
+def data_file(graph: Path) -> Path:
+    """Where a graph keeps its weights when they are outside it."""
+    return graph.with_name(graph.name + ".data")
+
+
+def int4_from_file(path: Path, options: Int4Options) -> onnx.ModelProto:
+    """`to_int4` of the graph at `path`, reading its weights from disk one at a time: ONNX Runtime's quantizer
+    reads each weight through onnx_ir (memory-mapped), so only the quantized graph is ever in memory."""
+    import onnx
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+    model = onnx.load_model(str(path), load_external_data=False)
+    external = [tensor for tensor in _tensors(model.graph) if uses_external_data(tensor)]
+    # onnx_ir resolves a location against the working folder: point it at the file itself
+    for tensor in external:
+        _set_location(tensor, str(path.parent.absolute() / _location(tensor)))
+    model = to_int4(model, options, output_projection=OUTPUT_PROJECTION)
+    for tensor in _tensors(model.graph):
+        if uses_external_data(tensor):  # what was not quantized: norms, biases
+            _set_location(tensor, Path(_location(tensor)).name)
+    load_external_data_for_model(model, str(path.parent))
+    return model
+
+
+def _location(tensor: onnx.TensorProto) -> str:
+    return next(entry.value for entry in tensor.external_data if entry.key == "location")
+
+
+def _set_location(tensor: onnx.TensorProto, location: str) -> None:
+    for entry in tensor.external_data:
+        if entry.key == "location":
+            entry.value = location
 
 
 def save(model: onnx.ModelProto, path: Path) -> list[Path]:
@@ -74,7 +122,7 @@ def save(model: onnx.ModelProto, path: Path) -> list[Path]:
     if tensor_bytes(model) < EXTERNAL_DATA_BYTES:
         onnx.save_model(model, str(path))
         return [path]
-    data = path.with_name(path.name + ".data")
+    data = data_file(path)
     onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=data.name, size_threshold=1024)
     return [path, data]

@@ -1,20 +1,26 @@
 """Qwen2-VL -> three ONNX graphs (vision encoder, embedding with image merge, decoder with KV cache).
 
 The embedding and decoder are traced as for every family (converters/onnx_export.py), the decoder with M-RoPE
-position ids [3, 1, seq]. The vision wrapper avoids what tracing would freeze into constants: it computes the
-patch positions from the grid input with tensor arithmetic (one image per call, full attention). Needs the
-`export` extra (torch, transformers).
+position ids [3, 1, seq]; all three weightless, their weights streamed from the checkpoint afterwards, so that
+a real-size model exports in a few GB. The vision wrapper avoids what tracing would freeze into constants: it
+computes the patch positions from the grid input with tensor arithmetic (one image per call, full attention).
+Needs the `export` extra (torch, transformers).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from edgevl.converters.onnx_export import FLOAT, decoder_config, export, export_decoder, export_embedding
+from edgevl.converters.onnx_export import (
+    FLOAT, Weights, decoder_config, export, export_decoder, export_embedding, named_weights, parameters_on_meta,
+    weightless_model,
+)
 
 
 class VisionEncoder(nn.Module):
@@ -74,32 +80,47 @@ class VisionEncoder(nn.Module):
         return torch.stack([rows, cols], dim=-1)
 
 
-def load_reference_model(checkpoint: Path):
-    """Qwen2-VL or Qwen2.5-VL, as the checkpoint's config.json names it."""
-    import json
-
+def traceable_model(checkpoint: Path) -> tuple[Any, Callable[[nn.Module], Weights]]:
+    """The checkpoint's model (Qwen2-VL or Qwen2.5-VL, as its config.json names it), weightless
+    (onnx_export.weightless_model), and the `weights` argument of the exports, streaming from the checkpoint."""
     import transformers
 
-    architecture = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))["architectures"][0]
-    model_class = getattr(transformers, architecture)
-    return model_class.from_pretrained(checkpoint, dtype=torch.float32, attn_implementation="eager").eval()
+    from edgevl.converters import open_converter
+
+    converter = open_converter(checkpoint)
+    config = transformers.AutoConfig.from_pretrained(checkpoint)
+    model_class = getattr(transformers, converter.checkpoint.architecture)
+    with parameters_on_meta():
+        model = model_class._from_config(config, attn_implementation="eager", dtype=FLOAT).eval()
+    sources = weightless_model(model)
+
+    def load(name: str) -> np.ndarray:
+        released = converter.canonical_name(name)
+        if released == "lm_head.weight" and released not in converter.tensors:  # tied to the embedding
+            released = "model.embed_tokens.weight"
+        return converter.tensors[released].load()
+
+    return model, lambda module: named_weights(module, sources, load)
 
 
-def export_graphs(model, folder: Path, on_graph=lambda: None, all_logits: bool = False) -> dict[str, Path]:
-    """Export the three fp32 graphs into `folder`; returns {"vision": path, "embed": path, "decoder": path}.
-    `on_graph()` is called after each graph is written."""
+def export_graphs(model, folder: Path, weights: Callable[[nn.Module], Weights], on_graph=lambda: None,
+                  all_logits: bool = False) -> dict[str, Path]:
+    """Export the three fp32 graphs of a `traceable_model` into `folder`, one at a time, each with its weights
+    streamed into its own data file; returns {"vision": path, "embed": path, "decoder": path}. `on_graph()` is
+    called after each graph is written."""
     config = model.config
     paths = {name: folder / f"{name}.onnx" for name in ("vision", "embed", "decoder")}
     patch_dim = 3 * config.vision_config.temporal_patch_size * config.vision_config.patch_size ** 2
+    vision = VisionEncoder(model.model.visual)
     with torch.no_grad():
-        export(VisionEncoder(model.model.visual), (torch.randn(24, patch_dim, dtype=FLOAT), torch.tensor([[1, 4, 6]])),
+        export(vision, (torch.randn(24, patch_dim, dtype=FLOAT), torch.tensor([[1, 4, 6]])),
                paths["vision"], ["pixel_values", "image_grid_thw"], ["image_features"],
-               {"pixel_values": {0: "patches"}, "image_features": {0: "tokens"}})
+               {"pixel_values": {0: "patches"}, "image_features": {0: "tokens"}}, weights(vision))
     on_graph()
-    export_embedding(model.model.language_model.embed_tokens, config.image_token_id, paths["embed"])
+    export_embedding(model.model.language_model.embed_tokens, config.image_token_id, paths["embed"], weights)
     on_graph()
     export_decoder(model.model.language_model, model.lm_head, config.text_config, paths["decoder"], mrope=True,
-                   all_logits=all_logits)
+                   all_logits=all_logits, weights=weights)
     on_graph()
     return paths
 
@@ -110,10 +131,11 @@ def write_model(checkpoint: Path, folder: Path, quant: str, int4, progress, all_
     `all_logits` makes the decoder return logits for every input position (what onnxruntime-genai expects)."""
     from edgevl.converters import onnx_files
 
-    progress.step("loading the checkpoint with transformers", None)
-    model = load_reference_model(checkpoint)
+    progress.step("reading the checkpoint's configuration", None)
+    model, weights = traceable_model(checkpoint)
     return onnx_files.write_model_folder(
-        folder, quant, int4, progress, lambda scratch, on_graph: export_graphs(model, scratch, on_graph, all_logits),
+        folder, quant, int4, progress,
+        lambda scratch, on_graph: export_graphs(model, scratch, weights, on_graph, all_logits),
         checkpoint / "tokenizer.json", engine_config(model, checkpoint, family))
 
 

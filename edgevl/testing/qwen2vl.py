@@ -185,10 +185,11 @@ def build_qwen2vl_checkpoint(
     out.mkdir(parents=True, exist_ok=True)
     config = released_config(size, dtype)
     torch.manual_seed(seed)
-    model = Qwen2VLForConditionalGeneration(Qwen2VLConfig(**config)).eval()
+    torch_dtype = getattr(torch, dtype)
+    # initialised in the saved dtype: a real-size model in fp32 and its bf16 copy would need ~14 GB at 2B
+    model = Qwen2VLForConditionalGeneration._from_config(Qwen2VLConfig(**config), dtype=torch_dtype).eval()
     spread_norm_weights(model, seed)
 
-    torch_dtype = getattr(torch, dtype)
     state = {Qwen2VLConverter.canonical_name(k): v.to(torch_dtype).contiguous() for k, v in model.state_dict().items()}
     if size.tie_word_embeddings:
         state.pop("lm_head.weight", None)
