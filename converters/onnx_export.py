@@ -101,6 +101,17 @@ def head_dim(text) -> int:
     return getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
 
 
+def write_rows(array: np.ndarray, dtype, out, chunk_bytes: int = 1 << 26) -> None:
+    """Write `array` as `dtype` in C order, a block of rows at a time: a transposed view is made contiguous (and
+    converted) block by block, never whole."""
+    if array.ndim < 2:
+        np.ascontiguousarray(array, dtype=dtype).tofile(out)
+        return
+    rows = max(1, chunk_bytes // max(1, array[0].nbytes))
+    for start in range(0, array.shape[0], rows):
+        np.ascontiguousarray(array[start:start + rows], dtype=dtype).tofile(out)
+
+
 def export_embedding(embed_tokens: nn.Embedding, image_token_id: int, path: Path,
                      weights: Callable[[nn.Module], Weights] | None = None) -> Path:
     """The embedding graph; `weights(module)` streams a weightless module's weights (see `export`)."""
@@ -235,14 +246,15 @@ def fill_weights(path: Path, inputs: set[str], weights: Weights) -> None:
         for value in parameters:
             dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
             shape = tuple(dim.dim_value for dim in value.type.tensor_type.shape.dim)
-            array = np.ascontiguousarray(weights(value.name), dtype=dtype)
+            array = weights(value.name)
             if array.shape != shape:
                 raise ValueError(f"{value.name}: the checkpoint gives shape {array.shape}, the graph wants {shape}")
             tensor = onnx.TensorProto(name=value.name, data_type=value.type.tensor_type.elem_type, dims=shape,
                                       data_location=onnx.TensorProto.EXTERNAL)
-            for key, entry in (("location", data.name), ("offset", out.tell()), ("length", array.nbytes)):
+            nbytes = array.size * np.dtype(dtype).itemsize
+            for key, entry in (("location", data.name), ("offset", out.tell()), ("length", nbytes)):
                 tensor.external_data.add(key=key, value=str(entry))
-            array.tofile(out)
+            write_rows(array, dtype, out)
             model.graph.initializer.append(tensor)
             del array
     kept = [value for value in model.graph.input if value.name in inputs]

@@ -7,6 +7,7 @@ after the decoder is int4 (quantizing the vision tower costs OCR accuracy).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 if TYPE_CHECKING:  # onnx is imported where it is used: GGUF conversion must work without the export extra
     import onnx
@@ -63,21 +66,38 @@ def write_model_folder(folder: Path, quant: str, int4: Int4Options, progress, ex
 
 
 def write_graph(exported: Path, destination: Path, precision: str, int4: Int4Options) -> list[Path]:
-    """An exported fp32 graph at `precision` (one of ONNX_QUANTS) in `destination`; returns the files written.
-    Only fp16 holds the whole fp32 graph in memory; int4 reads one weight at a time from the exported file."""
-    if precision == "fp32" and data_file(exported).is_file() \
-            and data_file(exported).stat().st_size >= EXTERNAL_DATA_BYTES:
-        # already in its final form: moving it costs no memory
-        shutil.move(data_file(exported), data_file(destination))
-        shutil.move(exported, destination)
-        return [destination, data_file(destination)]
-    if precision == "int4":
-        graph = int4_from_file(exported, int4)
-    elif precision == "fp16":
-        graph = to_fp16(load(exported))
-    else:
+    """An exported fp32 graph (weights in its data file) at `precision` (one of ONNX_QUANTS) in `destination`;
+    returns the files written. Weights are read from the exported file one at a time, so a graph over 2 GB
+    never has to be in memory whole."""
+    import onnx
+
+    if not data_file(exported).is_file():  # traced with its weights (MiniCPM-V): the graph in memory whole
         graph = load(exported)
-    return save(graph, destination)
+        if precision != "fp32":
+            graph = to_fp16(graph) if precision == "fp16" else to_int4(graph, int4, OUTPUT_PROJECTION)
+        return save(graph, destination)
+    if precision == "int4":
+        return save(int4_from_file(exported, int4), destination)
+    if precision == "fp16":
+        model = fp16_from_file(exported, data_file(destination))
+    else:
+        model = onnx.load_model(str(exported), load_external_data=False)
+        shutil.move(data_file(exported), data_file(destination))  # same name: the graph's references hold
+    return save_with_data(model, destination)
+
+
+def save_with_data(model: onnx.ModelProto, path: Path) -> list[Path]:
+    """Save a graph whose weights are already in data_file(path): left there when large, else put inline."""
+    import onnx
+    from onnx.external_data_helper import load_external_data_for_model
+
+    data = data_file(path)
+    if data.stat().st_size >= EXTERNAL_DATA_BYTES:
+        onnx.save_model(model, str(path))
+        return [path, data]
+    load_external_data_for_model(model, str(path.parent))
+    data.unlink()
+    return save(model, path)
 
 
 def data_file(graph: Path) -> Path:
@@ -102,6 +122,55 @@ def int4_from_file(path: Path, options: Int4Options) -> onnx.ModelProto:
             _set_location(tensor, Path(_location(tensor)).name)
     load_external_data_for_model(model, str(path.parent))
     return model
+
+
+def fp16_from_file(path: Path, target: Path, chunk: int = 1 << 24) -> onnx.ModelProto:
+    """`to_fp16` of the graph at `path`, its weights written to `target`, one weight and `chunk` values at a time:
+    the converter retypes the weights it cannot see (they are still in the file), then each is converted from
+    the file. Returns the graph, referring to `target`."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+    from onnxruntime.transformers.float16 import convert_np_to_float16
+
+    model = onnx.load_model(str(path), load_external_data=False)
+    with _value_info_from_dims():
+        model = to_fp16(model)
+    source = data_file(path)
+    with target.open("wb") as out:
+        for tensor in _tensors(model.graph):
+            if not uses_external_data(tensor):
+                continue
+            entries = {entry.key: entry.value for entry in tensor.external_data}
+            offset, length = int(entries.get("offset", 0)), int(entries["length"])
+            retyped = tensor.data_type == onnx.TensorProto.FLOAT16  # the file still holds its fp32 bytes
+            step, begin = (4 * chunk if retyped else max(length, 1)), out.tell()
+            for start in range(0, length, step):
+                values = np.fromfile(source, dtype=np.uint8, count=min(step, length - start), offset=offset + start)
+                (convert_np_to_float16(values.view(np.float32)) if retyped else values).tofile(out)
+            _set_external(tensor, target.name, begin, out.tell() - begin)
+    return model
+
+
+@contextlib.contextmanager
+def _value_info_from_dims() -> Iterator[None]:
+    """The fp16 converter reads each converted weight's data only to learn its shape; with the weights still in
+    their file (and still fp32 there), take the shape from the tensor's dims instead."""
+    from onnx import helper
+    from onnxruntime.transformers import float16
+
+    reading = float16.make_value_info_from_tensor
+    float16.make_value_info_from_tensor = lambda tensor: helper.make_tensor_value_info(
+        tensor.name, tensor.data_type, list(tensor.dims))
+    try:
+        yield
+    finally:
+        float16.make_value_info_from_tensor = reading
+
+
+def _set_external(tensor: onnx.TensorProto, location: str, offset: int, length: int) -> None:
+    del tensor.external_data[:]
+    for key, value in (("location", location), ("offset", offset), ("length", length)):
+        tensor.external_data.add(key=key, value=str(value))
 
 
 def _location(tensor: onnx.TensorProto) -> str:
