@@ -19,6 +19,7 @@ from test_gguf_import import write_mmproj_gguf, write_text_gguf  # noqa: E402
 
 from edgevl import hub as hub_module  # noqa: E402
 from edgevl.cli import main  # noqa: E402
+from edgevl.errors import EdgevlError  # noqa: E402
 from edgevl.hub import pull, resolve  # noqa: E402
 from edgevl.model_files import check_model_files  # noqa: E402
 from edgevl.testing.hub import stand_in_hub  # noqa: E402
@@ -84,8 +85,8 @@ def test_interrupted_download_is_resumed(serve, gguf_repo, tmp_path, monkeypatch
 
 
 def test_download_cut_for_good_is_one_line(serve, gguf_repo, tmp_path, monkeypatch, capsys):
-    """20 bytes, then nothing on each of huggingface_hub's retries: one line, no model folder. (huggingface_hub 2.x
-    resumes within a pull, as above; a new pull starts the file again: it keeps no partial file across runs.)"""
+    """20 bytes, then nothing on each of huggingface_hub's retries: one error line under the progress bar where it
+    stopped, no model folder."""
     from huggingface_hub import file_download
 
     serve({GGUF_REPO: gguf_repo}, cut_after={TEXT: [20] + [0] * 6})
@@ -94,8 +95,71 @@ def test_download_cut_for_good_is_one_line(serve, gguf_repo, tmp_path, monkeypat
     assert main(["pull", GGUF_REPO, "--file", TEXT, "-o", str(tmp_path / "model")]) == 1
     error = capsys.readouterr().err
     assert "cannot reach the hub at http://127.0.0.1:" in error and "RemoteProtocolError" in error
-    assert len(error.strip().splitlines()) == 1
+    bar, message = error.strip().splitlines()
+    assert f"downloading {TEXT}" in bar and "20/480" in bar and message.startswith("edgevl: error: ")
     assert not (tmp_path / "model").exists()
+
+
+def partial_files(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "hf-home").rglob("*.incomplete"))
+
+
+def test_pull_cut_off_continues_in_the_next_pull(serve, gguf_repo, tmp_path, monkeypatch):
+    """A pull that gave up (the connection dropped for good after 100 bytes) leaves them in the cache; the next
+    pull asks only for the rest."""
+    from huggingface_hub import file_download
+
+    hub = serve({GGUF_REPO: gguf_repo}, cut_after={TEXT: [100] + [0] * 5})  # hf tries 6 times
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 10)
+    monkeypatch.setattr(file_download.time, "sleep", lambda seconds: None)
+    with pytest.raises(EdgevlError, match="cannot reach the hub"):
+        pull(GGUF_REPO, tmp_path / "model", file=TEXT)
+    [partial] = partial_files(tmp_path)
+    assert partial.stat().st_size == 100
+    hub.requests.clear()
+    folder, manifest = pull(GGUF_REPO, tmp_path / "model", file=TEXT)
+    assert (folder / manifest.files["text"].name).read_bytes() == (gguf_repo / TEXT).read_bytes()
+    assert resolve_gets(hub, TEXT) == ["bytes=100-"] and partial_files(tmp_path) == []
+
+
+class StopAfter:
+    """A converters.Progress that stops the pull (as the GUI's Cancel does) once `limit` bytes arrived."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.done, self.steps = limit, 0, []
+
+    def step(self, description: str, total: int | None) -> None:
+        self.steps.append((description, total))
+
+    def advance(self, amount: int = 1) -> None:
+        self.done += amount
+        if self.done >= self.limit:
+            raise KeyboardInterrupt
+
+
+def test_cancelled_pull_continues_where_it_stopped(serve, gguf_repo, tmp_path, monkeypatch):
+    hub = serve({GGUF_REPO: gguf_repo})
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 64)
+    size = (gguf_repo / TEXT).stat().st_size
+    with pytest.raises(KeyboardInterrupt):
+        pull(GGUF_REPO, tmp_path / "model", file=TEXT, progress=StopAfter(128))
+    hub.requests.clear()
+    progress = StopAfter(10**9)
+    folder, _ = pull(GGUF_REPO, tmp_path / "model", file=TEXT, progress=progress)
+    assert resolve_gets(hub, TEXT) == ["bytes=128-"]
+    assert progress.steps[0] == (f"downloading {TEXT}", size) and progress.done >= size  # 128 counted as done
+    assert not (tmp_path / "model").exists() or folder == tmp_path / "model"
+
+
+def test_finished_pull_is_not_made_again(serve, gguf_repo, tmp_path):
+    hub = serve({GGUF_REPO: gguf_repo})
+    folder, manifest = pull(GGUF_REPO, tmp_path / "model", quant="q4_k_m")
+    hub.requests.clear()
+    assert pull(GGUF_REPO, tmp_path / "model", quant="q4_k_m") == (folder, manifest)
+    assert [method for method, _, _ in hub.requests] == ["GET"]  # the model info only
+    with pytest.raises(EdgevlError, match="already exists"):  # another quant: refused before downloading
+        pull(GGUF_REPO, tmp_path / "model", quant="q8_0")
+    assert resolve_gets(hub, OTHER_TEXT) == []
 
 
 def test_second_pull_downloads_nothing(serve, gguf_repo, tmp_path):
