@@ -570,7 +570,7 @@ def _print_catalogue() -> None:
         quant = card.recommended_quant
         model_mb = card.sizes_mb.get(quant, 0) + card.sizes_mb.get("mmproj_f16", 0)
         ram_mb = card.ram_mb.get(quant)
-        rows.append((card.id, f"{card.parameters_b * 2:,.1f} GB", f"{model_mb / 1e3:,.1f} GB" if model_mb else "?",
+        rows.append((card.id, f"{card.checkpoint_mb / 1e3:,.1f} GB", f"{model_mb / 1e3:,.1f} GB" if model_mb else "?",
                      f"{'' if card.ram_measured else '~'}{ram_mb / 1e3:,.1f} GB" if ram_mb else "?",
                      f"{card.scores['ocrbench']:g}" if "ocrbench" in card.scores else "", card.license, card.hub_id))
     columns = ["name", "download", "model", "RAM", "OCRBench", "licence", "repo"]

@@ -47,6 +47,11 @@ class ModelCard:
         return int(budget[task] if task in budget else budget["default"]) if isinstance(budget, dict) else int(budget)
 
     @property
+    def checkpoint_mb(self) -> float:
+        """The released checkpoint's download: its weights in bf16."""
+        return self.parameters_b * 2000
+
+    @property
     def formats(self) -> list[str]:
         """The formats edgevl runs this model in ("gguf", "onnx")."""
         return sorted({fmt for fmt, family in ENGINES if family == self.family})

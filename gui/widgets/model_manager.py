@@ -30,10 +30,6 @@ from edgevl.gui.screen_fit import fit_to_screen
 from edgevl.gui.widgets.error_banner import ERROR_STYLE
 from edgevl.model_cards import all_cards
 
-#: Memory a loaded model needs beyond its files (context cache, image activations): a rough rule.
-RAM_OVERHEAD = 1.25
-
-
 class JobProgress:
     """The converter's Progress protocol, reported through a job; `advance` raises to cancel."""
 
@@ -76,10 +72,10 @@ def quant_advice(quant: str, ram_bytes: int | None = None) -> list[tuple[str, bo
     ram_bytes = ram_bytes if ram_bytes is not None else psutil.virtual_memory().total
     lines = []
     for card in all_cards():
-        if quant not in card.sizes_mb:
+        if quant not in card.sizes_mb or quant not in card.ram_mb:
             continue
         files_mb = card.sizes_mb[quant] + card.sizes_mb.get("mmproj_f16", 0)
-        ram_gb = files_mb * RAM_OVERHEAD / 1000
+        ram_gb = card.ram_mb.get(quant, 0) / 1000
         fits = ram_gb * 1e9 <= ram_bytes
         line = tr("{model}: {size:.1f} GB of files, about {ram:.0f} GB of memory", model=card.name,
                   size=files_mb / 1000, ram=max(1, round(ram_gb)))
@@ -120,9 +116,15 @@ class ModelManager(QDialog):
         self.folder_label.setWordWrap(True)
         self.delete_button = QPushButton(tr("Delete model"))
         self.delete_button.clicked.connect(self.ask_to_delete)
+        self.download_button = QPushButton(tr("Download..."))
+        self.download_button.clicked.connect(lambda: self.open_source_dialog("download"))
+        self.import_button = QPushButton(tr("Import GGUF..."))
+        self.import_button.clicked.connect(lambda: self.open_source_dialog("import"))
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.folder_label, 1)
+        buttons.addWidget(self.download_button)
+        buttons.addWidget(self.import_button)
         buttons.addWidget(self.delete_button)
         layout = QVBoxLayout(self)
         layout.addWidget(self.list_or_hint, 1)
@@ -203,6 +205,19 @@ class ModelManager(QDialog):
         self.table.resizeColumnsToContents()
         self.list_or_hint.setCurrentWidget(self.table if self.models else self.empty_hint)
         self.delete_button.setEnabled(bool(self.models))
+
+    def open_source_dialog(self, kind: str) -> QDialog:
+        """The Download ("download") or Import GGUF ("import") dialog; a model it adds shows up in the list."""
+        from edgevl.gui.widgets.model_sources import DownloadDialog, ImportDialog
+
+        dialog = DownloadDialog(self) if kind == "download" else ImportDialog(self)
+        dialog.model_added.connect(self._model_added)
+        dialog.show()
+        return dialog
+
+    def _model_added(self) -> None:
+        self.refresh()
+        self.models_changed.emit()
 
     def ask_to_delete(self) -> None:
         row = self.table.currentRow()

@@ -1,0 +1,322 @@
+"""Getting a model without a checkpoint at hand: downloading one from the catalogue (edgevl.hub.pull, the library
+behind `edgevl pull`) and importing GGUF files made by other tools (edgevl.gguf_import, behind `edgevl import`).
+
+Both run in a background job and only call the library. A download reports its bytes through the converters'
+Progress protocol (JobProgress); Cancel raises from it, the bytes that arrived stay in the Hugging Face cache, and
+the next download of the same model continues from there - also after the app was closed or killed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+from PySide6.QtCore import QSize, QThreadPool, Signal
+from PySide6.QtGui import QBrush, QColor
+from PySide6.QtWidgets import (
+    QAbstractItemView, QComboBox, QDialog, QFileDialog, QFormLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
+    QProgressBar, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+)
+
+from edgevl.errors import BackendUnavailable, EdgevlError
+from edgevl.gui.i18n import tr
+from edgevl.gui.jobs import Job
+from edgevl.gui.screen_fit import fit_to_screen
+from edgevl.gui.widgets.error_banner import ERROR_STYLE
+from edgevl.gui.widgets.model_manager import JobProgress, converter_missing
+from edgevl.model_cards import ModelCard, all_cards
+
+#: the red of lines that say something does not fit (as the model manager's quant advice)
+WARNING_COLOR = "#b3261e"
+
+
+def pull_model(job: Job, card: ModelCard, quant: str) -> Path:
+    """Runs on a pool thread: download the card's model and convert or import it (edgevl.hub.pull)."""
+    try:
+        from edgevl.hub import pull
+
+        folder, _ = pull(card.id, quant=quant, progress=JobProgress(job))
+    except ImportError:
+        raise EdgevlError(tr("Downloading needs huggingface_hub: pip install 'edgevl[pull]'")) from None
+    except BackendUnavailable:
+        raise EdgevlError(converter_missing()) from None
+    return folder
+
+
+def import_model(text: Path, mmproj: Path | None) -> Path:
+    """Runs on a pool thread: a model folder from GGUF files (or a folder of them)."""
+    try:
+        from edgevl.gguf_import import import_gguf
+    except ImportError:
+        raise EdgevlError(converter_missing()) from None
+    folder, _ = import_gguf(text, mmproj)
+    return folder
+
+
+class JobPanel(QWidget):
+    """A progress bar, a line of status and the running job, shared by the download and import dialogs."""
+
+    ended = Signal(bool)  # whether a model was added
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.job: Job | None = None
+        self._done = 0
+        self.progress = QProgressBar()
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        self.progress.hide()
+
+    def run(self, job: Job, finished: Callable[[Path], str], cancelled: str) -> Job:
+        """Start `job` (which returns a model folder); `finished(folder)` and `cancelled` are the last words."""
+        self.job = job
+        job.signals.progress.connect(self._on_progress)
+        job.signals.finished.connect(lambda folder: self._end(finished(folder), added=True))
+        job.signals.failed.connect(lambda message: self._end(message, error=True))
+        job.signals.cancelled.connect(lambda: self._end(cancelled))
+        self.progress.setRange(0, 0)  # busy until the first counted step
+        self.progress.show()
+        self.show_message(tr("Starting..."))
+        QThreadPool.globalInstance().start(job)
+        return job
+
+    def show_message(self, text: str, error: bool = False) -> None:
+        self.status.setStyleSheet(ERROR_STYLE if error else "")
+        self.status.setText(text)
+
+    def _on_progress(self, event: tuple) -> None:
+        if event[0] == "step":
+            _, description, total = event
+            self.show_message(description)
+            self._done = 0
+            self.progress.setRange(0, total or 0)
+            self.progress.setValue(0)
+        else:
+            self._done += event[1]
+            self.progress.setValue(self._done)
+
+    def _end(self, message: str, error: bool = False, added: bool = False) -> None:
+        self.job = None
+        self.progress.hide()
+        self.show_message(message, error)
+        self.ended.emit(added)
+
+
+class DownloadDialog(QDialog):
+    """The catalogue (model cards): download size, memory needed against this computer's, licence, formats."""
+
+    model_added = Signal()
+
+    def __init__(self, parent: QWidget | None = None, ram_bytes: int | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle(tr("Download a model"))
+        self.cards = [card for card in all_cards() if card.hub_id]
+        self._ram_bytes = ram_bytes if ram_bytes is not None else psutil.virtual_memory().total
+
+        self.table = QTableWidget(len(self.cards), 5)
+        self.table.setHorizontalHeaderLabels([tr("Model"), tr("Download"), tr("Memory needed"), tr("Licence"),
+                                              tr("Formats")])
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().hide()
+        self.table.currentCellChanged.connect(lambda row, *_: self._show_card(row))
+        self.quant = QComboBox()
+        self.quant.currentIndexChanged.connect(lambda _: self._show_card(self.table.currentRow()))
+        self.advice = QLabel()
+        self.advice.setWordWrap(True)
+        self.download_button = QPushButton(tr("Download"))
+        self.download_button.clicked.connect(self.start_download)
+        self.cancel_button = QPushButton(tr("Cancel"))
+        self.cancel_button.clicked.connect(self.cancel)
+        self.panel = JobPanel()
+        self.panel.ended.connect(self._ended)
+
+        form = QFormLayout()
+        form.addRow(tr("Quant:"), self.quant)
+        form.addRow("", self.advice)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        buttons.addWidget(self.download_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.table, 1)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.panel)
+        self._fill_table()
+        self._set_running(False)
+        fit_to_screen(self, QSize(760, 480))
+
+    def _fill_table(self) -> None:
+        for row, card in enumerate(self.cards):
+            quant = card.recommended_quant
+            ram_mb = card.ram_mb.get(quant)
+            cells = [card.name, f"{card.checkpoint_mb / 1e3:,.1f} GB", self._ram_text(card, quant), card.license,
+                     ", ".join(fmt.upper() for fmt in card.formats)]
+            for column, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if column == 2 and ram_mb and ram_mb * 1e6 > self._ram_bytes:
+                    item.setForeground(QBrush(QColor(WARNING_COLOR)))
+                self.table.setItem(row, column, item)
+        self.table.resizeColumnsToContents()
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        if self.cards:
+            self.table.selectRow(0)
+
+    def _ram_text(self, card: ModelCard, quant: str) -> str:
+        ram_mb = card.ram_mb.get(quant)
+        if not ram_mb:
+            return "?"
+        return f"{'' if card.ram_measured else '~'}{ram_mb / 1e3:,.1f} GB"
+
+    def select(self, card_id: str) -> None:
+        self.table.selectRow(next(row for row, card in enumerate(self.cards) if card.id == card_id))
+
+    @property
+    def card(self) -> ModelCard | None:
+        row = self.table.currentRow()
+        return self.cards[row] if 0 <= row < len(self.cards) else None
+
+    def _show_card(self, row: int) -> None:
+        if not 0 <= row < len(self.cards):
+            return
+        card = self.cards[row]
+        quants = [quant for quant in card.sizes_mb if not quant.startswith("mmproj")]
+        if [self.quant.itemData(index) for index in range(self.quant.count())] != quants:
+            self.quant.blockSignals(True)
+            self.quant.clear()
+            for quant in quants:
+                self.quant.addItem(quant, quant)
+            self.quant.setCurrentIndex(max(0, quants.index(card.recommended_quant))
+                                       if card.recommended_quant in quants else 0)
+            self.quant.blockSignals(False)
+        quant = self.quant.currentData()
+        files_mb = card.sizes_mb.get(quant, 0) + card.sizes_mb.get("mmproj_f16", 0)
+        lines = [tr("Downloads the {size:.1f} GB checkpoint from {repo}, then converts it to {files:.1f} GB of "
+                    "model files.", size=card.checkpoint_mb / 1e3, repo=card.hub_id, files=files_mb / 1e3)]
+        ram_mb = card.ram_mb.get(quant)
+        if ram_mb:
+            line = tr("Needs about {ram:.1f} GB of memory; this computer has {total:.1f} GB.", ram=ram_mb / 1e3,
+                      total=self._ram_bytes / 1e9)
+            if not card.ram_measured:
+                line += " " + tr("(estimated from the file sizes)")
+            too_much = ram_mb * 1e6 > self._ram_bytes
+            lines.append(f"<span style='color:{WARNING_COLOR}'>{line}</span>" if too_much else line)
+        self.advice.setText("<br>".join(lines))
+
+    def start_download(self) -> Job | None:
+        card, quant = self.card, self.quant.currentData()
+        if card is None or quant is None:
+            self.panel.show_message(tr("Choose a model first."), error=True)
+            return None
+        self._set_running(True)
+        return self.panel.run(Job(lambda job: pull_model(job, card, quant)),
+                              lambda folder: tr("Downloaded: {folder}", folder=folder),
+                              tr("Download stopped. Download it again to continue where it stopped."))
+
+    def cancel(self) -> None:
+        if self.panel.job is not None:
+            self.panel.job.cancel()
+            self.panel.show_message(tr("Stopping..."))
+
+    @property
+    def job(self) -> Job | None:
+        return self.panel.job
+
+    def _ended(self, added: bool) -> None:
+        self._set_running(False)
+        if added:
+            self.model_added.emit()
+
+    def _set_running(self, running: bool) -> None:
+        self.download_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        self.table.setEnabled(not running)
+        self.quant.setEnabled(not running)
+
+    def done(self, result: int) -> None:
+        """Closing the window stops a download (the next one continues it)."""
+        self.cancel()
+        super().done(result)
+
+
+class ImportDialog(QDialog):
+    """GGUF files from llama.cpp, LM Studio or Ollama: the language model file and its vision projector, or a
+    folder holding both."""
+
+    model_added = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle(tr("Import GGUF files"))
+        self.text = QLineEdit()
+        self.text.setPlaceholderText(tr("Language model .gguf, or a folder holding it and its mmproj"))
+        self.mmproj = QLineEdit()
+        self.mmproj.setPlaceholderText(tr("Vision projector (mmproj) .gguf; empty for a folder"))
+        self.import_button = QPushButton(tr("Import"))
+        self.import_button.clicked.connect(self._import_clicked)
+        self.panel = JobPanel()
+        self.panel.ended.connect(self._ended)
+
+        form = QFormLayout()
+        form.addRow(tr("Language model:"), self._with_buttons(self.text, [
+            (tr("File..."), lambda: self._browse_file(self.text, tr("Language model GGUF"))),
+            (tr("Folder..."), self._browse_folder)]))
+        form.addRow(tr("Vision projector:"), self._with_buttons(self.mmproj, [
+            (tr("File..."), lambda: self._browse_file(self.mmproj, tr("Vision projector GGUF")))]))
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        buttons.addWidget(self.import_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.panel)
+        fit_to_screen(self, QSize(640, 200))
+
+    @staticmethod
+    def _with_buttons(field: QLineEdit, buttons: list[tuple[str, Callable[[], None]]]) -> QHBoxLayout:
+        row = QHBoxLayout()
+        row.addWidget(field, 1)
+        for text, slot in buttons:
+            button = QPushButton(text)
+            button.clicked.connect(slot)
+            row.addWidget(button)
+        return row
+
+    def _browse_file(self, field: QLineEdit, title: str) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, title, field.text(), tr("GGUF files (*.gguf);;All files (*)"))
+        if path:
+            field.setText(path)
+
+    def _browse_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, tr("Folder of GGUF files"), self.text.text())
+        if folder:
+            self.text.setText(folder)
+            self.mmproj.clear()
+
+    def _import_clicked(self) -> None:
+        text, mmproj = self.text.text().strip(), self.mmproj.text().strip()
+        if not text:
+            self.panel.show_message(tr("Choose the language model file or a folder first."), error=True)
+            return
+        self.start_import(Path(text).expanduser(), Path(mmproj).expanduser() if mmproj else None)
+
+    def start_import(self, text: Path, mmproj: Path | None) -> Job:
+        self.import_button.setEnabled(False)
+        return self.panel.run(Job(lambda job: import_model(text, mmproj)),
+                              lambda folder: tr("Imported: {folder}", folder=folder), tr("Import cancelled."))
+
+    @property
+    def job(self) -> Job | None:
+        return self.panel.job
+
+    def _ended(self, added: bool) -> None:
+        self.import_button.setEnabled(True)
+        if added:
+            self.model_added.emit()
