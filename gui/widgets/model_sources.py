@@ -137,16 +137,15 @@ class DownloadDialog(QDialog):
         self.panel = JobPanel()
         self.panel.ended.connect(self._ended)
 
-        form = QFormLayout()
-        form.addRow(tr("Quant:"), self.quant)
-        form.addRow("", self.advice)
         buttons = QHBoxLayout()
+        buttons.addWidget(QLabel(tr("Quant:")))
+        buttons.addWidget(self.quant)
         buttons.addStretch(1)
         buttons.addWidget(self.download_button)
         buttons.addWidget(self.cancel_button)
         layout = QVBoxLayout(self)
         layout.addWidget(self.table, 1)
-        layout.addLayout(form)
+        layout.addWidget(self.advice)
         layout.addLayout(buttons)
         layout.addWidget(self.panel)
         self._fill_table()
@@ -202,10 +201,9 @@ class DownloadDialog(QDialog):
                     "model files.", size=card.checkpoint_mb / 1e3, repo=card.hub_id, files=files_mb / 1e3)]
         ram_mb = card.ram_mb.get(quant)
         if ram_mb:
-            line = tr("Needs about {ram:.1f} GB of memory; this computer has {total:.1f} GB.", ram=ram_mb / 1e3,
-                      total=self._ram_bytes / 1e9)
-            if not card.ram_measured:
-                line += " " + tr("(estimated from the file sizes)")
+            line = tr("Needs about {ram:.1f} GB of memory{how}; this computer has {total:.1f} GB.", ram=ram_mb / 1e3,
+                      total=self._ram_bytes / 1e9,
+                      how="" if card.ram_measured else " " + tr("(estimated from the file sizes)"))
             too_much = ram_mb * 1e6 > self._ram_bytes
             lines.append(f"<span style='color:{WARNING_COLOR}'>{line}</span>" if too_much else line)
         self.advice.setText("<br>".join(lines))
@@ -256,7 +254,7 @@ class ImportDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle(tr("Import GGUF files"))
         self.text = QLineEdit()
-        self.text.setPlaceholderText(tr("Language model .gguf, or a folder holding it and its mmproj"))
+        self.text.setPlaceholderText(tr("Language model .gguf (an Ollama blob works too)"))
         self.mmproj = QLineEdit()
         self.mmproj.setPlaceholderText(tr("Vision projector (mmproj) .gguf; empty for a folder"))
         self.import_button = QPushButton(tr("Import"))
@@ -264,29 +262,34 @@ class ImportDialog(QDialog):
         self.panel = JobPanel()
         self.panel.ended.connect(self._ended)
 
+        folder_button = QPushButton(tr("Choose a folder..."))
+        folder_button.clicked.connect(self._browse_folder)
+
         form = QFormLayout()
-        form.addRow(tr("Language model:"), self._with_buttons(self.text, [
-            (tr("File..."), lambda: self._browse_file(self.text, tr("Language model GGUF"))),
-            (tr("Folder..."), self._browse_folder)]))
-        form.addRow(tr("Vision projector:"), self._with_buttons(self.mmproj, [
-            (tr("File..."), lambda: self._browse_file(self.mmproj, tr("Vision projector GGUF")))]))
+        form.addRow(tr("Language model:"), self._with_button(
+            self.text, lambda: self._browse_file(self.text, tr("Language model GGUF"))))
+        form.addRow(tr("Vision projector:"), self._with_button(
+            self.mmproj, lambda: self._browse_file(self.mmproj, tr("Vision projector GGUF"))))
+        folder_hint = QLabel(tr("Or a folder holding both, as LM Studio keeps them:"))
         buttons = QHBoxLayout()
+        buttons.addWidget(folder_hint)
+        buttons.addWidget(folder_button)
         buttons.addStretch(1)
         buttons.addWidget(self.import_button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.panel)
-        fit_to_screen(self, QSize(640, 200))
+        layout.addStretch(1)
+        fit_to_screen(self, QSize(640, 180))
 
     @staticmethod
-    def _with_buttons(field: QLineEdit, buttons: list[tuple[str, Callable[[], None]]]) -> QHBoxLayout:
+    def _with_button(field: QLineEdit, browse: Callable[[], None]) -> QHBoxLayout:
+        button = QPushButton(tr("File..."))
+        button.clicked.connect(browse)
         row = QHBoxLayout()
         row.addWidget(field, 1)
-        for text, slot in buttons:
-            button = QPushButton(text)
-            button.clicked.connect(slot)
-            row.addWidget(button)
+        row.addWidget(button)
         return row
 
     def _browse_file(self, field: QLineEdit, title: str) -> None:
