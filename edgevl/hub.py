@@ -147,7 +147,8 @@ def _pull_checkpoint(snapshot: Snapshot, sizes: dict[str, int], to: str, quant: 
         return output, finished
     config = json.loads(snapshot.download("config.json", shown=False).read_text(encoding="utf-8"))
     check_architecture(config, source.repo)
-    from edgevl.converters.output import check_destination  # the converter is there: check_architecture saw it
+    from edgevl.converters import SILENT  # the converter is there: check_architecture saw it
+    from edgevl.converters.output import check_destination
 
     check_destination(output, overwrite)
     _warn_if_short_of_memory(source.card, quant)
@@ -156,7 +157,7 @@ def _pull_checkpoint(snapshot: Snapshot, sizes: dict[str, int], to: str, quant: 
                      output_bytes=_expected_output(source.card, to, quant, weights))
     folder = [snapshot.download(name) for name in wanted][0].parent  # the snapshot folder
     return output, api.convert(folder, output, to=to, quant=quant, overwrite=overwrite,
-                               progress=snapshot.progress, **convert_options)
+                               progress=snapshot.progress or SILENT, **convert_options)
 
 
 def _finished_pull(output: Path, snapshot: Snapshot, to: str, quant: str | None) -> Manifest | None:

@@ -6,6 +6,9 @@ from __future__ import annotations
 import contextlib
 import importlib
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +123,28 @@ def test_pull_cut_off_continues_in_the_next_pull(serve, gguf_repo, tmp_path, mon
     folder, manifest = pull(GGUF_REPO, tmp_path / "model", file=TEXT)
     assert (folder / manifest.files["text"].name).read_bytes() == (gguf_repo / TEXT).read_bytes()
     assert resolve_gets(hub, TEXT) == ["bytes=100-"] and partial_files(tmp_path) == []
+
+
+def test_killed_pull_continues_in_the_next_pull(serve, gguf_repo, tmp_path):
+    """`edgevl pull` in a process of its own, killed (SIGKILL: no clean-up runs) while the hub stalls after 150
+    bytes of the file; the next pull asks only for the rest."""
+    hub = serve({GGUF_REPO: gguf_repo}, hold_after={TEXT: 150})
+    script = ("import sys; from huggingface_hub import constants; constants.DOWNLOAD_CHUNK_SIZE = 50; "
+              "from edgevl.cli import main; main(sys.argv[1:])")
+    process = subprocess.Popen([sys.executable, "-c", script, "pull", GGUF_REPO, "--file", TEXT, "-o",
+                                str(tmp_path / "model")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while sum(path.stat().st_size for path in partial_files(tmp_path)) < 150:
+            assert process.poll() is None and time.monotonic() < deadline, "the pull did not reach the stall"
+            time.sleep(0.05)
+    finally:
+        process.kill()
+        process.wait()
+    hub.requests.clear()
+    folder, manifest = pull(GGUF_REPO, tmp_path / "model", file=TEXT)
+    assert resolve_gets(hub, TEXT) == ["bytes=150-"]
+    assert (folder / manifest.files["text"].name).read_bytes() == (gguf_repo / TEXT).read_bytes()
 
 
 class StopAfter:
@@ -263,6 +288,9 @@ def test_pulled_checkpoint_answers_like_convert(serve, qwen2vl_checkpoint, qwen2
     served = {path.name for path in hub.files("tiny/Qwen2-VL-tiny")}
     fetched = {path.rsplit("/", 1)[-1] for method, path, _ in hub.requests if method == "GET" and "/resolve/" in path}
     assert fetched == served  # a checkpoint's files are all needed
+    hub.requests.clear()
+    assert pull("tiny/Qwen2-VL-tiny", tmp_path / "pulled", quant="f32") == (folder, manifest)  # not made again
+    assert [method for method, _, _ in hub.requests] == ["GET"]  # the model info only
 
 
 @pytest.mark.slow
