@@ -236,7 +236,7 @@ def _download_resumable(url: str, repo: str, etag: str, size: int | None, name: 
         with partial.open("ab") as handle:
             arrived = handle.tell()
             if progress is not None:
-                progress.step(f"downloading {name}", size)
+                progress.step(f"downloading {name}" + (f" ({size / 1e6:,.1f} MB)" if size else ""), size)
                 progress.advance(arrived)
             # the caller's progress replaces huggingface_hub's own bar
             http_get(url, cast(BinaryIO, _Counted(handle, progress)), resume_size=arrived,
