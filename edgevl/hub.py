@@ -115,13 +115,15 @@ class Snapshot:
 
 def _pull_gguf(snapshot: Snapshot, sizes: dict[str, int], ggufs: list[str], quant: str | None, file: str | None,
                output: Path | None, overwrite: bool) -> tuple[Path, Manifest]:
-    from edgevl.api import models_dir
+    from edgevl.api import installed_models, models_dir
     from edgevl.converters.output import check_destination
     from edgevl.gguf_import import import_gguf, pick_files
 
     chosen = pick_files(ggufs, quant, file)
-    if output is not None and (finished := _finished_pull(output, snapshot, "gguf", quant)):
-        return output, finished
+    # where the model was imported before: `output`, or (named by the files' metadata) any folder in models_dir()
+    for folder in [output] if output is not None else [model.path for model in installed_models()]:
+        if finished := _finished_pull(folder, snapshot, "gguf", chosen[0]):
+            return folder, finished
     _warn_if_short_of_memory(snapshot.source.card, quant)
     # the model folder hard-links the downloaded files where it shares the cache's file system
     if output is not None:
@@ -143,7 +145,7 @@ def _pull_checkpoint(snapshot: Snapshot, sizes: dict[str, int], to: str, quant: 
         raise EdgevlError(f"{source.repo}: not a checkpoint edgevl can convert (it needs config.json and "
                           ".safetensors weights) and holds no GGUF files")
     output = output or api.models_dir() / _folder_name(source, to, quant)
-    if finished := _finished_pull(output, snapshot, to, quant):
+    if finished := _finished_pull(output, snapshot, to, quant=quant):
         return output, finished
     config = json.loads(snapshot.download("config.json", shown=False).read_text(encoding="utf-8"))
     check_architecture(config, source.repo)
@@ -160,16 +162,20 @@ def _pull_checkpoint(snapshot: Snapshot, sizes: dict[str, int], to: str, quant: 
                                progress=snapshot.progress or SILENT, **convert_options)
 
 
-def _finished_pull(output: Path, snapshot: Snapshot, to: str, quant: str | None) -> Manifest | None:
-    """The manifest of `output` when a pull of the same snapshot, format and quant made it (a pull run again after
-    it finished, or after it was stopped past the conversion), else None."""
+def _finished_pull(output: Path, snapshot: Snapshot, to: str, text_file: str | None = None,
+                   quant: str | None = None) -> Manifest | None:
+    """The manifest of `output` when a pull of this snapshot made it - converted to `to` at `quant` (None: any),
+    or imported from its `text_file` - else None. So a pull run again after it finished, or after it was stopped
+    past the conversion, does not make the model again."""
     try:
         manifest = read_manifest(output)
     except EdgevlError:
         return None
-    made_from = manifest.source.get("path") or (manifest.source.get("imported") or {}).get("text")
-    same = (isinstance(made_from, str) and Path(made_from).is_relative_to(snapshot.folder())
-            and manifest.format == to and (quant is None or quant.lower() == manifest.quant))
+    source = manifest.source
+    made_from = (source.get("imported") or {}).get("text") if text_file else source.get("path")
+    expected = snapshot.folder() / text_file if text_file else snapshot.folder()
+    same = (made_from == str(expected) and manifest.format == to
+            and (quant is None or quant.lower() == manifest.quant))
     if same:
         log.info("%s already holds %s at this revision", output, snapshot.repo)
     return manifest if same else None

@@ -188,6 +188,17 @@ def test_finished_pull_is_not_made_again(serve, gguf_repo, tmp_path):
     assert resolve_gets(hub, OTHER_TEXT) == []
 
 
+def test_finished_pull_is_found_in_the_models_folder(serve, gguf_repo, tmp_path, monkeypatch):
+    """Without -o, the imported model's folder is named after the files' metadata: found among the models."""
+    hub = serve({GGUF_REPO: gguf_repo})
+    monkeypatch.setenv("EDGEVL_MODELS", str(tmp_path / "models"))
+    folder, manifest = pull(GGUF_REPO, quant="q4_k_m")
+    hub.requests.clear()
+    assert pull(GGUF_REPO, quant="q4_k_m") == (folder, manifest)
+    assert [method for method, _, _ in hub.requests] == ["GET"]
+    assert pull(GGUF_REPO, quant="q8_0")[0] != folder  # another file: another model
+
+
 def test_second_pull_downloads_nothing(serve, gguf_repo, tmp_path):
     hub = serve({GGUF_REPO: gguf_repo})
     pull(GGUF_REPO, tmp_path / "first", quant="q4_k_m")
