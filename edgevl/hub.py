@@ -124,10 +124,10 @@ def _pull_gguf(snapshot: Snapshot, sizes: dict[str, int], ggufs: list[str], quan
     for folder in [output] if output is not None else [model.path for model in installed_models()]:
         if finished := _finished_pull(folder, snapshot, "gguf", chosen[0]):
             return folder, finished
-    _warn_if_short_of_memory(snapshot.source.card, quant)
-    # the model folder hard-links the downloaded files where it shares the cache's file system
     if output is not None:
         check_destination(output, overwrite)
+    _warn_if_short_of_memory(snapshot.source.card, quant)
+    # the model folder hard-links the downloaded files where it shares the cache's file system
     check_free_space(snapshot.repo, snapshot.commit, {name: sizes[name] for name in chosen}, output or models_dir(),
                      output_bytes=None)
     text, mmproj = (snapshot.download(name) for name in chosen)
