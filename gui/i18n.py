@@ -205,7 +205,7 @@ ZH_CN = {
     "Engine in use:": "当前引擎：",
     "not loaded yet (loads on the first task): {model}": "尚未加载（首次运行任务时加载）：{model}",
     # model manager
-    "No models yet. The built-in OCR engine reads text and tables without one. For captions, questions and harder pages, convert a Qwen2-VL or MiniCPM-V checkpoint below: q4_k_m is the smallest that keeps reading quality.": "还没有模型。内置 OCR 引擎无需模型即可识别文字和表格。如需图片描述、提问或处理更难的页面，请在下方转换 Qwen2-VL 或 MiniCPM-V 检查点：q4_k_m 是保持识别质量的最小量化级别。",
+    "No models yet. The built-in OCR engine reads text and tables without one. For captions, questions and harder pages, download a model (Download...), import GGUF files, or convert a Qwen2-VL or MiniCPM-V checkpoint below: q4_k_m is the smallest that keeps reading quality.": "还没有模型。内置 OCR 引擎无需模型即可识别文字和表格。如需图片描述、提问或处理更难的页面，请下载模型（“下载…”）、导入 GGUF 文件，或在下方转换 Qwen2-VL 或 MiniCPM-V 检查点：q4_k_m 是保持识别质量的最小量化级别。",
     "This installation of edgevl has no converter (the \u201cconvert\u201d extra). The README's \u201cGetting real checkpoints\u201d section shows how to add it.": "此 edgevl 安装不含转换器（“convert”附加组件）。README 的“Getting real checkpoints”一节说明了如何添加。",
     "The folder {folder} does not exist.": "文件夹 {folder} 不存在。",
     "{folder} is a file; choose the folder that holds config.json.": "{folder} 是一个文件；请选择包含 config.json 的文件夹。",

@@ -14,10 +14,10 @@ import shutil
 from pathlib import Path
 
 import psutil
-from PySide6.QtCore import QSize, QThreadPool, Signal
+from PySide6.QtCore import QSize, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView, QComboBox, QDialog, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
-    QLineEdit, QMessageBox, QProgressBar, QPushButton, QStackedWidget, QTableWidget, QTableWidgetItem, QVBoxLayout,
+    QLineEdit, QMessageBox, QPushButton, QStackedWidget, QTableWidget, QTableWidgetItem, QVBoxLayout,
     QWidget,
 )
 
@@ -27,7 +27,7 @@ from edgevl.gui.engine_host import EngineHost
 from edgevl.gui.i18n import tr
 from edgevl.gui.jobs import Cancelled, Job
 from edgevl.gui.screen_fit import fit_to_screen
-from edgevl.gui.widgets.error_banner import ERROR_STYLE
+from edgevl.gui.widgets.job_panel import JobPanel
 from edgevl.model_cards import all_cards
 
 class JobProgress:
@@ -92,8 +92,6 @@ class ModelManager(QDialog):
         super().__init__(parent)
         self.setWindowTitle(tr("Models"))
         self._host = host
-        self.job: Job | None = None  # the conversion running now
-        self._step_done = 0
 
         self.table = QTableWidget(0, 6)
         self.table.setHorizontalHeaderLabels([tr("Name"), tr("Format"), tr("Model"), tr("Quant"), tr("Size"),
@@ -105,8 +103,8 @@ class ModelManager(QDialog):
         self.table.horizontalHeader().setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
         self.empty_hint = QLabel(tr(
             "No models yet. The built-in OCR engine reads text and tables without one. For captions, questions "
-            "and harder pages, convert a Qwen2-VL or MiniCPM-V checkpoint below: q4_k_m is the smallest that "
-            "keeps reading quality."))
+            "and harder pages, download a model (Download...), import GGUF files, or convert a Qwen2-VL or "
+            "MiniCPM-V checkpoint below: q4_k_m is the smallest that keeps reading quality."))
         self.empty_hint.setWordWrap(True)
         self.empty_hint.setMargin(12)
         self.list_or_hint = QStackedWidget()
@@ -150,9 +148,9 @@ class ModelManager(QDialog):
         self.convert_button.clicked.connect(self._convert_clicked)
         self.cancel_button = QPushButton(tr("Cancel"))
         self.cancel_button.clicked.connect(self.cancel_conversion)
-        self.progress = QProgressBar()
-        self.step_label = QLabel()
-        self.step_label.setWordWrap(True)
+        self.panel = JobPanel()
+        self.panel.ended.connect(self._conversion_ended)
+        self.step_label = self.panel.status
 
         checkpoint_row = QHBoxLayout()
         checkpoint_row.addWidget(self.checkpoint, 1)
@@ -168,8 +166,7 @@ class ModelManager(QDialog):
         form.addRow(tr("Quant:"), self.quant)
         form.addRow("", self.quant_advice)
         form.addRow(action_row)
-        form.addRow(self.progress)
-        form.addRow(self.step_label)
+        form.addRow(self.panel)
         if not self.quant.count():
             self.quant.setEnabled(False)
             self.show_message(converter_missing(), error=True)
@@ -179,8 +176,12 @@ class ModelManager(QDialog):
 
     def show_message(self, text: str, error: bool = False) -> None:
         """A line under the conversion controls; errors stand out."""
-        self.step_label.setStyleSheet(ERROR_STYLE if error else "")
-        self.step_label.setText(text)
+        self.panel.show_message(text, error)
+
+    @property
+    def job(self) -> Job | None:
+        """The conversion running now."""
+        return self.panel.job
 
     def _show_quant_advice(self) -> None:
         quant = (self.quant.currentData() or ":").split(":")[1]
@@ -211,11 +212,11 @@ class ModelManager(QDialog):
         from edgevl.gui.widgets.model_sources import DownloadDialog, ImportDialog
 
         dialog = DownloadDialog(self) if kind == "download" else ImportDialog(self)
-        dialog.model_added.connect(self._model_added)
+        dialog.model_added.connect(self._list_changed)
         dialog.show()
         return dialog
 
-    def _model_added(self) -> None:
+    def _list_changed(self) -> None:
         self.refresh()
         self.models_changed.emit()
 
@@ -241,28 +242,19 @@ class ModelManager(QDialog):
         except OSError as error:
             QMessageBox.warning(self, tr("Delete model"), tr("Could not delete {folder}: {error}",
                                                              folder=folder, error=error.strerror or error))
-        self.refresh()
-        self.models_changed.emit()
+        self._list_changed()
 
     # ---- converting -------------------------------------------------------------------------------------------
 
     def start_conversion(self, checkpoint: Path, name: str, quant: str, fmt: str = "gguf") -> Job:
         output = api.models_dir() / name
-        self.job = Job(lambda job: convert_checkpoint(job, checkpoint, output, quant, fmt))
-        self.job.signals.progress.connect(self._on_progress)
-        self.job.signals.finished.connect(lambda _: self._conversion_ended(tr("Converted: {folder}", folder=output)))
-        self.job.signals.failed.connect(lambda message: self._conversion_ended(message, error=True))
-        self.job.signals.cancelled.connect(
-            lambda: self._conversion_ended(tr("Conversion cancelled; nothing was kept.")))
         self._set_converting(True)
-        self.show_message(tr("Starting..."))
-        QThreadPool.globalInstance().start(self.job)
-        return self.job
+        return self.panel.run(Job(lambda job: convert_checkpoint(job, checkpoint, output, quant, fmt)),
+                              lambda folder: tr("Converted: {folder}", folder=folder),
+                              tr("Conversion cancelled; nothing was kept."))
 
     def cancel_conversion(self) -> None:
-        if self.job is not None:
-            self.job.cancel()
-            self.show_message(tr("Cancelling..."))
+        self.panel.cancel(tr("Cancelling..."))
 
     def _convert_clicked(self) -> None:
         typed = self.checkpoint.text().strip()
@@ -281,28 +273,12 @@ class ModelManager(QDialog):
             fmt, quant = self.quant.currentData().split(":")
             self.start_conversion(checkpoint, name, quant, fmt)
 
-    def _on_progress(self, event: tuple) -> None:
-        if event[0] == "step":
-            _, description, total = event
-            self.show_message(description)
-            self._step_done = 0
-            self.progress.setRange(0, total or 0)  # 0..0: a busy bar for steps that cannot be counted
-            self.progress.setValue(0)
-        else:
-            self._step_done += event[1]
-            self.progress.setValue(self._step_done)
-
-    def _conversion_ended(self, message: str, error: bool = False) -> None:
-        self.job = None
+    def _conversion_ended(self, added: bool) -> None:
         self._set_converting(False)
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        self.show_message(message, error)
-        self.refresh()
-        self.models_changed.emit()
+        if added:
+            self._list_changed()
 
     def _set_converting(self, converting: bool) -> None:
-        self.progress.setVisible(converting)
         self.convert_button.setEnabled(not converting and self.quant.count() > 0)
         self.cancel_button.setEnabled(converting)
 

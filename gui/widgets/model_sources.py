@@ -12,18 +12,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psutil
-from PySide6.QtCore import QSize, QThreadPool, Signal
+from PySide6.QtCore import QSize, Signal
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
     QAbstractItemView, QComboBox, QDialog, QFileDialog, QFormLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
-    QProgressBar, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+    QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
 from edgevl.errors import BackendUnavailable, EdgevlError
 from edgevl.gui.i18n import tr
 from edgevl.gui.jobs import Job
 from edgevl.gui.screen_fit import fit_to_screen
-from edgevl.gui.widgets.error_banner import ERROR_STYLE
+from edgevl.gui.widgets.job_panel import JobPanel
 from edgevl.gui.widgets.model_manager import JobProgress, converter_missing
 from edgevl.model_cards import ModelCard, all_cards
 
@@ -52,59 +52,6 @@ def import_model(text: Path, mmproj: Path | None) -> Path:
         raise EdgevlError(converter_missing()) from None
     folder, _ = import_gguf(text, mmproj)
     return folder
-
-
-class JobPanel(QWidget):
-    """A progress bar, a line of status and the running job, shared by the download and import dialogs."""
-
-    ended = Signal(bool)  # whether a model was added
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.job: Job | None = None
-        self._done = 0
-        self.progress = QProgressBar()
-        self.status = QLabel()
-        self.status.setWordWrap(True)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.status)
-        self.progress.hide()
-
-    def run(self, job: Job, finished: Callable[[Path], str], cancelled: str) -> Job:
-        """Start `job` (which returns a model folder); `finished(folder)` and `cancelled` are the last words."""
-        self.job = job
-        job.signals.progress.connect(self._on_progress)
-        job.signals.finished.connect(lambda folder: self._end(finished(folder), added=True))
-        job.signals.failed.connect(lambda message: self._end(message, error=True))
-        job.signals.cancelled.connect(lambda: self._end(cancelled))
-        self.progress.setRange(0, 0)  # busy until the first counted step
-        self.progress.show()
-        self.show_message(tr("Starting..."))
-        QThreadPool.globalInstance().start(job)
-        return job
-
-    def show_message(self, text: str, error: bool = False) -> None:
-        self.status.setStyleSheet(ERROR_STYLE if error else "")
-        self.status.setText(text)
-
-    def _on_progress(self, event: tuple) -> None:
-        if event[0] == "step":
-            _, description, total = event
-            self.show_message(description)
-            self._done = 0
-            self.progress.setRange(0, total or 0)
-            self.progress.setValue(0)
-        else:
-            self._done += event[1]
-            self.progress.setValue(self._done)
-
-    def _end(self, message: str, error: bool = False, added: bool = False) -> None:
-        self.job = None
-        self.progress.hide()
-        self.show_message(message, error)
-        self.ended.emit(added)
 
 
 class DownloadDialog(QDialog):
@@ -219,9 +166,7 @@ class DownloadDialog(QDialog):
                               tr("Download stopped. Download it again to continue where it stopped."))
 
     def cancel(self) -> None:
-        if self.panel.job is not None:
-            self.panel.job.cancel()
-            self.panel.show_message(tr("Stopping..."))
+        self.panel.cancel(tr("Stopping..."))
 
     @property
     def job(self) -> Job | None:
