@@ -224,6 +224,7 @@ ZH_CN = {
     "Licence": "许可证",
     "Formats": "格式",
     "Downloads the {size:.1f} GB checkpoint from {repo}, then converts it to {files:.1f} GB of model files.": "从 {repo} 下载 {size:.1f} GB 的检查点，然后转换为 {files:.1f} GB 的模型文件。",
+    "Downloads the {size:.1f} GB checkpoint from {repo}, then converts it.": "从 {repo} 下载 {size:.1f} GB 的检查点，然后进行转换。",
     "Needs about {ram:.1f} GB of memory{how}; this computer has {total:.1f} GB.": "需要约 {ram:.1f} GB 内存{how}；本机有 {total:.1f} GB。",
     "(estimated from the file sizes)": "（根据文件大小估算）",
     "Choose a model first.": "请先选择一个模型。",

@@ -124,6 +124,7 @@ from test_gguf_import import write_mmproj_gguf, write_text_gguf  # noqa: E402
 from test_pull import MMPROJ, TEXT, gguf_repo, resolve_gets, serve  # noqa: E402, F401 - fixtures
 
 from edgevl.gui.widgets.model_sources import DownloadDialog  # noqa: E402
+from edgevl.api import conversion_choices  # noqa: E402
 from edgevl.model_cards import all_cards, card_by_id  # noqa: E402
 
 CARD = "qwen2-vl-2b-instruct"
@@ -148,8 +149,12 @@ def test_download_dialog_shows_the_catalogue(qtbot):
     big = [card.id for card in cards].index("qwen2-vl-7b-instruct")
     assert dialog.table.item(big, 2).foreground().color().name() == "#b3261e"  # more than the 4 GB here
     dialog.select(CARD)
-    assert dialog.quant.currentData() == "q4_k_m" and "2.9 GB of memory" in dialog.advice.text()
+    assert dialog.quant.currentData() == "gguf:q4_k_m" and "2.9 GB of memory" in dialog.advice.text()
     assert "estimated" in dialog.advice.text()
+    onnx_here = [choice for choice in ("onnx:int4", "onnx:fp16") if ("onnx", choice[5:]) in conversion_choices()]
+    assert [choice for choice in onnx_here if dialog.quant.findData(choice) >= 0] == onnx_here
+    dialog.quant.setCurrentIndex(dialog.quant.findData("gguf:q8_0"))
+    assert "3.7 GB of memory" in dialog.advice.text()
 
 
 def test_download_cancelled_then_resumed_adds_the_model(qtbot, manager, serve, gguf_repo, models_folder,

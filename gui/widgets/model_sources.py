@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
+from edgevl import api
 from edgevl.errors import BackendUnavailable, EdgevlError
 from edgevl.gui.i18n import tr
 from edgevl.gui.jobs import Job
@@ -31,12 +32,12 @@ from edgevl.model_cards import ModelCard, all_cards
 WARNING_COLOR = "#b3261e"
 
 
-def pull_model(job: Job, card: ModelCard, quant: str) -> Path:
-    """Runs on a pool thread: download the card's model and convert or import it (edgevl.hub.pull)."""
+def pull_model(job: Job, card: ModelCard, fmt: str, quant: str) -> Path:
+    """Runs on a pool thread: download the card's model and convert it to `fmt` at `quant` (edgevl.hub.pull)."""
     try:
         from edgevl.hub import pull
 
-        folder, _ = pull(card.id, quant=quant, progress=JobProgress(job))
+        folder, _ = pull(card.id, to=fmt, quant=quant, progress=JobProgress(job))
     except ImportError:
         raise EdgevlError(tr("Downloading needs huggingface_hub: pip install 'edgevl[pull]'")) from None
     except BackendUnavailable:
@@ -133,19 +134,22 @@ class DownloadDialog(QDialog):
         if not 0 <= row < len(self.cards):
             return
         card = self.cards[row]
-        quants = [quant for quant in card.sizes_mb if not quant.startswith("mmproj")]
-        if [self.quant.itemData(index) for index in range(self.quant.count())] != quants:
+        choices = self._choices(card)
+        if [self.quant.itemData(index) for index in range(self.quant.count())] != choices:
             self.quant.blockSignals(True)
             self.quant.clear()
-            for quant in quants:
-                self.quant.addItem(quant, quant)
-            self.quant.setCurrentIndex(max(0, quants.index(card.recommended_quant))
-                                       if card.recommended_quant in quants else 0)
+            for choice in choices:
+                fmt, quant = choice.split(":")
+                self.quant.addItem(f"{quant} ({fmt.upper()})", choice)
+            self.quant.setCurrentIndex(max(0, self.quant.findData(f"gguf:{card.recommended_quant}")))
             self.quant.blockSignals(False)
-        quant = self.quant.currentData()
-        files_mb = card.sizes_mb.get(quant, 0) + card.sizes_mb.get("mmproj_f16", 0)
+        quant = (self.quant.currentData() or ":").split(":")[1]
+        files_mb = card.sizes_mb.get(quant, 0) + card.sizes_mb.get("mmproj_f16", 0) if quant in card.sizes_mb else 0
         lines = [tr("Downloads the {size:.1f} GB checkpoint from {repo}, then converts it to {files:.1f} GB of "
-                    "model files.", size=card.checkpoint_mb / 1e3, repo=card.hub_id, files=files_mb / 1e3)]
+                    "model files.", size=card.checkpoint_mb / 1e3, repo=card.hub_id, files=files_mb / 1e3)
+                 if files_mb else
+                 tr("Downloads the {size:.1f} GB checkpoint from {repo}, then converts it.",
+                    size=card.checkpoint_mb / 1e3, repo=card.hub_id)]
         ram_mb = card.ram_mb.get(quant)
         if ram_mb:
             line = tr("Needs about {ram:.1f} GB of memory{how}; this computer has {total:.1f} GB.", ram=ram_mb / 1e3,
@@ -155,13 +159,22 @@ class DownloadDialog(QDialog):
             lines.append(f"<span style='color:{WARNING_COLOR}'>{line}</span>" if too_much else line)
         self.advice.setText("<br>".join(lines))
 
+    @staticmethod
+    def _choices(card: ModelCard) -> list[str]:
+        """"format:quant" a card can be pulled to: its GGUF quants (the card has their sizes), and ONNX's where the
+        model runs as ONNX and the export extra is installed."""
+        gguf = [f"gguf:{quant}" for quant in card.sizes_mb if not quant.startswith("mmproj")]
+        onnx = [f"{fmt}:{quant}" for fmt, quant in api.conversion_choices() if fmt == "onnx" and fmt in card.formats]
+        return gguf + onnx
+
     def start_download(self) -> Job | None:
-        card, quant = self.card, self.quant.currentData()
-        if card is None or quant is None:
+        card, choice = self.card, self.quant.currentData()
+        if card is None or choice is None:
             self.panel.show_message(tr("Choose a model first."), error=True)
             return None
+        fmt, quant = choice.split(":")
         self._set_running(True)
-        return self.panel.run(Job(lambda job: pull_model(job, card, quant)),
+        return self.panel.run(Job(lambda job: pull_model(job, card, fmt, quant)),
                               lambda folder: tr("Downloaded: {folder}", folder=folder),
                               tr("Download stopped. Download it again to continue where it stopped."))
 
