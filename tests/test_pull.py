@@ -267,6 +267,15 @@ def test_unreachable_hub(serve, gguf_repo, tmp_path, capsys, monkeypatch):
     assert "cannot reach the hub at http://127.0.0.1:9" in capsys.readouterr().err
 
 
+def test_offline_is_one_line(serve, gguf_repo, capsys, monkeypatch):
+    serve({GGUF_REPO: gguf_repo})
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    importlib.reload(constants)
+    assert main(["pull", GGUF_REPO]) == 1
+    error = capsys.readouterr().err
+    assert "HF_HUB_OFFLINE is set" in error and len(error.strip().splitlines()) == 1
+
+
 def test_names_are_model_cards_or_repos(capsys):
     assert resolve("qwen2-vl-2b-instruct").repo == "Qwen/Qwen2-VL-2B-Instruct"
     assert resolve("Qwen/Qwen2-VL-7B-Instruct").card.id == "qwen2-vl-7b-instruct"
