@@ -157,6 +157,13 @@ def test_download_dialog_shows_the_catalogue(qtbot):
     assert "3.7 GB of memory" in dialog.advice.text()
 
 
+def test_download_needs_the_converter(qtbot, monkeypatch):
+    monkeypatch.setattr("edgevl.api.conversion_choices", lambda: [])
+    dialog = DownloadDialog()
+    qtbot.addWidget(dialog)
+    assert not dialog.download_button.isEnabled() and "no converter" in dialog.panel.status.text()
+
+
 def test_download_cancelled_then_resumed_adds_the_model(qtbot, manager, serve, gguf_repo, models_folder,
                                                         monkeypatch):
     """The hub drops the connection after 200 bytes; while huggingface_hub waits to retry, Cancel stops the

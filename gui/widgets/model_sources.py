@@ -96,8 +96,12 @@ class DownloadDialog(QDialog):
         layout.addWidget(self.advice)
         layout.addLayout(buttons)
         layout.addWidget(self.panel)
+        # the catalogue's models are checkpoints, converted after the download
+        self._can_convert = bool(api.conversion_choices())
         self._fill_table()
         self._set_running(False)
+        if not self._can_convert:
+            self.panel.show_message(converter_missing(), error=True)
         fit_to_screen(self, QSize(760, 480))
 
     def _fill_table(self) -> None:
@@ -191,7 +195,7 @@ class DownloadDialog(QDialog):
             self.model_added.emit()
 
     def _set_running(self, running: bool) -> None:
-        self.download_button.setEnabled(not running)
+        self.download_button.setEnabled(not running and self._can_convert)
         self.cancel_button.setEnabled(running)
         self.table.setEnabled(not running)
         self.quant.setEnabled(not running)
