@@ -569,10 +569,9 @@ def _print_catalogue() -> None:
     for card in all_cards():
         quant = card.recommended_quant
         model_mb = card.sizes_mb.get(quant, 0) + card.sizes_mb.get("mmproj_f16", 0)
-        ram_mb = card.ram_mb.get(quant)
         rows.append((card.id, f"{card.checkpoint_mb / 1e3:,.1f} GB", f"{model_mb / 1e3:,.1f} GB" if model_mb else "?",
-                     f"{'' if card.ram_measured else '~'}{ram_mb / 1e3:,.1f} GB" if ram_mb else "?",
-                     f"{card.scores['ocrbench']:g}" if "ocrbench" in card.scores else "", card.license, card.hub_id))
+                     card.ram_text(quant), f"{card.scores['ocrbench']:g}" if "ocrbench" in card.scores else "",
+                     card.license, card.hub_id))
     columns = ["name", "download", "model", "RAM", "OCRBench", "licence", "repo"]
     widths = [max(len(column), *(len(row[index]) for row in rows)) for index, column in enumerate(columns)]
     console = Console()

@@ -51,6 +51,11 @@ class ModelCard:
         """The released checkpoint's download: its weights in bf16."""
         return self.parameters_b * 2000
 
+    def ram_text(self, quant: str) -> str:
+        """The memory needed at `quant` for people: "~2.9 GB" (~: estimated, not measured), or "?"."""
+        ram_mb = self.ram_mb.get(quant)
+        return f"{'' if self.ram_measured else '~'}{ram_mb / 1e3:,.1f} GB" if ram_mb else "?"
+
     @property
     def formats(self) -> list[str]:
         """The formats edgevl runs this model in ("gguf", "onnx")."""

@@ -108,7 +108,7 @@ class DownloadDialog(QDialog):
         for row, card in enumerate(self.cards):
             quant = card.recommended_quant
             ram_mb = card.ram_mb.get(quant)
-            cells = [card.name, f"{card.checkpoint_mb / 1e3:,.1f} GB", self._ram_text(card, quant), card.license,
+            cells = [card.name, f"{card.checkpoint_mb / 1e3:,.1f} GB", card.ram_text(quant), card.license,
                      ", ".join(fmt.upper() for fmt in card.formats)]
             for column, text in enumerate(cells):
                 item = QTableWidgetItem(text)
@@ -119,12 +119,6 @@ class DownloadDialog(QDialog):
         self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         if self.cards:
             self.table.selectRow(0)
-
-    def _ram_text(self, card: ModelCard, quant: str) -> str:
-        ram_mb = card.ram_mb.get(quant)
-        if not ram_mb:
-            return "?"
-        return f"{'' if card.ram_measured else '~'}{ram_mb / 1e3:,.1f} GB"
 
     def select(self, card_id: str) -> None:
         self.table.selectRow(next(row for row, card in enumerate(self.cards) if card.id == card_id))
