@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=REPO / "bench-out", help="cache for checkpoint, GGUF, results")
     parser.add_argument("--layers", type=int, default=4, help="language model layers (the real model has 28)")
     parser.add_argument("--vision-depth", type=int, default=8, help="vision encoder layers (the real model has 32)")
-    parser.add_argument("--full", action="store_true", help="all 28 / 32 layers (needs ~14 GB RAM to build)")
+    parser.add_argument("--full", action="store_true", help="all 28 / 32 layers (needs ~5 GB RAM to build)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random checkpoint")
     parser.add_argument("--quant", choices=QUANTS, default="q4_k_m", help="language model quant (mmproj is f16)")
     parser.add_argument("--image-tokens", type=int, default=1000, help="image size, in image tokens")
