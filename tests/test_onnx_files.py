@@ -48,3 +48,44 @@ def test_graph_over_the_limit_gets_a_weights_file(tmp_path, monkeypatch):
     loaded = onnx_files.load(tmp_path / "big.onnx")
     assert np.array_equal(numpy_helper.to_array(loaded.graph.initializer[0]), weight)
     onnx_files.check(tmp_path / "big.onnx")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int4"])
+def test_weightless_export_streams_weights_and_large_graphs_keep_their_data_file(tmp_path, monkeypatch, precision):
+    """A module traced weightless gets its weights from the `weights` callback (Linear weights given [out, in],
+    as checkpoints store them); with the limit lowered so that the graph counts as large, every precision keeps a
+    data file beside the graph, and ONNX Runtime computes what torch computes with those weights."""
+    torch = pytest.importorskip("torch")
+    ort = pytest.importorskip("onnxruntime")
+    from edgevl.converters import onnx_export
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.first, self.second = torch.nn.Linear(64, 128), torch.nn.Linear(128, 96)
+
+        def forward(self, x):
+            return self.second(torch.relu(self.first(x)))
+
+    with onnx_export.parameters_on_meta():
+        traced = Net()
+    sources = onnx_export.weightless_model(traced)
+    reference = Net().eval()  # random weights: the "checkpoint"
+    state = {name: value.detach().numpy() for name, value in reference.state_dict().items()}
+    weights = onnx_export.named_weights(traced, sources, state.__getitem__)
+    exported = tmp_path / "scratch" / "net.onnx"
+    exported.parent.mkdir()
+    x = torch.randn(1, 3, 64)
+    with torch.no_grad():
+        onnx_export.export(traced, (x,), exported, ["x"], ["y"], {"x": {1: "seq"}}, weights)
+        expected = reference(x).numpy()
+
+    monkeypatch.setattr(onnx_files, "EXTERNAL_DATA_BYTES", 4096)
+    written = onnx_files.write_graph(exported, tmp_path / "net.onnx", precision, onnx_files.Int4Options())
+    assert written == [tmp_path / "net.onnx", tmp_path / "net.onnx.data"]
+    onnx_files.check(written[0])
+    session = ort.InferenceSession(str(written[0]), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"x": x.numpy()})
+    tolerance = {"fp32": 1e-5, "fp16": 1e-2, "int4": 0.15}[precision]
+    assert np.abs(got - expected).max() < tolerance * np.abs(expected).max()
