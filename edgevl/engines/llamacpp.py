@@ -49,7 +49,7 @@ class LlamaCppEngine(ModelFolderEngine):
         context_size: int = 8192,
         batch_size: int = 512,
         image_max_tokens: int | None = None,
-        onnx_vision: bool | None = None,
+        onnx_vision: bool = False,
     ) -> None:
         super().__init__(folder, image_max_tokens)
         self.threads = threads or default_threads()
@@ -127,14 +127,15 @@ class LlamaCppEngine(ModelFolderEngine):
         self._load_onnx_vision(mmproj_path)
 
     def _load_onnx_vision(self, mmproj_path: Path) -> None:
-        """On the CPU, Qwen2-VL's vision tower runs on ONNX Runtime with float32 weights: about 1.6x faster than
-        libmtmd's f16 clip at the same (closer to the reference) answers - benchmarks/bench_llamacpp.py, README
-        "Speed". libmtmd still tokenizes and places the image; `onnx_vision=False` keeps libmtmd's encoder."""
-        wanted = self._onnx_vision_wanted
-        if wanted is False or self.gpu_offload or self.manifest.family != "qwen2vl":
-            if wanted and self.manifest.family != "qwen2vl":
-                raise EdgevlError(f"the ONNX Runtime vision encoder runs Qwen2-VL only, not {self.manifest.family}")
+        """`onnx_vision=True` on the CPU: Qwen2-VL's vision tower on ONNX Runtime with float32 weights instead of
+        libmtmd's f16 clip, at the same answers. Not the default: it was only 1.10-1.18x faster per encode once
+        warm, no faster on a process's first image, and it holds the vision weights twice (float32 here, f16 in
+        libmtmd, which still tokenizes and places the image): 2.3x the peak RSS and +4 s load on a 3-layer model
+        (benchmarks/README.md, "Vision encoder"). Worth it only for long-running processes with RAM to spare."""
+        if not self._onnx_vision_wanted or self.gpu_offload:
             return
+        if self.manifest.family != "qwen2vl":
+            raise EdgevlError(f"the ONNX Runtime vision encoder runs Qwen2-VL only, not {self.manifest.family}")
         from edgevl.engines.qwen2vl_vision import Qwen2VLVision
 
         vision = self._vision = Qwen2VLVision(mmproj_path, self.threads)
