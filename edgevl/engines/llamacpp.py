@@ -131,11 +131,10 @@ class LlamaCppEngine(ModelFolderEngine):
         libmtmd's f16 clip, at the same answers. Not the default: it was only 1.10-1.18x faster per encode once
         warm, no faster on a process's first image, and it holds the vision weights twice (float32 here, f16 in
         libmtmd, which still tokenizes and places the image): 2.3x the peak RSS and +4 s load on a 3-layer model
-        (benchmarks/README.md, "Vision encoder"). Worth it only for long-running processes with RAM to spare."""
+        (benchmarks/README.md, "`bench_vision.py`"). Worth it only for long-running processes with RAM to spare.
+        Other projectors than Qwen2-VL's are refused with a ModelError."""
         if not self._onnx_vision_wanted or self.gpu_offload:
             return
-        if self.manifest.family != "qwen2vl":
-            raise EdgevlError(f"the ONNX Runtime vision encoder runs Qwen2-VL only, not {self.manifest.family}")
         from edgevl.engines.qwen2vl_vision import Qwen2VLVision
 
         vision = self._vision = Qwen2VLVision(mmproj_path, self.threads)
