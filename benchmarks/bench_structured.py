@@ -9,8 +9,8 @@ from the engine's own stats (sampling and the constraint's work included, image 
 constrained request is divided by the free one of the same repeat, and the table gives the median and the range
 (min-max) of those ratios. The constraint's own time per token (llguidance's mask and accept, the same code on
 both runtimes) is also clocked directly and set against a free decode step: on a busy machine that share is the
-steadier number. The schemas are narrowed to short values (edgevl/testing/schemas.py), so that random weights write a document full
-of keys, separators and short values, as real receipts are, instead of one endless string.
+steadier number. The schemas are narrowed to short values (edgevl/testing/schemas.py), so that random weights
+write a document full of keys, separators and short values, as real receipts are, instead of one endless string.
 
     python benchmarks/bench_structured.py [--layers 4 --tokens 96 --repeats 4 --threads 2 --runtimes llama.cpp,onnx]
 
@@ -170,19 +170,17 @@ def main() -> None:
     sys.path.insert(0, str(REPO / "benchmarks"))
     image = screenshot(args.image_tokens)
     CLOCK = ConstraintClock()
-    rows = []
-    for runtime, folder in prepared_models(args).items():
-        say(f"measuring {runtime} ...")
-        with open_runtime(runtime, folder, args.threads) as engine:
-            rows += table_rows(runtime, measure(engine, image, args))
+    models = prepared_models(args)
     layers = "28 (all)" if args.full else f"{args.layers} of 28"
-    print(f"\nrandom Qwen2-VL-2B widths, {layers} layers, {args.threads} threads, up to {args.tokens} tokens, "
+    print(f"random Qwen2-VL-2B widths, {layers} layers, {args.threads} threads, up to {args.tokens} tokens, "
           f"median (min-max) of {args.repeats} interleaved repeats")
     print("| runtime | schema | free tok/s | constrained tok/s | constrained / free | tokens "
           "| constraint ms/token | constraint / free step |")
-    print("|---|---|---|---|---|---|---|---|")
-    print("\n".join(rows))
-
+    print("|---|---|---|---|---|---|---|---|", flush=True)
+    for runtime, folder in models.items():  # each runtime's rows as soon as they are measured
+        say(f"measuring {runtime} ...")
+        with open_runtime(runtime, folder, args.threads) as engine:
+            print("\n".join(table_rows(runtime, measure(engine, image, args))), flush=True)
 
 if __name__ == "__main__":
     main()
