@@ -204,7 +204,7 @@ def test_cli_extract_with_a_schema_file(qwen2vl_gguf, tmp_path, capsys):
     from edgevl.cli import main
 
     schema_file = tmp_path / "schema.json"
-    schema_file.write_text(json.dumps(SCHEMAS["numbers"]))
+    schema_file.write_text(json.dumps(short_numbers(SCHEMAS["numbers"])))  # random weights write endless digits
     image = tmp_path / "receipt.png"
     IMAGE.save(image)
     model = str(qwen2vl_gguf("q4_k_m", "f16"))
