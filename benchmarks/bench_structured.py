@@ -4,8 +4,8 @@
 The random Qwen2-VL checkpoint with Qwen2-VL-2B widths (151,936-token vocabulary; cached in bench-out/ and shared
 with bench_llamacpp.py and bench_onnx.py) is converted to GGUF q4_k_m and ONNX int4. Each engine then answers
 the extract prompt for the same image alternately without a schema (free text) and with one (free, json, json,
-free, ...), greedy, `--tokens` tokens at most, in one process. Decode speed is generated tokens / decode time,
-from the engine's own stats (sampling and the constraint's work included, image and prompt excluded); each
+free, ...), greedy, `--tokens` tokens at most, in one process. Decode speed is one over the median time from one
+generated token to the next (sampling and the constraint's work included, image and prompt excluded); each
 constrained request is divided by the free one of the same repeat, and the table gives the median and the range
 (min-max) of those ratios. The constraint's own time per token (llguidance's mask and accept, the same code on
 both runtimes) is also clocked directly and set against a free decode step: on a busy machine that share is the
@@ -120,15 +120,17 @@ class Run:
 
 
 def decode_speed(engine, image, schema, tokens: int, constrained: bool) -> Run:
-    """One request: the extract prompt for `schema`, constrained to it or (free) not."""
+    """One request: the extract prompt for `schema`, constrained to it or (free) not. Its speed is one over the
+    median time from one token to the next (a decode step, sampling and the constraint's work): a busy machine
+    preempts a few steps for long, which a median ignores and a mean does not."""
     narrowed = short_numbers(short_values(schema))
     request = get_task("extract").build_request([image], engine.family, schema=narrowed, max_tokens=tokens)
     assert CLOCK is not None, "main() installs the clock first"
     CLOCK.seconds = 0.0
-    for _ in engine.stream(request if constrained else replace(request, json_schema=None)):
-        pass
-    stats = engine.last_stats
-    return Run(stats.decode_tokens_per_s, stats.generated_tokens, 1000 * CLOCK.seconds / max(1, stats.generated_tokens))
+    arrivals = [time.perf_counter() for _ in engine.generate_token_ids(
+        request if constrained else replace(request, json_schema=None))]
+    steps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:])]
+    return Run(1 / statistics.median(steps), len(arrivals), 1000 * CLOCK.seconds / max(1, len(arrivals)))
 
 
 def measure(engine, image, args: argparse.Namespace) -> dict[str, list[Run]]:
