@@ -52,6 +52,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tokens", type=int, default=64, help="tokens to generate (greedy)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads for both")
     parser.add_argument("--repeats", type=int, default=3, help="processes per engine; the median is reported")
+    parser.add_argument("--no-size-table", dest="size_table", action="store_false",
+                        help="export only the int4 graphs both engines run, not the fp32 / fp16 ones for the sizes")
     parser.add_argument("--worker", choices=("prepare", "ours", "genai"), help=argparse.SUPPRESS)
     parser.add_argument("--job", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -85,7 +87,7 @@ def prepare(args: argparse.Namespace) -> None:
 
     paths = folders(args)
     ensure_checkpoint(args)
-    for quant in QUANTS:
+    for quant in exported_quants(args):
         if not paths[quant].is_dir():
             say(f"exporting {quant} to {paths[quant]} (once) ...")
             convert(paths["checkpoint"], paths[quant], to="onnx", quant=quant)
@@ -239,6 +241,10 @@ def worker(args: argparse.Namespace) -> None:
 
 # ---- report ----------------------------------------------------------------------------------------------------
 
+def exported_quants(args: argparse.Namespace) -> tuple[str, ...]:
+    return QUANTS if args.size_table else ("int4",)
+
+
 def graph_sizes(paths: dict[str, Path]) -> str:
     from edgevl.manifest import read_manifest
 
@@ -264,7 +270,7 @@ def main() -> None:
     load_before = load_average()
     args.out.mkdir(parents=True, exist_ok=True)
     paths = folders(args)
-    prepare_in_subprocess(__file__, ready=all(paths[name].is_dir() for name in (*QUANTS, "genai")))
+    prepare_in_subprocess(__file__, ready=all(paths[name].is_dir() for name in (*exported_quants(args), "genai")))
     image = args.out / f"screenshot-{args.image_tokens}.png"
     screenshot(args.image_tokens).save(image)
     job = Job(args.family, str(paths["int4"]), str(paths["genai"]), str(image), args.image_tokens, args.tokens,
@@ -283,8 +289,9 @@ def main() -> None:
           "position (it requires them), edgevl's only for the last.")
     print(f"same greedy tokens: {same}; generated: ours {len(runs['ours'][0]['tokens'])}, "
           f"genai {len(runs['genai'][0]['tokens'])}")
-    print()
-    print(graph_sizes(paths))
+    if args.size_table:
+        print()
+        print(graph_sizes(paths))
     output = args.out / results_name("onnx", args.family)
     output.write_text(json.dumps({"summary": summaries, "runs": runs, "load_average": load_before}, indent=2))
     print(f"results: {output}")

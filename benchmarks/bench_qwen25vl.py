@@ -37,6 +37,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tokens", type=int, default=64, help="tokens to generate (greedy)")
     parser.add_argument("--threads", type=int, default=1, help="threads for every engine")
     parser.add_argument("--repeats", type=int, default=3, help="processes per engine; the median is reported")
+    parser.add_argument("--no-size-table", dest="size_table", action="store_false",
+                        help="ONNX: export only the int4 graphs both engines run (no fp32 / fp16 size table)")
     return parser.parse_args()
 
 
@@ -57,9 +59,10 @@ def ratios(results: Path, reference: str, metrics) -> dict[str, float | None]:
 def main() -> None:
     args = parse_args()
     load_before, started = load_average(), time.time()
-    for script in ("bench_llamacpp.py", "bench_onnx.py"):
+    onnx_only = [] if args.size_table else ["--no-size-table"]
+    for script, extra in (("bench_llamacpp.py", []), ("bench_onnx.py", onnx_only)):
         say(f"== {script} --family {FAMILY}")
-        subprocess.run([sys.executable, str(HERE / script), *shared_arguments(args)], check=True)
+        subprocess.run([sys.executable, str(HERE / script), *shared_arguments(args), *extra], check=True)
     comparisons = {"llama.cpp engine vs llama.cpp direct": (results_name("llamacpp", FAMILY), "direct",
                                                              LLAMACPP_METRICS),
                    "ONNX engine vs onnxruntime-genai": (results_name("onnx", FAMILY), "genai", ONNX_METRICS)}
