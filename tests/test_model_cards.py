@@ -41,3 +41,11 @@ def test_qwen25vl_cards_carry_their_licences_and_the_published_scores():
     assert (three.license, seven.license) == ("qwen-research", "apache-2.0")  # the 3B is non-commercial
     assert seven.scores["ocrbench"] > model_cards.card_by_id("qwen2-vl-7b-instruct").scores["ocrbench"]
     assert three.scores["docvqa_test"] > model_cards.card_by_id("qwen2-vl-2b-instruct").scores["docvqa_test"]
+
+
+def test_every_quant_says_the_memory_it_needs():
+    for card in model_cards.all_cards():
+        quants = {quant for quant in card.sizes_mb if not quant.startswith("mmproj")}
+        assert set(card.ram_mb) == quants, card.id
+        assert all(isinstance(mb, int) and mb > card.sizes_mb[quant] for quant, mb in card.ram_mb.items()), card.id
+        assert isinstance(card.ram_measured, bool)

@@ -10,9 +10,10 @@ has arrived; a failure after that raises, as text already handed out cannot be t
 Unlike local engines this one may be called from several threads at once (`edgevl batch --concurrency`): the
 HTTP client is thread-safe and `last_stats` is kept per thread.
 
-`edgevl serve` is recognised by its /v1/models answer. Requests to it also carry the task (`edgevl_task`) and the reading order (`edgevl_layout`), so
-that its engine - even the embedded OCR engine, which has no prompt - knows what to do, and the prompt family
-follows its model. Other servers get plain OpenAI requests (vLLM would log a warning for every unknown field).
+`edgevl serve` is recognised by its /v1/models answer. Requests to it also carry the task (`edgevl_task`) and
+the reading order (`edgevl_layout`), so that its engine - even the embedded OCR engine, which has no prompt -
+knows what to do, and the prompt family follows its model. Other servers get plain OpenAI requests (vLLM would
+log a warning for every unknown field).
 """
 
 from __future__ import annotations
