@@ -12,7 +12,7 @@ from edgevl.gui.testing import (  # noqa: F401 - fixtures
 )
 from edgevl.gui.widgets.model_manager import ModelManager
 from edgevl.llamacpp_lib import load_llama_cpp
-from rendering import render_text
+from edgevl.drawing import render_text
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
