@@ -17,7 +17,7 @@ import math
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -159,9 +159,16 @@ class LlamaCppEngine(ModelFolderEngine):
             stats.decode_ms = 1000 * (time.perf_counter() - started)
             sampler.free()
 
-    def first_token_logits(self, request: Request) -> np.ndarray:
-        """Logits of the first answer token (for parity checks against the reference model)."""
-        self._prefill(request)
+    def teacher_forced_logits(self, request: Request, tokens: Sequence[int]) -> np.ndarray:
+        position = self._prefill(request)
+        rows = [self._last_logits()]
+        for token in tokens:
+            self._decode_one(token, position)
+            position += 1
+            rows.append(self._last_logits())
+        return np.stack(rows)
+
+    def _last_logits(self) -> np.ndarray:
         logits = self._llama.llama_get_logits_ith(self._ctx, -1)
         return np.ctypeslib.as_array(logits, shape=(self.vocab_size,)).copy()
 
