@@ -85,6 +85,12 @@ class Verification:
     probes: list[dict[str, Any]] = field(default_factory=list)
     edgevl_version: str = edgevl.__version__
 
+    def short(self) -> str:
+        """A table cell: "ok 0.9931" (the lowest cosine), "LOW 0.4102" or "skipped"."""
+        if self.status == "skipped":
+            return "skipped"
+        return f"{'ok' if self.status == 'passed' else 'LOW'} {min(p['cosine'] for p in self.probes):.4f}"
+
     def summary(self) -> str:
         """One line: `edgevl models`, the GUI and the convert command show it."""
         if self.status == "skipped":
@@ -103,7 +109,7 @@ def probe_images() -> dict[str, tuple[Image.Image, str]]:
             "table": (table, "Read the table in the image as Markdown.")}
 
 
-def skip_reason(checkpoint: Path, manifest: Manifest) -> str | None:
+def skip_reason(manifest: Manifest) -> str | None:
     """Why the reference cannot run here, or None."""
     missing = [name for name in ("torch", "transformers") if importlib.util.find_spec(name) is None]
     if missing:
@@ -132,11 +138,17 @@ def reference_dtype(checkpoint: Path, manifest: Manifest) -> tuple[str | None, s
                   "are free")
 
 
-def verify_conversion(checkpoint: str | Path, folder: str | Path, *, threads: int | None = None) -> Verification:
-    """Compare the converted model in `folder` with the reference of `checkpoint`; store and return the result."""
-    checkpoint, folder = Path(checkpoint).expanduser(), Path(folder).expanduser()
+def verify_conversion(folder: str | Path, checkpoint: str | Path | None = None, *,
+                      threads: int | None = None) -> Verification:
+    """Compare the converted model in `folder` with the reference of `checkpoint` (default: the one it was
+    converted from, as the manifest says); store the result in the manifest and return it."""
+    folder = Path(folder).expanduser()
     manifest = read_manifest(folder)
-    reason = skip_reason(checkpoint, manifest)
+    source = checkpoint or manifest.source.get("path")
+    if not isinstance(source, (str, Path)) or not (Path(source).expanduser() / "config.json").is_file():
+        return Verification("skipped", "the checkpoint it was converted from is not here (imported files?)")
+    checkpoint = Path(source).expanduser()
+    reason = skip_reason(manifest)
     dtype = None
     if reason is None:
         dtype, reason = reference_dtype(checkpoint, manifest)
