@@ -97,6 +97,8 @@ ZH_CN = {
     "Quant": "量化",
     "Size": "大小",
     "Folder": "文件夹",
+    "Verified": "验证",
+    "Comparing the converted model with the checkpoint's reference...": "正在将转换后的模型与检查点的参考实现对比…",
     "Models folder: {folder}": "模型文件夹：{folder}",
     "Delete model": "删除模型",
     "Delete {name} and its files ({folder})?": "删除 {name} 及其文件（{folder}）？",

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psutil
 from PySide6.QtCore import QSize, QThreadPool, Signal
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView, QComboBox, QDialog, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
     QLineEdit, QMessageBox, QProgressBar, QPushButton, QStackedWidget, QTableWidget, QTableWidgetItem, QVBoxLayout,
@@ -29,6 +30,7 @@ from edgevl.gui.jobs import Cancelled, Job
 from edgevl.gui.screen_fit import fit_to_screen
 from edgevl.gui.widgets.error_banner import ERROR_STYLE
 from edgevl.model_cards import all_cards
+from edgevl.verify import Verification, stored_verification, verify_conversion
 
 #: Memory a loaded model needs beyond its files (context cache, image activations): a rough rule.
 RAM_OVERHEAD = 1.25
@@ -63,7 +65,21 @@ def convert_checkpoint(job: Job, checkpoint: Path, output: Path, quant: str, fmt
     if job.cancel_requested:
         shutil.rmtree(output, ignore_errors=True)
         raise Cancelled
+    job.report(("step", tr("Comparing the converted model with the checkpoint's reference..."), None))
+    verify_conversion(output)  # the models list shows the result (or why it was skipped)
     return output
+
+
+def verification_item(verification: Verification | None) -> QTableWidgetItem:
+    """The --verify result of a conversion: short in the cell, in full as its tooltip, red below the thresholds."""
+    if verification is None:
+        return QTableWidgetItem("-")
+    item = QTableWidgetItem(verification.short())
+    below = verification.status == "below"
+    item.setToolTip(verification.summary() + (f"\n{verification.reason}" if below else ""))
+    if below:
+        item.setForeground(QColor("#b3261e"))  # the quant advice's red for what does not fit
+    return item
 
 
 def converter_missing() -> str:
@@ -99,9 +115,9 @@ class ModelManager(QDialog):
         self.job: Job | None = None  # the conversion running now
         self._step_done = 0
 
-        self.table = QTableWidget(0, 6)
+        self.table = QTableWidget(0, 7)
         self.table.setHorizontalHeaderLabels([tr("Name"), tr("Format"), tr("Model"), tr("Quant"), tr("Size"),
-                                              tr("Folder")])
+                                              tr("Folder"), tr("Verified")])
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -200,6 +216,7 @@ class ModelManager(QDialog):
                      str(model.path)]
             for column, text in enumerate(cells):
                 self.table.setItem(row, column, QTableWidgetItem(text))
+            self.table.setItem(row, len(cells), verification_item(stored_verification(manifest)))
         self.table.resizeColumnsToContents()
         self.list_or_hint.setCurrentWidget(self.table if self.models else self.empty_hint)
         self.delete_button.setEnabled(bool(self.models))
