@@ -194,7 +194,8 @@ def compare(name: str, ours: np.ndarray, expected: list[int], expected_first: np
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.astype(np.float64), b.astype(np.float64)
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+    norms = np.linalg.norm(a) * np.linalg.norm(b)
+    return float(a @ b / norms) if norms else 0.0  # all-zero logits (a broken model) point nowhere: no match
 
 
 def store(folder: Path, verification: Verification) -> None:
