@@ -63,4 +63,4 @@ def render_table(
 
 def _text_height(font: Font) -> int:
     """Height of a line of text drawn at y=0, descenders included."""
-    return font.getbbox("Ayg|")[3]
+    return round(font.getbbox("Ayg|")[3])

@@ -29,6 +29,7 @@ from PIL import Image
 
 import edgevl
 from edgevl.drawing import render_table, render_text
+from edgevl.engines.base import ModelFolderEngine
 from edgevl.manifest import Manifest, read_manifest, write_manifest
 from edgevl.request import Request, Sampling
 
@@ -166,12 +167,13 @@ def _compare(checkpoint: Path, folder: Path, manifest: Manifest, dtype: str, thr
     limits = thresholds_for(manifest.quant, dtype)
     results = []
     with open_engine(folder, threads=threads, gpu=False, image_max_tokens=PROBE_IMAGE_TOKENS) as engine:
-        min_tokens, max_tokens = engine.image_budget("ocr")  # type: ignore[attr-defined] - a model-folder engine
+        assert isinstance(engine, ModelFolderEngine), "a model folder opens a model-folder engine"
+        min_tokens, max_tokens = engine.image_budget("ocr")
         reference = REFERENCES[manifest.family](checkpoint, dtype)
         for name, (image, prompt) in probe_images().items():
             expected, expected_logits = reference([image], prompt, min_tokens, max_tokens)
             request = Request("ocr", (image,), prompt, sampling=Sampling(max_tokens=PROBE_TOKENS))
-            ours = engine.teacher_forced_logits(request, expected[:-1])  # type: ignore[attr-defined]
+            ours = engine.teacher_forced_logits(request, expected[:-1])
             results.append(compare(name, ours, expected, expected_logits[0]))
         del reference
         gc.collect()
