@@ -37,7 +37,8 @@ from edgevl.request import Request, Sampling
 PROBE_TOKENS = 32
 #: image-token budget of both sides: the probes are small, so this only keeps a full-size reference quick
 PROBE_IMAGE_TOKENS = 256
-#: fp32 -> the reference's memory: its weights, then activations, Python and torch's own (measured: 1.2x + 1 GB)
+#: the reference's memory from its weights' bytes: activations, Python and torch's own on top (a rough rule; the
+#: tiny test checkpoint's verification, reference and converted model together, peaks at 0.84 GB RSS)
 REFERENCE_OVERHEAD, REFERENCE_BASE_BYTES = 1.2, 1 << 30
 
 
