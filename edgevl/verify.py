@@ -157,7 +157,10 @@ def verify_conversion(folder: str | Path, checkpoint: str | Path | None = None, 
     if dtype is None:
         verification = Verification("skipped", reason)
     else:
-        verification = _compare(checkpoint, folder, manifest, dtype, threads)
+        try:
+            verification = _compare(checkpoint, folder, manifest, dtype, threads)
+        except Exception as error:  # noqa: BLE001 - the conversion is done and kept whatever fails here
+            verification = Verification("skipped", f"the comparison failed ({type(error).__name__}: {error})")
     store(folder, verification)
     return verification
 

@@ -127,6 +127,14 @@ def test_the_reference_falls_back_to_the_checkpoints_16_bit_dtype_or_skips(tmp_p
     assert dtype is None and reason.startswith("the reference needs 1.1 GB of memory in float16")
 
 
+def test_a_failing_comparison_is_a_skip_with_the_reason(tmp_path, checkpoint_with_config, monkeypatch):
+    """The conversion is finished and kept: a reference that cannot run (here: no engine) does not undo it."""
+    monkeypatch.setattr(verify, "skip_reason", lambda manifest: None)
+    monkeypatch.setattr(verify, "reference_dtype", lambda checkpoint, manifest: ("float32", ""))
+    verification = verify_conversion(model_folder(tmp_path, checkpoint_with_config))
+    assert verification.status == "skipped" and verification.reason.startswith("the comparison failed (")
+
+
 def test_a_record_from_another_edgevl_reads_as_not_verified(tmp_path, checkpoint_with_config):
     folder = model_folder(tmp_path, checkpoint_with_config)
     manifest = read_manifest(folder)
