@@ -98,6 +98,7 @@ ZH_CN = {
     "Size": "大小",
     "Folder": "文件夹",
     "Verified": "验证",
+    "Then compare it with the checkpoint's reference (transformers, CPU)": "然后与检查点的参考实现对比（transformers，CPU）",
     "Comparing the converted model with the checkpoint's reference...": "正在将转换后的模型与检查点的参考实现对比…",
     "Models folder: {folder}": "模型文件夹：{folder}",
     "Delete model": "删除模型",

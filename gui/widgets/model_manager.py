@@ -17,9 +17,9 @@ import psutil
 from PySide6.QtCore import QSize, QThreadPool, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
-    QAbstractItemView, QComboBox, QDialog, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
-    QLineEdit, QMessageBox, QProgressBar, QPushButton, QStackedWidget, QTableWidget, QTableWidgetItem, QVBoxLayout,
-    QWidget,
+    QAbstractItemView, QCheckBox, QComboBox, QDialog, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QHeaderView,
+    QLabel, QLineEdit, QMessageBox, QProgressBar, QPushButton, QStackedWidget, QTableWidget, QTableWidgetItem,
+    QVBoxLayout, QWidget,
 )
 
 from edgevl import api
@@ -55,7 +55,8 @@ class JobProgress:
             raise Cancelled
 
 
-def convert_checkpoint(job: Job, checkpoint: Path, output: Path, quant: str, fmt: str = "gguf") -> Path:
+def convert_checkpoint(job: Job, checkpoint: Path, output: Path, quant: str, fmt: str = "gguf",
+                       verify: bool = True) -> Path:
     """Runs on a pool thread. A cancel that arrives after the last progress call (during llama.cpp's
     quantizer, which cannot be interrupted) still leaves no model behind."""
     try:
@@ -65,8 +66,9 @@ def convert_checkpoint(job: Job, checkpoint: Path, output: Path, quant: str, fmt
     if job.cancel_requested:
         shutil.rmtree(output, ignore_errors=True)
         raise Cancelled
-    job.report(("step", tr("Comparing the converted model with the checkpoint's reference..."), None))
-    verify_conversion(output)  # the models list shows the result (or why it was skipped)
+    if verify:
+        job.report(("step", tr("Comparing the converted model with the checkpoint's reference..."), None))
+        verify_conversion(output)  # the models list shows the result (or why it was skipped)
     return output
 
 
@@ -160,6 +162,8 @@ class ModelManager(QDialog):
         self.quant.currentTextChanged.connect(lambda _: self._suggest_name(self.checkpoint.text()))
         self.quant.currentIndexChanged.connect(self._show_quant_advice)
         self.quant_advice = QLabel()  # short lines, not wrapped: a wrapped label leaves gaps in a form
+        self.verify = QCheckBox(tr("Then compare it with the checkpoint's reference (transformers, CPU)"))
+        self.verify.setChecked(True)
         self.convert_button = QPushButton(tr("Convert"))
         self.convert_button.clicked.connect(self._convert_clicked)
         self.cancel_button = QPushButton(tr("Cancel"))
@@ -181,6 +185,7 @@ class ModelManager(QDialog):
         form.addRow(tr("Model name:"), self.output_name)
         form.addRow(tr("Quant:"), self.quant)
         form.addRow("", self.quant_advice)
+        form.addRow("", self.verify)
         form.addRow(action_row)
         form.addRow(self.progress)
         form.addRow(self.step_label)
@@ -250,7 +255,8 @@ class ModelManager(QDialog):
 
     def start_conversion(self, checkpoint: Path, name: str, quant: str, fmt: str = "gguf") -> Job:
         output = api.models_dir() / name
-        self.job = Job(lambda job: convert_checkpoint(job, checkpoint, output, quant, fmt))
+        verify = self.verify.isChecked()
+        self.job = Job(lambda job: convert_checkpoint(job, checkpoint, output, quant, fmt, verify))
         self.job.signals.progress.connect(self._on_progress)
         self.job.signals.finished.connect(lambda _: self._conversion_ended(tr("Converted: {folder}", folder=output)))
         self.job.signals.failed.connect(lambda message: self._conversion_ended(message, error=True))
