@@ -184,6 +184,10 @@ def test_settings_dialog_changes_apply_and_persist(qtbot, window, data_dir):
     qtbot.addWidget(dialog)
     dialog.threads.setValue(3)
     dialog.gpu.setChecked(False)
+    dialog.image_tokens.setValue(1024)  # the budget's cost shows where it is chosen
+    assert "65 s" in dialog.encode_estimate.text()
+    dialog.image_tokens.setValue(0)
+    assert dialog.encode_estimate.text() == ""
     dialog.theme.setCurrentIndex(dialog.theme.findData("dark"))
     window.apply_settings(dialog.chosen())
     assert window._engine_choice().threads == 3 and not window._engine_choice().gpu
