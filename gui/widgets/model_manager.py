@@ -63,9 +63,15 @@ def convert_checkpoint(job: Job, checkpoint: Path, output: Path, quant: str, fmt
         shutil.rmtree(output, ignore_errors=True)
         raise Cancelled
     if verify:
-        job.report(("step", tr("Comparing the converted model with the checkpoint's reference..."), None))
-        verify_conversion(output)  # the models list shows the result (or why it was skipped)
+        verify_step(job, output)
     return output
+
+
+def verify_step(job: Job, folder: Path) -> None:
+    """Runs on a pool thread: compare a fresh conversion with its checkpoint's reference (edgevl.verify); the
+    models list shows the result, or why it was skipped."""
+    job.report(("step", tr("Comparing the converted model with the checkpoint's reference..."), None))
+    verify_conversion(folder)
 
 
 def verification_item(verification: Verification | None) -> QTableWidgetItem:
