@@ -192,3 +192,10 @@ def test_benchmark_sizes_keep_qwen25vl_full_attention_period():
     assert QWEN25VL_3B.shortened(4, 8).fullatt_block_indexes == (7,)  # block 8 of 8, as every 8th in the release
     assert QWEN25VL_3B.shortened(4, 16).fullatt_block_indexes == (7, 15)
     assert QWEN25VL_3B.shortened(4, 8).hidden_size == 2048
+
+
+def test_vision_encode_estimate_grows_with_the_square_of_the_budget():
+    from edgevl.families.qwen2vl import vision_encode_seconds
+
+    assert round(vision_encode_seconds(1000)) == 63  # the measurement the speed constant comes from
+    assert vision_encode_seconds(4096) > 8 * vision_encode_seconds(1024) > 16 * vision_encode_seconds(128)
