@@ -21,11 +21,7 @@ from edgevl.manifest import MANIFEST_NAME
 def staged_folder(destination: Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield an empty staging folder; on success it becomes `destination`, on any error it is removed."""
     destination = destination.expanduser().absolute()
-    if destination.exists() and not overwrite:
-        raise EdgevlError(f"{destination} already exists; choose another output folder or pass --force")
-    if destination.exists() and not _replaceable(destination):
-        raise EdgevlError(f"{destination} is not an edgevl model folder (no {MANIFEST_NAME}) and not empty; "
-                          "--force replaces only those: choose another output folder")
+    check_destination(destination, overwrite)
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.partial-", dir=destination.parent))
     staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; a model folder is an ordinary folder
@@ -35,6 +31,16 @@ def staged_folder(destination: Path, overwrite: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def check_destination(destination: Path, overwrite: bool = False) -> None:
+    """Raise unless a model folder may be written at `destination` (checked early too, before long downloads)."""
+    destination = destination.expanduser().absolute()
+    if destination.exists() and not overwrite:
+        raise EdgevlError(f"{destination} already exists; choose another output folder or pass --force")
+    if destination.exists() and not _replaceable(destination):
+        raise EdgevlError(f"{destination} is not an edgevl model folder (no {MANIFEST_NAME}) and not empty; "
+                          "--force replaces only those: choose another output folder")
 
 
 def _replaceable(destination: Path) -> bool:

@@ -43,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     if not args.verbose:  # llama.cpp warns about things users cannot change (token types, grounding advice)
         logging.getLogger("edgevl.llama_cpp").setLevel(logging.ERROR)
+        # huggingface_hub's retries of a dropped connection are noise beside pull's progress bar and its error
+        logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
     try:
         return args.run(args) or 0
     except EdgevlError as error:
@@ -557,21 +559,32 @@ def verify_models(folder: Path) -> int:
 
 
 def _print_catalogue() -> None:
-    """The model cards `edgevl pull NAME` knows: download (the bf16 checkpoint), model files at the card's
-    recommended quant (the cards' figures), licence."""
+    """The model cards `edgevl pull NAME` knows: download (the bf16 checkpoint), model files and memory needed at
+    the card's recommended quant (the cards' figures; memory marked ~ where it is estimated, not measured), licence."""
     from rich.table import Table
 
     from edgevl.model_cards import all_cards
 
-    table = Table(box=None)
-    for column in ("name", "repo", "download", "model", "licence", "OCRBench"):
-        table.add_column(column, no_wrap=column != "licence")
+    rows: list[tuple[str, ...]] = []
     for card in all_cards():
-        model_mb = card.sizes_mb.get(card.recommended_quant, 0) + card.sizes_mb.get("mmproj_f16", 0)
-        table.add_row(card.id, card.hub_id, f"{card.parameters_b * 2:,.1f} GB",
-                      f"{model_mb / 1e3:,.1f} GB" if model_mb else "?", card.license,
-                      f"{card.scores['ocrbench']:g}" if "ocrbench" in card.scores else "")
-    Console().print(table)
+        quant = card.recommended_quant
+        model_mb = card.sizes_mb.get(quant, 0) + card.sizes_mb.get("mmproj_f16", 0)
+        rows.append((card.id, f"{card.checkpoint_mb / 1e3:,.1f} GB", f"{model_mb / 1e3:,.1f} GB" if model_mb else "?",
+                     card.ram_text(quant), f"{card.scores['ocrbench']:g}" if "ocrbench" in card.scores else "",
+                     card.license, card.hub_id))
+    columns = ["name", "download", "model", "RAM", "OCRBench", "licence", "repo"]
+    widths = [max(len(column), *(len(row[index]) for row in rows)) for index, column in enumerate(columns)]
+    console = Console()
+    if sum(widths) + len(widths) > console.width:  # a narrow terminal: the repo goes (`edgevl pull` takes the name)
+        columns, widths, rows = columns[:-1], widths[:-1], [row[:-1] for row in rows]
+    table = Table(box=None, collapse_padding=True)
+    for index, (column, width) in enumerate(zip(columns, widths)):
+        table.add_column(column, justify="right" if 1 <= index <= 4 else "left", no_wrap=True, min_width=width)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    if any(card.ram_mb and not card.ram_measured for card in all_cards()):
+        console.print("~ estimated from the file sizes, not measured", style="dim")
 
 
 def run_eval_synth(args: argparse.Namespace) -> None:
@@ -654,7 +667,8 @@ class RichProgress:
         return self
 
     def __exit__(self, *exc_info) -> None:
-        self._finish()
+        if exc_info[0] is None:  # a failed step's bar stays where it stopped
+            self._finish()
         self._bar.__exit__(*exc_info)
 
     def step(self, description: str, total: int | None) -> None:

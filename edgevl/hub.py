@@ -1,9 +1,10 @@
 """`edgevl pull`: a model from the Hugging Face Hub in one step - download, convert (or import), say where it is.
 
-Everything goes through `huggingface_hub`, so HF_ENDPOINT (a mirror), HF_TOKEN (gated or private repos), its cache
-(a second pull downloads nothing), resumed downloads and its progress bars work as for every other tool. Only the
-files conversion needs are downloaded, after checking that the disk can hold them and the converted model.
-A repo holding GGUF files (llama.cpp's, the model makers' GGUF repos) is imported instead (edgevl.gguf_import).
+Everything goes through `huggingface_hub`, so HF_ENDPOINT (a mirror), HF_TOKEN (gated or private repos) and its
+cache (a second pull downloads nothing) work as for every other tool. Only the files conversion needs are downloaded,
+after checking that the disk can hold them and the converted model. A cut download continues where it stopped, also
+in the next pull (see download). A repo holding GGUF files (llama.cpp's, the model makers' GGUF repos) is imported
+instead (edgevl.gguf_import). A model folder a pull of the same repo snapshot finished is kept, not made again.
 """
 
 from __future__ import annotations
@@ -11,17 +12,25 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import json
+import logging
 import os
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from collections.abc import Iterator
 
+import psutil
+
 from edgevl.errors import BackendUnavailable, EdgevlError
-from edgevl.manifest import Manifest
+from edgevl.manifest import Manifest, read_manifest
 from edgevl.model_cards import ModelCard, all_cards
+
+if TYPE_CHECKING:
+    from edgevl.converters import Progress
+
+log = logging.getLogger(__name__)
 
 #: the files of a checkpoint that conversion reads (config, weights, tokenizer, preprocessor, chat template)
 CHECKPOINT_FILES = ("*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja")
@@ -51,63 +60,135 @@ def resolve(name: str) -> Source:
 
 def pull(name: str, output: str | Path | None = None, *, to: str = "gguf", quant: str | None = None,
          file: str | None = None, overwrite: bool = False, token: str | None = None,
-         **convert_options: Any) -> tuple[Path, Manifest]:
+         progress: Progress | None = None, **convert_options: Any) -> tuple[Path, Manifest]:
     """Download `name` (see resolve) and make a model folder of it; returns (folder, manifest).
 
     A checkpoint repo is converted (`to`, `quant` and `convert_options` as for edgevl.api.convert); a repo of
     GGUF files is imported, `file` or `quant` picking the language model file. `output` defaults to a folder
-    named after the model in edgevl's models folder."""
+    named after the model in edgevl's models folder. `progress` (converters.Progress) sees each download in bytes,
+    then the conversion; raising from its `advance` stops the pull, and the next pull continues the download."""
     from huggingface_hub import HfApi
 
     source = resolve(name)
     with hub_errors(source.repo):
         info = HfApi(token=token).model_info(source.repo, files_metadata=True)
+    snapshot = Snapshot(source, info.sha, token, progress)
     sizes = {sibling.rfilename: sibling.size or 0 for sibling in info.siblings or []}
     ggufs = [name for name in sizes if name.lower().endswith(".gguf")]
     has_weights = any(name.endswith(".safetensors") for name in sizes)
+    output = Path(output).expanduser() if output else None
     if ggufs and (file is not None or not has_weights):
         if to != "gguf":
             raise EdgevlError(f"{source.repo} holds GGUF files; pull it without --to {to}, or pull the original "
                               "checkpoint's repo to export ONNX")
-        return _pull_gguf(source, info.sha, sizes, ggufs, quant, file, output, overwrite, token)
+        return _pull_gguf(snapshot, sizes, ggufs, quant, file, output, overwrite)
     if file is not None:
         raise EdgevlError(f"--file picks a GGUF file, and {source.repo} holds none")
-    return _pull_checkpoint(source, info.sha, sizes, to, quant, output, overwrite, token, convert_options)
+    return _pull_checkpoint(snapshot, sizes, to, quant, output, overwrite, convert_options)
 
 
-def _pull_gguf(source: Source, commit: str | None, sizes: dict[str, int], ggufs: list[str], quant: str | None,
-               file: str | None, output: str | Path | None, overwrite: bool, token: str | None
-               ) -> tuple[Path, Manifest]:
-    from edgevl.api import models_dir
+@dataclass(frozen=True)
+class Snapshot:
+    """One revision of a repo, as model_info() saw it, and how to download its files."""
+
+    source: Source
+    commit: str | None  # None, which the Hub's types allow: the latest
+    token: str | None
+    progress: Progress | None
+
+    @property
+    def repo(self) -> str:
+        return self.source.repo
+
+    def download(self, name: str, shown: bool = True) -> Path:
+        """`shown`: reported to the progress (not a small file read before the pull is decided on)."""
+        return download(self.repo, self.commit, name, self.token, self.progress if shown else None)
+
+    def folder(self) -> Path:
+        """Where huggingface_hub's cache keeps this revision's files (whether or not any is there yet)."""
+        from huggingface_hub import constants
+        from huggingface_hub.file_download import repo_folder_name
+
+        return (Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=self.repo, repo_type="model") / "snapshots"
+                / str(self.commit)).absolute()
+
+
+def _pull_gguf(snapshot: Snapshot, sizes: dict[str, int], ggufs: list[str], quant: str | None, file: str | None,
+               output: Path | None, overwrite: bool) -> tuple[Path, Manifest]:
+    from edgevl.api import installed_models, models_dir
+    from edgevl.converters.output import check_destination
     from edgevl.gguf_import import import_gguf, pick_files
 
     chosen = pick_files(ggufs, quant, file)
-    output = Path(output).expanduser() if output else None
+    # where the model was imported before: `output`, or (named by the files' metadata) any folder in models_dir()
+    for folder in [output] if output is not None else [model.path for model in installed_models()]:
+        if finished := _finished_pull(folder, snapshot, "gguf", chosen[0]):
+            return folder, finished
+    if output is not None:
+        check_destination(output, overwrite)
+    _warn_if_short_of_memory(snapshot.source.card, quant)
     # the model folder hard-links the downloaded files where it shares the cache's file system
-    check_free_space(source.repo, commit, {name: sizes[name] for name in chosen}, output or models_dir(),
+    check_free_space(snapshot.repo, snapshot.commit, {name: sizes[name] for name in chosen}, output or models_dir(),
                      output_bytes=None)
-    text, mmproj = (download(source.repo, commit, name, token) for name in chosen)
+    text, mmproj = (snapshot.download(name) for name in chosen)
     return import_gguf(text, mmproj, output, overwrite=overwrite)
 
 
-def _pull_checkpoint(source: Source, commit: str | None, sizes: dict[str, int], to: str, quant: str | None,
-                     output: str | Path | None, overwrite: bool, token: str | None,
-                     convert_options: dict[str, Any]) -> tuple[Path, Manifest]:
+def _pull_checkpoint(snapshot: Snapshot, sizes: dict[str, int], to: str, quant: str | None, output: Path | None,
+                     overwrite: bool, convert_options: dict[str, Any]) -> tuple[Path, Manifest]:
     from edgevl import api
 
+    source = snapshot.source
     wanted = {name: size for name, size in sizes.items()
               if "/" not in name and any(fnmatch.fnmatch(name, pattern) for pattern in CHECKPOINT_FILES)}
     if "config.json" not in wanted or not any(name.endswith(".safetensors") for name in wanted):
         raise EdgevlError(f"{source.repo}: not a checkpoint edgevl can convert (it needs config.json and "
                           ".safetensors weights) and holds no GGUF files")
-    config = json.loads(download(source.repo, commit, "config.json", token).read_text(encoding="utf-8"))
+    output = output or api.models_dir() / _folder_name(source, to, quant)
+    if finished := _finished_pull(output, snapshot, to, quant=quant):
+        return output, finished
+    config = json.loads(snapshot.download("config.json", shown=False).read_text(encoding="utf-8"))
     check_architecture(config, source.repo)
+    from edgevl.converters import SILENT  # the converter is there: check_architecture saw it
+    from edgevl.converters.output import check_destination
+
+    check_destination(output, overwrite)
+    _warn_if_short_of_memory(source.card, quant)
     weights = sum(size for name, size in wanted.items() if name.endswith(".safetensors"))
-    output = Path(output).expanduser() if output else api.models_dir() / _folder_name(source, to, quant)
-    check_free_space(source.repo, commit, wanted, output, output_bytes=_expected_output(source.card, to, quant,
-                                                                                        weights))
-    folder = [download(source.repo, commit, name, token) for name in wanted][0].parent  # the snapshot folder
-    return output, api.convert(folder, output, to=to, quant=quant, overwrite=overwrite, **convert_options)
+    check_free_space(source.repo, snapshot.commit, wanted, output,
+                     output_bytes=_expected_output(source.card, to, quant, weights))
+    folder = [snapshot.download(name) for name in wanted][0].parent  # the snapshot folder
+    return output, api.convert(folder, output, to=to, quant=quant, overwrite=overwrite,
+                               progress=snapshot.progress or SILENT, **convert_options)
+
+
+def _finished_pull(output: Path, snapshot: Snapshot, to: str, text_file: str | None = None,
+                   quant: str | None = None) -> Manifest | None:
+    """The manifest of `output` when a pull of this snapshot made it - converted to `to` at `quant` (None: any),
+    or imported from its `text_file` - else None. So a pull run again after it finished, or after it was stopped
+    past the conversion, does not make the model again."""
+    try:
+        manifest = read_manifest(output)
+    except EdgevlError:
+        return None
+    source = manifest.source
+    made_from = (source.get("imported") or {}).get("text") if text_file else source.get("path")
+    expected = snapshot.folder() / text_file if text_file else snapshot.folder()
+    same = (made_from == str(expected) and manifest.format == to
+            and (quant is None or quant.lower() == manifest.quant))
+    if same:
+        log.info("%s already holds %s at this revision", output, snapshot.repo)
+    return manifest if same else None
+
+
+def _warn_if_short_of_memory(card: ModelCard | None, quant: str | None) -> None:
+    """A warning, not a refusal: the card's figure is an estimate until measured, and swap may carry the rest."""
+    chosen = quant.lower() if quant else card.recommended_quant if card else None
+    needed_mb = card.ram_mb.get(chosen) if card and chosen else None
+    total = psutil.virtual_memory().total
+    if card and needed_mb and needed_mb * 1e6 > total:
+        log.warning("%s at %s needs about %.1f GB of memory to run; this computer has %.1f GB", card.name, chosen,
+                    needed_mb / 1e3, total / 1e9)
 
 
 def check_architecture(config: dict[str, Any], repo: str) -> None:
@@ -121,14 +202,77 @@ def check_architecture(config: dict[str, Any], repo: str) -> None:
     converter_class((config.get("architectures") or ["?"])[0], repo)
 
 
-def download(repo: str, commit: str | None, name: str, token: str | None) -> Path:
-    """One file into huggingface_hub's cache (resumed if an earlier download was cut); its path there. `commit`:
-    the revision model_info() saw, so that all files come from one snapshot (None, which the Hub's types allow:
-    the latest)."""
-    from huggingface_hub import hf_hub_download
+def download(repo: str, commit: str | None, name: str, token: str | None, progress: Progress | None = None) -> Path:
+    """One file into huggingface_hub's cache; its path there. `commit`: the revision model_info() saw, so that all
+    files come from one snapshot. huggingface_hub resumes a cut download only within one call and deletes what
+    arrived when it gives up; here the bytes are kept next to the cache's blob (`<etag>.incomplete`), so a pull
+    that was cancelled, killed or cut off continues where it stopped. `progress` counts the bytes; raising from its
+    `advance` stops the download, keeping what arrived."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url, try_to_load_from_cache
 
     with hub_errors(repo):
+        cached = try_to_load_from_cache(repo, name, revision=commit)
+        if isinstance(cached, str):
+            return Path(cached)
+        url = hf_hub_url(repo, name, revision=commit)
+        metadata = get_hf_file_metadata(url, token=token)
+        if metadata.etag:  # the blob's name in the cache; the Hub always sends it
+            _download_resumable(url, repo, metadata.etag, metadata.size, name, token, progress)
+        # finds the blob in place and links it into the snapshot folder, as for any cached file
         return Path(hf_hub_download(repo, name, revision=commit, token=token))
+
+
+def _download_resumable(url: str, repo: str, etag: str, size: int | None, name: str, token: str | None,
+                        progress: Progress | None) -> None:
+    """Into the cache's blob for `etag`, continuing from its `.incomplete` file when there is one."""
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import http_get, repo_folder_name
+    from huggingface_hub.utils import WeakFileLock, build_hf_headers
+    from huggingface_hub.utils.tqdm import silent_tqdm
+
+    repo_folder = repo_folder_name(repo_id=repo, repo_type="model")
+    blob = Path(constants.HF_HUB_CACHE) / repo_folder / "blobs" / etag
+    partial = blob.with_name(f"{etag}.incomplete")
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    lock = Path(constants.HF_HUB_CACHE) / ".locks" / repo_folder / f"{etag}.resume.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with WeakFileLock(lock):  # one writer; two pulls of one file take turns
+        if blob.exists():
+            return
+        with partial.open("ab") as handle:
+            arrived = handle.tell()
+            if progress is not None:
+                progress.step(f"downloading {name}" + (f" ({size / 1e6:,.1f} MB)" if size else ""), size)
+                progress.advance(arrived)
+            # the caller's progress replaces huggingface_hub's own bar
+            http_get(url, cast(BinaryIO, _Counted(handle, progress)), resume_size=arrived,
+                     headers=build_hf_headers(token=token), expected_size=size, displayed_filename=name,
+                     tqdm_class=cast(Any, silent_tqdm) if progress is not None else None)
+        partial.replace(blob)
+
+
+class _Counted:
+    """A file that reports each write to a converters.Progress (which may raise to stop the download)."""
+
+    def __init__(self, handle: BinaryIO, progress: Progress | None) -> None:
+        self._handle = handle
+        self._progress = progress
+
+    def write(self, data: bytes) -> int:
+        written = self._handle.write(data)
+        self._handle.flush()  # on disk before it counts: a killed pull keeps every byte it reported
+        if self._progress is not None:
+            self._progress.advance(len(data))
+        return written
+
+    def tell(self) -> int:
+        return self._handle.tell()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._handle.seek(offset, whence)
+
+    def truncate(self, size: int | None = None) -> int:
+        return self._handle.truncate(size)
 
 
 def check_free_space(repo: str, commit: str | None, files: dict[str, int], output: Path,

@@ -18,7 +18,7 @@ if sys.version_info >= (3, 11):
 else:  # requires-python is 3.10, which has no tomllib
     import tomli as tomllib
 
-from edgevl.families import FAMILIES
+from edgevl.families import ENGINES, FAMILIES
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,10 @@ class ModelCard:
     license: str = ""
     scores: dict[str, float] = field(default_factory=dict)
     sizes_mb: dict[str, int] = field(default_factory=dict)
+    #: memory needed to run the model at a quant (text + mmproj loaded, one OCR request), MB
+    ram_mb: dict[str, int] = field(default_factory=dict)
+    #: whether ram_mb was measured (the README's real-size table) or is an estimate from the file sizes
+    ram_measured: bool = False
     #: family defaults merged with the card's own overrides (chat_template, image budgets, ...)
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -41,6 +45,21 @@ class ModelCard:
         """Image-token budget for a task (OCR wants more detail than captioning)."""
         budget = self.settings["image_max_tokens"]
         return int(budget[task] if task in budget else budget["default"]) if isinstance(budget, dict) else int(budget)
+
+    @property
+    def checkpoint_mb(self) -> float:
+        """The released checkpoint's download: its weights in bf16."""
+        return self.parameters_b * 2000
+
+    def ram_text(self, quant: str) -> str:
+        """The memory needed at `quant` for people: "~2.9 GB" (~: estimated, not measured), or "?"."""
+        ram_mb = self.ram_mb.get(quant)
+        return f"{'' if self.ram_measured else '~'}{ram_mb / 1e3:,.1f} GB" if ram_mb else "?"
+
+    @property
+    def formats(self) -> list[str]:
+        """The formats edgevl runs this model in ("gguf", "onnx")."""
+        return sorted({fmt for fmt, family in ENGINES if family == self.family})
 
     def matches(self, config: dict[str, Any]) -> bool:
         """Whether an HF `config.json` (flattened with its text_config) is this model."""

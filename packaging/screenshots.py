@@ -41,6 +41,7 @@ def language_states(data: Path, out: Path, language: str) -> None:
     from edgevl.gui.settings import SETTINGS_FILE, Settings
     from edgevl.gui.widgets.help_dialogs import AboutDialog
     from edgevl.gui.widgets.model_manager import ModelManager
+    from edgevl.gui.widgets.model_sources import DownloadDialog, ImportDialog
     from edgevl.gui.widgets.settings_dialog import SettingsDialog
 
     out.mkdir(parents=True, exist_ok=True)
@@ -69,7 +70,9 @@ def language_states(data: Path, out: Path, language: str) -> None:
 
     for name, dialog in (("5-model-manager", ModelManager(window.host, window)),
                          ("6-settings", SettingsDialog(window.settings, window)),
-                         ("7-about", AboutDialog(window.host.summary, window.model.currentText(), window))):
+                         ("7-about", AboutDialog(window.host.summary, window.model.currentText(), window)),
+                         ("8-download", DownloadDialog(window)),
+                         ("9-import", ImportDialog(window))):
         show(dialog)
         save(dialog, out / f"{name}.png")
         dialog.close()

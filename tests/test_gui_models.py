@@ -1,5 +1,6 @@
 """The desktop app with a tiny converted Qwen2-VL (random weights: the words are nonsense, the plumbing is
-real): every task streams through llama.cpp, and the model manager lists, converts, cancels and deletes."""
+real): every task streams through llama.cpp, and the model manager lists, converts, cancels and deletes; it
+downloads from a stand-in hub (cancel, then resume) and imports GGUF files (these need no checkpoint: not slow)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from edgevl.gui.widgets.model_manager import ModelManager
 from edgevl.llamacpp_lib import load_llama_cpp
 from rendering import render_text
 
-pytestmark = [pytest.mark.gui, pytest.mark.slow]
+pytestmark = pytest.mark.gui
 
 
 @pytest.fixture
@@ -33,6 +34,7 @@ def window(qtbot, data_dir, tiny_model):
     return window
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["ocr", "table", "caption", "ask"])
 def test_each_task_streams_from_the_converted_model(qtbot, window, task):
     window.task.setCurrentIndex(window.task.findData(task))
@@ -49,6 +51,7 @@ def test_each_task_streams_from_the_converted_model(qtbot, window, task):
         assert "GPU not used: CPU only: this llama-cpp-python build has no GPU backend" in item.answer.engine
 
 
+@pytest.mark.slow
 def test_a_damaged_model_is_reported_in_plain_words(qtbot, window, tiny_model):
     text_file = next(tiny_model.glob("qwen2vl*.gguf"))
     text_file.write_bytes(text_file.read_bytes()[:1000])
@@ -57,6 +60,7 @@ def test_a_damaged_model_is_reported_in_plain_words(qtbot, window, tiny_model):
     assert "truncated" in window.error_banner.text() and "convert the model again" in window.error_banner.text()
 
 
+@pytest.mark.slow
 def test_model_manager_lists_converts_cancels_and_deletes(qtbot, window, tiny_model, qwen2vl_checkpoint,
                                                           models_folder):
     manager = ModelManager(window.host, window)
@@ -87,6 +91,7 @@ def test_model_manager_lists_converts_cancels_and_deletes(qtbot, window, tiny_mo
     assert window.model.findData(str(tiny_model)) == -1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("checkpoint", ["qwen2vl", "minicpmv-2.6", "minicpmv-2.5"])
 def test_model_manager_exports_onnx_and_the_app_runs_it(qtbot, window, checkpoint, request, models_folder):
     if checkpoint == "qwen2vl":
@@ -107,3 +112,99 @@ def test_model_manager_exports_onnx_and_the_app_runs_it(qtbot, window, checkpoin
     window.add_image(render_text(["Hi"]), "hi.png")
     wait_until_idle(qtbot, window)
     assert "ONNX Runtime" in window.statusBar().currentMessage()
+
+
+# ---- downloading and importing (no checkpoint needed) -------------------------------------------------------------
+
+gguf = pytest.importorskip("gguf")
+pytest.importorskip("huggingface_hub")
+
+from huggingface_hub import constants  # noqa: E402
+from test_gguf_import import write_mmproj_gguf, write_text_gguf  # noqa: E402
+from test_pull import MMPROJ, TEXT, gguf_repo, resolve_gets, serve  # noqa: E402, F401 - fixtures
+
+from edgevl.gui.widgets.model_sources import DownloadDialog  # noqa: E402
+from edgevl.api import conversion_choices  # noqa: E402
+from edgevl.model_cards import all_cards, card_by_id  # noqa: E402
+
+CARD = "qwen2-vl-2b-instruct"
+
+
+@pytest.fixture
+def manager(qtbot, data_dir, models_folder):
+    window = open_window(qtbot, data_dir)
+    manager = ModelManager(window.host, window)
+    qtbot.addWidget(manager)
+    return manager
+
+
+def test_download_dialog_shows_the_catalogue(qtbot):
+    dialog = DownloadDialog(ram_bytes=4 * 10**9)
+    qtbot.addWidget(dialog)
+    cards = [card for card in all_cards() if card.hub_id]
+    assert dialog.table.rowCount() == len(cards)
+    row = [card.id for card in cards].index(CARD)
+    cells = [dialog.table.item(row, column).text() for column in range(5)]
+    assert cells == ["Qwen2-VL-2B-Instruct", "4.4 GB", "~2.9 GB", "apache-2.0", "GGUF, ONNX"]
+    big = [card.id for card in cards].index("qwen2-vl-7b-instruct")
+    assert dialog.table.item(big, 2).foreground().color().name() == "#b3261e"  # more than the 4 GB here
+    dialog.select(CARD)
+    assert dialog.quant.currentData() == "gguf:q4_k_m" and "2.9 GB of memory" in dialog.advice.text()
+    assert "estimated" in dialog.advice.text()
+    onnx_here = [choice for choice in ("onnx:int4", "onnx:fp16") if ("onnx", choice[5:]) in conversion_choices()]
+    assert [choice for choice in onnx_here if dialog.quant.findData(choice) >= 0] == onnx_here
+    dialog.quant.setCurrentIndex(dialog.quant.findData("gguf:q8_0"))
+    assert "3.7 GB of memory" in dialog.advice.text()
+
+
+def test_download_needs_the_converter(qtbot, monkeypatch):
+    monkeypatch.setattr("edgevl.api.conversion_choices", lambda: [])
+    dialog = DownloadDialog()
+    qtbot.addWidget(dialog)
+    assert not dialog.download_button.isEnabled() and "no converter" in dialog.panel.status.text()
+
+
+def test_download_cancelled_then_resumed_adds_the_model(qtbot, manager, serve, gguf_repo, models_folder,
+                                                        monkeypatch):
+    """The hub drops the connection after 200 bytes; while huggingface_hub waits to retry, Cancel stops the
+    download. Download again asks the hub only for the rest, and the model shows up in the manager."""
+    hub = serve({card_by_id(CARD).hub_id: gguf_repo}, cut_after={TEXT: [200]})
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 50)
+    dialog = manager.open_source_dialog("download")
+    dialog.select(CARD)
+    dialog.start_download()
+    qtbot.waitUntil(lambda: dialog.panel.progress.value() >= 200, timeout=TIMEOUT_MS)
+    dialog.cancel()
+    qtbot.waitUntil(lambda: dialog.job is None, timeout=TIMEOUT_MS)
+    assert "continue where it stopped" in dialog.panel.status.text()
+    assert manager.models == []
+
+    dialog.start_download()
+    qtbot.waitUntil(lambda: dialog.job is None, timeout=TIMEOUT_MS)
+    assert "Downloaded:" in dialog.panel.status.text(), dialog.panel.status.text()
+    ranges = resolve_gets(hub, TEXT)
+    assert ranges[0] is None and ranges[-1] is not None and int(ranges[-1][6:-1]) >= 200
+    assert [model.manifest.quant for model in manager.models] == ["q4_k_m"]
+
+
+def test_import_gguf_files_and_a_folder(qtbot, manager, tmp_path):
+    text, mmproj = write_text_gguf(tmp_path / TEXT), write_mmproj_gguf(tmp_path / MMPROJ)
+    dialog = manager.open_source_dialog("import")
+    dialog.start_import(mmproj, text)  # swapped: refused in plain words
+    qtbot.waitUntil(lambda: dialog.job is None, timeout=TIMEOUT_MS)
+    assert "a vision projector, not a language model" in dialog.panel.status.text()
+    assert dialog.panel.status.styleSheet() and manager.models == []
+
+    dialog.start_import(text, mmproj)
+    qtbot.waitUntil(lambda: dialog.job is None, timeout=TIMEOUT_MS)
+    assert "Imported:" in dialog.panel.status.text()
+    assert [model.manifest.family for model in manager.models] == ["qwen2vl"]
+
+    folder = tmp_path / "lm-studio"
+    folder.mkdir()
+    write_text_gguf(folder / "Tiny-Q8_0.gguf", file_type=gguf.LlamaFileType.MOSTLY_Q8_0)
+    write_mmproj_gguf(folder / MMPROJ)
+    dialog.text.setText(str(folder))
+    dialog.import_button.click()
+    qtbot.waitUntil(lambda: dialog.job is None, timeout=TIMEOUT_MS)
+    assert sorted(model.manifest.quant for model in manager.models) == ["q4_k_m", "q8_0"]

@@ -34,3 +34,11 @@ def test_checkpoints_are_recognised_by_their_config():
     assert model_cards.family_card("qwen2vl").settings["image_min_tokens"] == 4
     with pytest.raises(KeyError, match="no model card"):
         model_cards.card_by_id("gpt-5")
+
+
+def test_every_quant_says_the_memory_it_needs():
+    for card in model_cards.all_cards():
+        quants = {quant for quant in card.sizes_mb if not quant.startswith("mmproj")}
+        assert set(card.ram_mb) == quants, card.id
+        assert all(isinstance(mb, int) and mb > card.sizes_mb[quant] for quant, mb in card.ram_mb.items()), card.id
+        assert isinstance(card.ram_measured, bool)

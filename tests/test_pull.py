@@ -6,6 +6,9 @@ from __future__ import annotations
 import contextlib
 import importlib
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +22,7 @@ from test_gguf_import import write_mmproj_gguf, write_text_gguf  # noqa: E402
 
 from edgevl import hub as hub_module  # noqa: E402
 from edgevl.cli import main  # noqa: E402
+from edgevl.errors import EdgevlError  # noqa: E402
 from edgevl.hub import pull, resolve  # noqa: E402
 from edgevl.model_files import check_model_files  # noqa: E402
 from edgevl.testing.hub import stand_in_hub  # noqa: E402
@@ -84,8 +88,8 @@ def test_interrupted_download_is_resumed(serve, gguf_repo, tmp_path, monkeypatch
 
 
 def test_download_cut_for_good_is_one_line(serve, gguf_repo, tmp_path, monkeypatch, capsys):
-    """20 bytes, then nothing on each of huggingface_hub's retries: one line, no model folder. (huggingface_hub 2.x
-    resumes within a pull, as above; a new pull starts the file again: it keeps no partial file across runs.)"""
+    """20 bytes, then nothing on each of huggingface_hub's retries: one error line under the progress bar where it
+    stopped, no model folder."""
     from huggingface_hub import file_download
 
     serve({GGUF_REPO: gguf_repo}, cut_after={TEXT: [20] + [0] * 6})
@@ -94,8 +98,105 @@ def test_download_cut_for_good_is_one_line(serve, gguf_repo, tmp_path, monkeypat
     assert main(["pull", GGUF_REPO, "--file", TEXT, "-o", str(tmp_path / "model")]) == 1
     error = capsys.readouterr().err
     assert "cannot reach the hub at http://127.0.0.1:" in error and "RemoteProtocolError" in error
-    assert len(error.strip().splitlines()) == 1
+    bar, message = error.strip().splitlines()
+    assert f"downloading {TEXT}" in bar and "20/480" in bar and message.startswith("edgevl: error: ")
     assert not (tmp_path / "model").exists()
+
+
+def partial_files(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "hf-home").rglob("*.incomplete"))
+
+
+def test_pull_cut_off_continues_in_the_next_pull(serve, gguf_repo, tmp_path, monkeypatch):
+    """A pull that gave up (the connection dropped for good after 100 bytes) leaves them in the cache; the next
+    pull asks only for the rest."""
+    from huggingface_hub import file_download
+
+    hub = serve({GGUF_REPO: gguf_repo}, cut_after={TEXT: [100] + [0] * 5})  # hf tries 6 times
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 10)
+    monkeypatch.setattr(file_download.time, "sleep", lambda seconds: None)
+    with pytest.raises(EdgevlError, match="cannot reach the hub"):
+        pull(GGUF_REPO, tmp_path / "model", file=TEXT)
+    [partial] = partial_files(tmp_path)
+    assert partial.stat().st_size == 100
+    hub.requests.clear()
+    folder, manifest = pull(GGUF_REPO, tmp_path / "model", file=TEXT)
+    assert (folder / manifest.files["text"].name).read_bytes() == (gguf_repo / TEXT).read_bytes()
+    assert resolve_gets(hub, TEXT) == ["bytes=100-"] and partial_files(tmp_path) == []
+
+
+def test_killed_pull_continues_in_the_next_pull(serve, gguf_repo, tmp_path):
+    """`edgevl pull` in a process of its own, killed (SIGKILL: no clean-up runs) while the hub stalls after 150
+    bytes of the file; the next pull asks only for the rest."""
+    hub = serve({GGUF_REPO: gguf_repo}, hold_after={TEXT: 150})
+    script = ("import sys; from huggingface_hub import constants; constants.DOWNLOAD_CHUNK_SIZE = 50; "
+              "from edgevl.cli import main; main(sys.argv[1:])")
+    process = subprocess.Popen([sys.executable, "-c", script, "pull", GGUF_REPO, "--file", TEXT, "-o",
+                                str(tmp_path / "model")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while sum(path.stat().st_size for path in partial_files(tmp_path)) < 150:
+            assert process.poll() is None and time.monotonic() < deadline, "the pull did not reach the stall"
+            time.sleep(0.05)
+    finally:
+        process.kill()
+        process.wait()
+    hub.requests.clear()
+    folder, manifest = pull(GGUF_REPO, tmp_path / "model", file=TEXT)
+    assert resolve_gets(hub, TEXT) == ["bytes=150-"]
+    assert (folder / manifest.files["text"].name).read_bytes() == (gguf_repo / TEXT).read_bytes()
+
+
+class StopAfter:
+    """A converters.Progress that stops the pull (as the GUI's Cancel does) once `limit` bytes arrived."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.done, self.steps = limit, 0, []
+
+    def step(self, description: str, total: int | None) -> None:
+        self.steps.append((description, total))
+
+    def advance(self, amount: int = 1) -> None:
+        self.done += amount
+        if self.done >= self.limit:
+            raise KeyboardInterrupt
+
+
+def test_cancelled_pull_continues_where_it_stopped(serve, gguf_repo, tmp_path, monkeypatch):
+    hub = serve({GGUF_REPO: gguf_repo})
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 64)
+    size = (gguf_repo / TEXT).stat().st_size
+    with pytest.raises(KeyboardInterrupt):
+        pull(GGUF_REPO, tmp_path / "model", file=TEXT, progress=StopAfter(128))
+    hub.requests.clear()
+    progress = StopAfter(10**9)
+    folder, _ = pull(GGUF_REPO, tmp_path / "model", file=TEXT, progress=progress)
+    assert resolve_gets(hub, TEXT) == ["bytes=128-"]
+    assert progress.steps[0] == (f"downloading {TEXT} ({size / 1e6:.1f} MB)", size)
+    assert progress.done >= size  # the 128 bytes from before count as done
+    assert not (tmp_path / "model").exists() or folder == tmp_path / "model"
+
+
+def test_finished_pull_is_not_made_again(serve, gguf_repo, tmp_path):
+    hub = serve({GGUF_REPO: gguf_repo})
+    folder, manifest = pull(GGUF_REPO, tmp_path / "model", quant="q4_k_m")
+    hub.requests.clear()
+    assert pull(GGUF_REPO, tmp_path / "model", quant="q4_k_m") == (folder, manifest)
+    assert [method for method, _, _ in hub.requests] == ["GET"]  # the model info only
+    with pytest.raises(EdgevlError, match="already exists"):  # another quant: refused before downloading
+        pull(GGUF_REPO, tmp_path / "model", quant="q8_0")
+    assert resolve_gets(hub, OTHER_TEXT) == []
+
+
+def test_finished_pull_is_found_in_the_models_folder(serve, gguf_repo, tmp_path, monkeypatch):
+    """Without -o, the imported model's folder is named after the files' metadata: found among the models."""
+    hub = serve({GGUF_REPO: gguf_repo})
+    monkeypatch.setenv("EDGEVL_MODELS", str(tmp_path / "models"))
+    folder, manifest = pull(GGUF_REPO, quant="q4_k_m")
+    hub.requests.clear()
+    assert pull(GGUF_REPO, quant="q4_k_m") == (folder, manifest)
+    assert [method for method, _, _ in hub.requests] == ["GET"]
+    assert pull(GGUF_REPO, quant="q8_0")[0] != folder  # another file: another model
 
 
 def test_second_pull_downloads_nothing(serve, gguf_repo, tmp_path):
@@ -166,12 +267,32 @@ def test_unreachable_hub(serve, gguf_repo, tmp_path, capsys, monkeypatch):
     assert "cannot reach the hub at http://127.0.0.1:9" in capsys.readouterr().err
 
 
+def test_offline_is_one_line(serve, gguf_repo, capsys, monkeypatch):
+    serve({GGUF_REPO: gguf_repo})
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    importlib.reload(constants)
+    assert main(["pull", GGUF_REPO]) == 1
+    error = capsys.readouterr().err
+    assert "HF_HUB_OFFLINE is set" in error and len(error.strip().splitlines()) == 1
+
+
 def test_names_are_model_cards_or_repos(capsys):
     assert resolve("qwen2-vl-2b-instruct").repo == "Qwen/Qwen2-VL-2B-Instruct"
     assert resolve("Qwen/Qwen2-VL-7B-Instruct").card.id == "qwen2-vl-7b-instruct"
     assert resolve("someone/finetune").card is None
     assert main(["models", "--available"]) == 0
-    assert "qwen2-vl-2b-instruct" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "qwen2-vl-2b-instruct" in out and "RAM" in out and "~ estimated from the file sizes" in out
+    row = next(line for line in out.splitlines() if line.startswith(" qwen2-vl-2b-instruct"))
+    assert row.split()[1:8] == ["4.4", "GB", "2.3", "GB", "~2.9", "GB", "794"]
+
+
+def test_pull_warns_when_the_model_needs_more_memory(serve, gguf_repo, tmp_path, monkeypatch, caplog):
+    serve({"Qwen/Qwen2-VL-2B-Instruct": gguf_repo})
+    monkeypatch.setattr(hub_module.psutil, "virtual_memory", lambda: type("Memory", (), {"total": 2 * 10**9}))
+    pull("qwen2-vl-2b-instruct", tmp_path / "model", quant="q4_k_m")
+    assert "Qwen2-VL-2B-Instruct at q4_k_m needs about 2.9 GB of memory to run; this computer has 2.0 GB" \
+        in caplog.text
 
 
 def assert_answers_alike(model: Path, reference: Path) -> None:
@@ -199,6 +320,9 @@ def test_pulled_checkpoint_answers_like_convert(serve, qwen2vl_checkpoint, qwen2
     served = {path.name for path in hub.files("tiny/Qwen2-VL-tiny")}
     fetched = {path.rsplit("/", 1)[-1] for method, path, _ in hub.requests if method == "GET" and "/resolve/" in path}
     assert fetched == served  # a checkpoint's files are all needed
+    hub.requests.clear()
+    assert pull("tiny/Qwen2-VL-tiny", tmp_path / "pulled", quant="f32") == (folder, manifest)  # not made again
+    assert [method for method, _, _ in hub.requests] == ["GET"]  # the model info only
 
 
 @pytest.mark.slow

@@ -41,6 +41,15 @@ def test_tasks_through_a_served_embedded_engine(classic_endpoint):
             run_task(engine, "ask", [render_text(lines)], question="Why?")
 
 
+def test_the_reading_order_goes_to_the_server(classic_endpoint):
+    wrapped = render_text(["This is a long sentence that", "wraps onto a second line."], line_spacing=1.3)
+    with open_engine(endpoint=classic_endpoint, api_key=KEY) as engine:
+        joined = run_task(engine, "ocr", [wrapped], layout="paragraphs").text
+        lines = run_task(engine, "ocr", [wrapped], layout="raw").text
+    assert joined == "This is a long sentence that wraps onto a second line."
+    assert lines == "This is a long sentence that\nwraps onto a second line."
+
+
 def test_batch_with_concurrent_requests_to_the_server(classic_endpoint, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()

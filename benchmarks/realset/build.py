@@ -69,8 +69,8 @@ def build_screens(source: dict, snapshot: Snapshot) -> list[dict]:
 def _expected_texts(source: str) -> list[tuple[str, str]]:
     """(image file name, expected text) of each test case in a NormCap test-data module.
 
-    Only the string expressions of the `image_path` and expected-text keywords are evaluated, with `os.linesep`
-    read as a line break.
+    The module is parsed, never run: the expected texts are string literals put together with `+`, f-strings and
+    `str.join`, with `os.linesep` read as a line break.
     """
     found = []
     for call in ast.walk(ast.parse(source)):
@@ -81,10 +81,25 @@ def _expected_texts(source: str) -> list[tuple[str, str]]:
         path = keywords.get("image_path")
         if text is None or not isinstance(path, ast.BinOp) or not isinstance(path.right, ast.Constant):
             continue
-        linesep = type("os", (), {"linesep": "\n"})
-        found.append((str(path.right.value), eval(compile(ast.Expression(text), "<labels>", "eval"),
-                                              {"__builtins__": {}, "os": linesep})))
+        found.append((str(path.right.value), _string_value(text)))
     return found
+
+
+def _string_value(node: ast.expr) -> str:
+    """The value of a string expression made of literals, `+`, f-strings, `SEP.join([...])` and `os.linesep`."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        return _string_value(node.left) + _string_value(node.right)
+    if isinstance(node, ast.JoinedStr):
+        return "".join(_string_value(part.value if isinstance(part, ast.FormattedValue) else part)
+                       for part in node.values)
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "join"
+            and len(node.args) == 1 and isinstance(node.args[0], ast.List | ast.Tuple)):
+        return _string_value(node.func.value).join(_string_value(item) for item in node.args[0].elts)
+    if isinstance(node, ast.Attribute) and node.attr == "linesep" and getattr(node.value, "id", None) == "os":
+        return "\n"
+    raise ValueError(f"not a plain string expression: {ast.unparse(node)}")
 
 
 def build_receipt_lines(source: dict, snapshot: Snapshot) -> list[dict]:

@@ -10,9 +10,10 @@ has arrived; a failure after that raises, as text already handed out cannot be t
 Unlike local engines this one may be called from several threads at once (`edgevl batch --concurrency`): the
 HTTP client is thread-safe and `last_stats` is kept per thread.
 
-`edgevl serve` is recognised by its /v1/models answer. Requests to it also carry the task (`edgevl_task`), so
-that its engine - even the embedded OCR engine, which has no prompt - knows what to do, and the prompt family
-follows its model. Other servers get plain OpenAI requests (vLLM would log a warning for every unknown field).
+`edgevl serve` is recognised by its /v1/models answer. Requests to it also carry the task (`edgevl_task`) and
+the reading order (`edgevl_layout`), so that its engine - even the embedded OCR engine, which has no prompt -
+knows what to do, and the prompt family follows its model. Other servers get plain OpenAI requests (vLLM would
+log a warning for every unknown field).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ import httpx
 from edgevl.engines.base import Engine
 from edgevl.errors import EdgevlError, EngineUnavailable
 from edgevl.families import DEFAULT_FAMILY
-from edgevl.openai_wire import FAMILY_FIELD, TASK_FIELD, TASKS_FIELD, error_text, image_data_uri, is_edgevl
+from edgevl.openai_wire import (FAMILY_FIELD, LAYOUT_FIELD, TASK_FIELD, TASKS_FIELD, error_text, image_data_uri,
+                                is_edgevl)
 from edgevl.request import Request, Stats
 
 #: HTTP statuses worth another try: the server is busy, restarting or behind a proxy that hiccuped.
@@ -147,6 +149,7 @@ class RemoteEngine(Engine):
                 "name": "edgevl_answer", "schema": request.json_schema, "strict": True}}
         if self.speaks_edgevl:
             body[TASK_FIELD] = request.task
+            body[LAYOUT_FIELD] = request.layout
         return body
 
     def _open_stream(self, body: dict[str, Any], stats: Stats) -> tuple[httpx.Response, Iterator[str], str | None]:

@@ -3,7 +3,8 @@
 It answers the few requests `huggingface_hub` makes to download files: the model info with the file list
 (`GET /api/models/{repo}[/revision/{rev}]?blobs=true`) and the files (`HEAD`/`GET /{repo}/resolve/{rev}/{file}`)
 with the headers the client checks (X-Repo-Commit, ETag, Content-Length) and byte ranges, so resumed downloads
-work as on the real hub. It can also demand a token, and cut downloads of a file midway.
+work as on the real hub. It can also demand a token, cut downloads of a file midway, and stall one midway (so that
+a test can kill the downloading process at a known byte).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ class StandInHub:
     token: str | None = None  # when set, requests must bring it
     #: file name -> for each of its next GETs, the bytes sent before the connection drops
     cut_after: dict[str, list[int]] = field(default_factory=dict)
+    #: file name -> the bytes its next GET sends before it stalls, until `released` is set (or the hub stops)
+    hold_after: dict[str, int] = field(default_factory=dict)
+    released: threading.Event = field(default_factory=threading.Event)
     url: str = ""
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)  # (method, path, Range header)
 
@@ -40,10 +44,11 @@ class StandInHub:
 
 
 @contextmanager
-def stand_in_hub(repos: dict[str, Path], token: str | None = None,
-                 cut_after: dict[str, list[int]] | None = None) -> Iterator[StandInHub]:
+def stand_in_hub(repos: dict[str, Path], token: str | None = None, cut_after: dict[str, list[int]] | None = None,
+                 hold_after: dict[str, int] | None = None) -> Iterator[StandInHub]:
     """Serve `repos` on a free loopback port; point HF_ENDPOINT at `hub.url`."""
-    hub = StandInHub(repos, token, {name: list(cuts) for name, cuts in (cut_after or {}).items()})
+    hub = StandInHub(repos, token, {name: list(cuts) for name, cuts in (cut_after or {}).items()},
+                     dict(hold_after or {}))
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(hub))
     hub.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -51,6 +56,7 @@ def stand_in_hub(repos: dict[str, Path], token: str | None = None,
     try:
         yield hub
     finally:
+        hub.released.set()
         server.shutdown()
         server.server_close()
         thread.join()
@@ -110,7 +116,15 @@ def _handler(hub: StandInHub) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 self.connection.shutdown(2)
                 return
-            self.wfile.write(data[start:])
+            if (held := hub.hold_after.pop(name, None)) is not None:  # a stalled download
+                self.wfile.write(data[start:start + held])
+                self.wfile.flush()
+                hub.released.wait()
+                start += held
+            try:
+                self.wfile.write(data[start:])
+            except ConnectionError:  # the client went away (a test killed it)
+                self.close_connection = True
 
         def _json(self, status: int, payload: dict, error_code: str | None = None) -> None:
             data = json.dumps(payload).encode()

@@ -14,10 +14,10 @@ import shutil
 from pathlib import Path
 
 import psutil
-from PySide6.QtCore import QSize, QThreadPool, Signal
+from PySide6.QtCore import QSize, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView, QComboBox, QDialog, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
-    QLineEdit, QMessageBox, QProgressBar, QPushButton, QStackedWidget, QTableWidget, QTableWidgetItem, QVBoxLayout,
+    QLineEdit, QMessageBox, QPushButton, QStackedWidget, QTableWidget, QTableWidgetItem, QVBoxLayout,
     QWidget,
 )
 
@@ -27,12 +27,8 @@ from edgevl.gui.engine_host import EngineHost
 from edgevl.gui.i18n import tr
 from edgevl.gui.jobs import Cancelled, Job
 from edgevl.gui.screen_fit import fit_to_screen
-from edgevl.gui.widgets.error_banner import ERROR_STYLE
+from edgevl.gui.widgets.job_panel import JobPanel
 from edgevl.model_cards import all_cards
-
-#: Memory a loaded model needs beyond its files (context cache, image activations): a rough rule.
-RAM_OVERHEAD = 1.25
-
 
 class JobProgress:
     """The converter's Progress protocol, reported through a job; `advance` raises to cancel."""
@@ -76,10 +72,10 @@ def quant_advice(quant: str, ram_bytes: int | None = None) -> list[tuple[str, bo
     ram_bytes = ram_bytes if ram_bytes is not None else psutil.virtual_memory().total
     lines = []
     for card in all_cards():
-        if quant not in card.sizes_mb:
+        if quant not in card.sizes_mb or quant not in card.ram_mb:
             continue
         files_mb = card.sizes_mb[quant] + card.sizes_mb.get("mmproj_f16", 0)
-        ram_gb = files_mb * RAM_OVERHEAD / 1000
+        ram_gb = card.ram_mb.get(quant, 0) / 1000
         fits = ram_gb * 1e9 <= ram_bytes
         line = tr("{model}: {size:.1f} GB of files, about {ram:.0f} GB of memory", model=card.name,
                   size=files_mb / 1000, ram=max(1, round(ram_gb)))
@@ -96,8 +92,6 @@ class ModelManager(QDialog):
         super().__init__(parent)
         self.setWindowTitle(tr("Models"))
         self._host = host
-        self.job: Job | None = None  # the conversion running now
-        self._step_done = 0
 
         self.table = QTableWidget(0, 6)
         self.table.setHorizontalHeaderLabels([tr("Name"), tr("Format"), tr("Model"), tr("Quant"), tr("Size"),
@@ -109,8 +103,8 @@ class ModelManager(QDialog):
         self.table.horizontalHeader().setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
         self.empty_hint = QLabel(tr(
             "No models yet. The built-in OCR engine reads text and tables without one. For captions, questions "
-            "and harder pages, convert a Qwen2-VL or MiniCPM-V checkpoint below: q4_k_m is the smallest that "
-            "keeps reading quality."))
+            "and harder pages, download a model (Download...), import GGUF files, or convert a Qwen2-VL or "
+            "MiniCPM-V checkpoint below: q4_k_m is the smallest that keeps reading quality."))
         self.empty_hint.setWordWrap(True)
         self.empty_hint.setMargin(12)
         self.list_or_hint = QStackedWidget()
@@ -120,9 +114,15 @@ class ModelManager(QDialog):
         self.folder_label.setWordWrap(True)
         self.delete_button = QPushButton(tr("Delete model"))
         self.delete_button.clicked.connect(self.ask_to_delete)
+        self.download_button = QPushButton(tr("Download..."))
+        self.download_button.clicked.connect(lambda: self.open_source_dialog("download"))
+        self.import_button = QPushButton(tr("Import GGUF..."))
+        self.import_button.clicked.connect(lambda: self.open_source_dialog("import"))
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.folder_label, 1)
+        buttons.addWidget(self.download_button)
+        buttons.addWidget(self.import_button)
         buttons.addWidget(self.delete_button)
         layout = QVBoxLayout(self)
         layout.addWidget(self.list_or_hint, 1)
@@ -148,9 +148,9 @@ class ModelManager(QDialog):
         self.convert_button.clicked.connect(self._convert_clicked)
         self.cancel_button = QPushButton(tr("Cancel"))
         self.cancel_button.clicked.connect(self.cancel_conversion)
-        self.progress = QProgressBar()
-        self.step_label = QLabel()
-        self.step_label.setWordWrap(True)
+        self.panel = JobPanel()
+        self.panel.ended.connect(self._conversion_ended)
+        self.step_label = self.panel.status
 
         checkpoint_row = QHBoxLayout()
         checkpoint_row.addWidget(self.checkpoint, 1)
@@ -166,8 +166,7 @@ class ModelManager(QDialog):
         form.addRow(tr("Quant:"), self.quant)
         form.addRow("", self.quant_advice)
         form.addRow(action_row)
-        form.addRow(self.progress)
-        form.addRow(self.step_label)
+        form.addRow(self.panel)
         if not self.quant.count():
             self.quant.setEnabled(False)
             self.show_message(converter_missing(), error=True)
@@ -177,8 +176,12 @@ class ModelManager(QDialog):
 
     def show_message(self, text: str, error: bool = False) -> None:
         """A line under the conversion controls; errors stand out."""
-        self.step_label.setStyleSheet(ERROR_STYLE if error else "")
-        self.step_label.setText(text)
+        self.panel.show_message(text, error)
+
+    @property
+    def job(self) -> Job | None:
+        """The conversion running now."""
+        return self.panel.job
 
     def _show_quant_advice(self) -> None:
         quant = (self.quant.currentData() or ":").split(":")[1]
@@ -204,6 +207,19 @@ class ModelManager(QDialog):
         self.list_or_hint.setCurrentWidget(self.table if self.models else self.empty_hint)
         self.delete_button.setEnabled(bool(self.models))
 
+    def open_source_dialog(self, kind: str) -> QDialog:
+        """The Download ("download") or Import GGUF ("import") dialog; a model it adds shows up in the list."""
+        from edgevl.gui.widgets.model_sources import DownloadDialog, ImportDialog
+
+        dialog = DownloadDialog(self) if kind == "download" else ImportDialog(self)
+        dialog.model_added.connect(self._list_changed)
+        dialog.show()
+        return dialog
+
+    def _list_changed(self) -> None:
+        self.refresh()
+        self.models_changed.emit()
+
     def ask_to_delete(self) -> None:
         row = self.table.currentRow()
         if not 0 <= row < len(self.models):
@@ -226,28 +242,19 @@ class ModelManager(QDialog):
         except OSError as error:
             QMessageBox.warning(self, tr("Delete model"), tr("Could not delete {folder}: {error}",
                                                              folder=folder, error=error.strerror or error))
-        self.refresh()
-        self.models_changed.emit()
+        self._list_changed()
 
     # ---- converting -------------------------------------------------------------------------------------------
 
     def start_conversion(self, checkpoint: Path, name: str, quant: str, fmt: str = "gguf") -> Job:
         output = api.models_dir() / name
-        self.job = Job(lambda job: convert_checkpoint(job, checkpoint, output, quant, fmt))
-        self.job.signals.progress.connect(self._on_progress)
-        self.job.signals.finished.connect(lambda _: self._conversion_ended(tr("Converted: {folder}", folder=output)))
-        self.job.signals.failed.connect(lambda message: self._conversion_ended(message, error=True))
-        self.job.signals.cancelled.connect(
-            lambda: self._conversion_ended(tr("Conversion cancelled; nothing was kept.")))
         self._set_converting(True)
-        self.show_message(tr("Starting..."))
-        QThreadPool.globalInstance().start(self.job)
-        return self.job
+        return self.panel.run(Job(lambda job: convert_checkpoint(job, checkpoint, output, quant, fmt)),
+                              lambda folder: tr("Converted: {folder}", folder=folder),
+                              tr("Conversion cancelled; nothing was kept."))
 
     def cancel_conversion(self) -> None:
-        if self.job is not None:
-            self.job.cancel()
-            self.show_message(tr("Cancelling..."))
+        self.panel.cancel(tr("Cancelling..."))
 
     def _convert_clicked(self) -> None:
         typed = self.checkpoint.text().strip()
@@ -266,28 +273,12 @@ class ModelManager(QDialog):
             fmt, quant = self.quant.currentData().split(":")
             self.start_conversion(checkpoint, name, quant, fmt)
 
-    def _on_progress(self, event: tuple) -> None:
-        if event[0] == "step":
-            _, description, total = event
-            self.show_message(description)
-            self._step_done = 0
-            self.progress.setRange(0, total or 0)  # 0..0: a busy bar for steps that cannot be counted
-            self.progress.setValue(0)
-        else:
-            self._step_done += event[1]
-            self.progress.setValue(self._step_done)
-
-    def _conversion_ended(self, message: str, error: bool = False) -> None:
-        self.job = None
+    def _conversion_ended(self, added: bool) -> None:
         self._set_converting(False)
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        self.show_message(message, error)
-        self.refresh()
-        self.models_changed.emit()
+        if added:
+            self._list_changed()
 
     def _set_converting(self, converting: bool) -> None:
-        self.progress.setVisible(converting)
         self.convert_button.setEnabled(not converting and self.quant.count() > 0)
         self.cancel_button.setEnabled(converting)
 
