@@ -40,7 +40,8 @@ pip install '.[gui,gguf,pull]' pyinstaller==6.22.3
 pip uninstall -y opencv-python
 opencv_version=$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("opencv-python-headless"))')
 say "OpenCV $opencv_version (core, imgproc, imgcodecs)"
-pip install --force-reinstall --no-deps "$(nice -n 10 packaging/build_opencv.sh "$venv/bin/python" "$opencv_version")"
+opencv_wheel=$(packaging/build_opencv.sh "$venv/bin/python" "$opencv_version")
+pip install --force-reinstall --no-deps "$opencv_wheel"
 # the checkout as it is now (pip keeps an installed local project of the same version otherwise)
 pip install --force-reinstall --no-deps .
 if [ -n "${EDGEVL_LLAMA_WHEEL:-}" ]; then
