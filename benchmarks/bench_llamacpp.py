@@ -65,7 +65,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--with-cli", action="store_true", help="also time llama-mtmd-cli (built once, cached)")
     parser.add_argument("--cli-build-timeout", type=int, default=1200, help="seconds before giving up the build")
     parser.add_argument("--llama-cpp-src", type=Path, help="unpacked llama-cpp-python sdist (default: pip download)")
-    parser.add_argument("--worker", choices=("prepare", "ours", "direct"), help=argparse.SUPPRESS)
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile one request of ours (cProfile, llama.cpp's own timings)")
+    parser.add_argument("--onnx-vision", action="store_true",
+                        help="ours with the ONNX Runtime vision encoder (LlamaCppEngine(onnx_vision=True))")
+    parser.add_argument("--worker", choices=("prepare", "ours", "direct", "profile"), help=argparse.SUPPRESS)
     parser.add_argument("--job", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -87,6 +91,7 @@ class Job:
     context: int
     batch: int
     workdir: str  # logs and the worker processes' results
+    onnx_vision: bool = False  # ours: the ONNX Runtime vision encoder instead of libmtmd's
 
 
 # ---- the model and the image -----------------------------------------------------------------------------------
@@ -192,7 +197,7 @@ def measure_ours(job: Job) -> Run:
     image = load_image(job.image)
     started = time.perf_counter()
     engine = LlamaCppEngine(job.folder, threads=job.threads, context_size=job.context, batch_size=job.batch,
-                            image_max_tokens=job.image_max_tokens)
+                            image_max_tokens=job.image_max_tokens, onnx_vision=job.onnx_vision)
     load_ms = ms_since(started)
     with engine:
         started = time.perf_counter()
@@ -201,6 +206,45 @@ def measure_ours(job: Job) -> Run:
         stats = engine.last_stats
     return Run(stats.image_encode_ms, stats.prompt_tokens, stats.prefill_ms, stats.generated_tokens, stats.decode_ms,
                request_ms, load_ms, text)
+
+
+def profile_ours(job: Job) -> str:
+    """One request of ours under cProfile, beside the engine's own stats: what decode time is llama_decode's and
+    what is Python's (sampling, detokenizing, stop strings), and where the rest of the request goes."""
+    import cProfile
+    import io
+    import pstats
+
+    from edgevl.engines.llamacpp import LlamaCppEngine
+    from edgevl.request import Request, Sampling
+
+    image = load_image(job.image)
+    engine = LlamaCppEngine(job.folder, threads=job.threads, context_size=job.context, batch_size=job.batch,
+                            image_max_tokens=job.image_max_tokens, onnx_vision=job.onnx_vision)
+    with engine:
+        profiler = cProfile.Profile()
+        request = Request("ocr", (image,), job.prompt, sampling=Sampling(max_tokens=job.tokens))
+        profiler.enable()
+        "".join(engine.stream(request))
+        profiler.disable()
+        stats = engine.last_stats
+    out = io.StringIO()
+    profile = pstats.Stats(profiler, stream=out)
+    # cumulative seconds of the engine's one-token llama_decode wrapper (pstats keys: file, line, function name)
+    decode_s = sum(entry[3] for key, entry in profile.stats.items()  # type: ignore[attr-defined]
+                   if key[2] == "_decode_one")
+    tokens = max(1, stats.generated_tokens)
+    lines = [
+        f"engine: image encode {stats.image_encode_ms:,.0f} ms, prefill {stats.prefill_ms:,.0f} ms "
+        f"({stats.prompt_tokens} tokens), decode {stats.decode_ms:,.0f} ms ({stats.generated_tokens} tokens, "
+        f"{stats.decode_ms / tokens:.2f} ms/token)",
+        f"decode: {1000 * decode_s / tokens:.2f} ms/token in llama_decode, "
+        f"{(stats.decode_ms - 1000 * decode_s) / tokens:.2f} ms/token outside it (sampling, detokenizing, "
+        "stop strings, Python)",
+        "",
+    ]
+    profile.sort_stats("tottime").print_stats(20)
+    return "\n".join(lines) + out.getvalue()
 
 
 # ---- the direct path -----------------------------------------------------------------------------------------
@@ -333,28 +377,29 @@ def measure_direct(job: Job) -> Run:
 
 # ---- llama-mtmd-cli ------------------------------------------------------------------------------------------
 
-def measure_cli(args: argparse.Namespace, job: Job) -> list[dict] | None:
-    """Time llama.cpp's own CLI from the timings it prints, after ours and direct (it may have to be built)."""
+def cli_command(args: argparse.Namespace, job: Job) -> list[str] | None:
+    """llama.cpp's own CLI on the job, with its defaults for everything the job does not set (built first if need
+    be, before any clock starts); None where it cannot be had."""
     binary = cli_binary(args)
     if binary is None:
         return None
-    command = [str(binary), "-m", job.text_model, "--mmproj", job.mmproj, "--image", job.image, "-p", job.prompt,
+    return [str(binary), "-m", job.text_model, "--mmproj", job.mmproj, "--image", job.image, "-p", job.prompt,
                "-sys", job.system, "--chat-template", "chatml", "-n", str(job.tokens),
                "--samplers", "top_k", "--top-k", "1",  # greedy
                "-t", str(job.threads), "-tb", str(job.threads), "-c", str(job.context),
                "-b", str(job.batch), "-ub", str(job.batch), "--no-warmup", "--perf", "-lv", "4",
                "--image-min-tokens", str(job.image_min_tokens), "--image-max-tokens", str(job.image_max_tokens)]
-    runs = []
-    for index in range(args.repeats):
-        log = Path(job.workdir) / f"cli-{index}.log"
-        code, rss = run_measured(command, log)
-        run = parse_cli_timings(log.read_text(errors="replace"))
-        if code != 0 or run is None:
-            say(f"llama-mtmd-cli failed (exit {code}); its output is in {log}")
-            return None
-        runs.append({**asdict(run), "peak_rss_mb": rss / 2**20})
-    say(f"llama-mtmd-cli command: {shlex.join(command)}")
-    return runs
+
+
+def measure_cli(command: list[str], job: Job) -> dict:
+    """One CLI process, timed from the timings it prints."""
+    log = Path(job.workdir) / "cli.log"
+    code, rss = run_measured(command, log)
+    run = parse_cli_timings(log.read_text(errors="replace"))
+    if code != 0 or run is None:
+        sys.exit(f"llama-mtmd-cli failed (exit {code}): {shlex.join(command)}\n"
+                 f"{log.read_text(errors='replace')[-3000:]}")
+    return {**asdict(run), "peak_rss_mb": rss / 2**20}
 
 
 def parse_cli_timings(output: str) -> Run | None:
@@ -464,13 +509,13 @@ def run_measured(command: list[str], log: Path) -> tuple[int, int]:
 
 
 def measure_interleaved(job, repeats: int, engines=("ours", "direct"), measure=None) -> dict[str, list[dict]]:
-    """`repeats` runs of `measure(engine, job)` per engine in the order ours, other, other, ours, ...: a drift in
-    machine load then weighs on both engines alike."""
+    """`repeats` runs of `measure(engine, job)` per engine, the order reversed every other round (ours, direct, cli,
+    cli, direct, ours, ...): a drift in machine load then weighs on every engine alike."""
     measure = measure or measure_in_subprocess
-    first, second = engines
-    runs: dict[str, list[dict]] = {first: [], second: []}
+    engines = tuple(engines)
+    runs: dict[str, list[dict]] = {engine: [] for engine in engines}
     for index in range(repeats):
-        for engine in (first, second) if index % 2 == 0 else (second, first):
+        for engine in engines if index % 2 == 0 else engines[::-1]:
             say(f"measuring {engine} ({len(runs[engine]) + 1}/{repeats}) ...")
             runs[engine].append(measure(engine, job))
     return runs
@@ -489,6 +534,19 @@ def measure_in_subprocess(engine: str, job, script: str = __file__, prefix: str 
     return {**run, "peak_rss_mb": rss / 2**20}
 
 
+def profile_in_subprocess(job: Job) -> Path:
+    """One profiled request of ours in a fresh process (`--worker profile`), after the measured ones; returns the
+    report's path."""
+    say("profiling one request of ours ...")
+    job_file = Path(job.workdir) / "job-profile.json"
+    job_file.write_text(json.dumps(asdict(job)))
+    log = Path(job.workdir) / "profile.log"
+    code, _ = run_measured([sys.executable, __file__, "--worker", "profile", "--job", str(job_file)], log)
+    if code != 0:
+        sys.exit(f"the profiled run failed (exit {code}):\n{log.read_text(errors='replace')[-3000:]}")
+    return Path(job.workdir) / "profile-ours.txt"
+
+
 def worker(args: argparse.Namespace) -> None:
     if args.worker == "prepare":
         prepare_model(args)
@@ -496,6 +554,9 @@ def worker(args: argparse.Namespace) -> None:
     job = Job(**json.loads(args.job.read_text()))
     import llama_cpp.mtmd_cpp  # noqa: F401 - imported before any clock starts: the same import for both engines
 
+    if args.worker == "profile":
+        (Path(job.workdir) / "profile-ours.txt").write_text(profile_ours(job))
+        return
     run = measure_ours(job) if args.worker == "ours" else measure_direct(job)
     (Path(job.workdir) / f"{args.worker}.json").write_text(json.dumps(asdict(run)))
 
@@ -593,8 +654,7 @@ def main() -> None:
     from edgevl import model_cards
     from edgevl.manifest import read_manifest
 
-    load_before = load_average()
-    say(f"load average at start: {load_before}")
+    say(f"load average at start: {load_average()}")
     args.out.mkdir(parents=True, exist_ok=True)
     folder = model_folder(args)
     prepare_in_subprocess(__file__, ready=folder.is_dir())
@@ -607,18 +667,53 @@ def main() -> None:
         image=str(image_path), prompt=PROMPT, system=family["system_prompt"],
         image_min_tokens=min(int(family["image_min_tokens"]), args.image_tokens), image_max_tokens=args.image_tokens,
         tokens=args.tokens, threads=args.threads, context=args.context, batch=args.batch,
-        workdir=str(args.out / "runs"),
+        workdir=str(args.out / "runs"), onnx_vision=args.onnx_vision,
     )
     Path(job.workdir).mkdir(exist_ok=True)
-    results = measure_interleaved(job, args.repeats)
+    cli = cli_command(args, job) if args.with_cli else None
+    engines = ("ours", "direct", "cli") if cli else ("ours", "direct")
+    if cli:
+        say(f"llama-mtmd-cli command: {shlex.join(cli)}")
+    load_before = load_average()  # again: building the CLI may have taken minutes
+
+    def measure(engine: str, job: Job) -> dict:
+        return measure_cli(cli, job) if cli and engine == "cli" else measure_in_subprocess(engine, job)
+
+    results = measure_interleaved(job, args.repeats, engines, measure)
     load_after = load_average()
-    if args.with_cli and (cli := measure_cli(args, job)) is not None:
-        results["cli"] = cli
     summaries = {name: summarize(runs) for name, runs in results.items()}
-    report(args, job, folder, results, summaries, (load_before, load_after))
+    profile = profile_in_subprocess(job) if args.profile else None
+    report(args, job, folder, results, summaries, (load_before, load_after), profile)
 
 
-def report(args, job: Job, folder: Path, results: dict, summaries: dict, load: tuple[str, str]) -> None:
+#: a ratio is trusted only where every engine's spread of a speed metric stays under this
+NOISE_LIMIT = 0.10
+
+
+def quiet_machine_warnings(load: tuple[str, str], threads: int) -> list[str]:
+    """Warnings when the machine was not quiet: others' load at the start, or a change of it during the run. The
+    1-minute load average after the run also counts our own `threads` busy threads, which are taken out."""
+    start, after = float(load[0].split()[0]), float(load[1].split()[0])
+    others_after = max(0.0, after - threads)
+    warnings = []
+    if start > 0.5:
+        warnings.append(f"WARNING: the machine was busy at the start (1-minute load {start:.2f}): absolute numbers are "
+                        "slower than a quiet machine gives; the interleaved ratios are what to read")
+    if abs(others_after - start) > 0.5:
+        warnings.append(f"WARNING: the load moved during the run ({start:.2f} at the start, about {others_after:.2f} "
+                        "from others at the end): compare only the ratios, and rerun if they matter")
+    return warnings
+
+
+def noise_warnings(summaries: dict[str, dict]) -> list[str]:
+    noisy = sorted({label for summary in summaries.values() for key, label, _ in METRICS[:3]
+                    if (summary["spread"].get(key) or 0) > NOISE_LIMIT})
+    return [f"WARNING: noise above {100 * NOISE_LIMIT:.0f}% in {', '.join(noisy)}: rerun on a quieter machine or with "
+            "more --repeats before reading those ratios"] if noisy else []
+
+
+def report(args, job: Job, folder: Path, results: dict, summaries: dict, load: tuple[str, str],
+           profile: Path | None = None) -> None:
     with Image.open(job.image) as image:
         width, height = image.size
     print()
@@ -626,18 +721,22 @@ def report(args, job: Job, folder: Path, results: dict, summaries: dict, load: t
           f"({args.image_tokens} tokens budget), {args.tokens} tokens greedy, {args.threads} thread(s), "
           f"median of {args.repeats}")
     print(f"llama-cpp-python {importlib.metadata.version('llama_cpp_python')}, {platform.machine()}, "
-          f"{os.cpu_count()} CPUs; load average (1/5/15 min) at start {load[0]}, after ours+direct {load[1]}")
+          f"{os.cpu_count()} CPUs; load average (1/5/15 min) at start {load[0]}, at end {load[1]}")
     print()
     print(table(summaries))
     print()
     print("ratios: > 1 means ours is better (ours/direct for speeds, direct/ours for times and memory); "
           "target >= 0.95. noise: (max - min) / median over the runs.")
-    for note in consistency(results, args.tokens):
+    warnings = quiet_machine_warnings(load, args.threads) + noise_warnings(summaries)
+    for note in consistency(results, args.tokens) + warnings:
         print(note)
+    if profile is not None:
+        print(f"\nprofile of one request of ours ({profile}):")
+        print("\n".join(profile.read_text().splitlines()[:40]))
     output = args.out / "llamacpp.json"
     output.write_text(json.dumps({
         "settings": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
-        "job": asdict(job), "load_average": {"start": load[0], "after_ours_and_direct": load[1]},
+        "job": asdict(job), "load_average": {"start": load[0], "end": load[1]}, "warnings": warnings,
         "summary": summaries, "results": results,
     }, indent=2))
     print(f"results: {output}")

@@ -4,12 +4,15 @@
 The random Qwen2-VL checkpoint with Qwen2-VL-2B widths (151,936-token vocabulary; cached in bench-out/ and shared
 with bench_llamacpp.py and bench_onnx.py) is converted to GGUF q4_k_m and ONNX int4. Each engine then answers
 the extract prompt for the same image alternately without a schema (free text) and with one (free, json, json,
-free, ...), greedy, `--tokens` tokens at most, in one process. Decode speed is generated tokens / decode time,
-from the engine's own stats (sampling and the constraint's work included, image and prompt excluded). The
-schemas are narrowed to short values (edgevl/testing/schemas.py), so that random weights write a document full
-of keys, separators and short values, as real receipts are, instead of one endless string.
+free, ...), greedy, `--tokens` tokens at most, in one process. Decode speed is one over the median time from one
+generated token to the next (sampling and the constraint's work included, image and prompt excluded); each
+constrained request is divided by the free one of the same repeat, and the table gives the median and the range
+(min-max) of those ratios. The constraint's own time per token (llguidance's mask and accept, the same code on
+both runtimes) is also clocked directly and set against a free decode step: on a busy machine that share is the
+steadier number. The schemas are narrowed to short values (edgevl/testing/schemas.py), so that random weights
+write a document full of keys, separators and short values, as real receipts are, instead of one endless string.
 
-    python benchmarks/bench_structured.py [--layers 4 --tokens 96 --repeats 4 --threads 2]
+    python benchmarks/bench_structured.py [--layers 4 --tokens 96 --repeats 4 --threads 2 --runtimes llama.cpp,onnx]
 
 With 4 of the 28 layers a forward pass is about 7x cheaper than the real model's while the constraint's work
 per token is the same, so the cost printed here is an upper bound of the real model's.
@@ -21,7 +24,7 @@ import argparse
 import statistics
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench_llamacpp import REPO, build_checkpoint, checkpoint_folder, say, screenshot
@@ -82,17 +85,17 @@ def open_runtime(runtime: str, folder: Path, threads: int):
     return LlamaCppEngine(folder, threads=threads, gpu=False)
 
 
-class SamplingClock:
-    """Time spent choosing tokens: llama.cpp's RequestSampler.sample (free sampling plus the grammar's work), or
-    llguidance's mask and accept on ONNX (the constraint's work alone). Measured directly, so that a busy machine's
-    noise in the forward passes does not hide it."""
+class ConstraintClock:
+    """Time spent on the constraint itself: llguidance's mask (computed and applied to the logits) and its
+    accepting the chosen token, in both runtimes, plus reaching llama.cpp's logits buffer. Measured directly, so
+    that a busy machine's noise in the forward passes does not hide it."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
-        from edgevl.engines.llamacpp import RequestSampler
+        from edgevl.engines.llamacpp import LlamaCppEngine
         from edgevl.engines.structured import TokenMask
 
-        for owner, name in ((RequestSampler, "sample"), (TokenMask, "apply"), (TokenMask, "accept")):
+        for owner, name in ((TokenMask, "apply"), (TokenMask, "accept"), (LlamaCppEngine, "_next_token_logits")):
             setattr(owner, name, self._timed(getattr(owner, name)))
 
     def _timed(self, method):
@@ -105,26 +108,34 @@ class SamplingClock:
         return timed
 
 
-CLOCK: SamplingClock | None = None
+CLOCK: ConstraintClock | None = None
 
 
-def decode_speed(engine, image, schema, tokens: int, constrained: bool) -> tuple[float, int, float]:
-    """(tokens/s, tokens, ms per token choosing it) of one request: the extract prompt for `schema`, constrained
-    to it or (free) not."""
-    narrowed = short_values(schema)
-    if getattr(engine, "format", "") == "onnx":
-        narrowed = short_numbers(narrowed)
+@dataclass
+class Run:
+    """One request: decode tokens/s, tokens generated, and ms per token spent on the constraint."""
+    speed: float
+    tokens: int
+    constraint_ms: float
+
+
+def decode_speed(engine, image, schema, tokens: int, constrained: bool) -> Run:
+    """One request: the extract prompt for `schema`, constrained to it or (free) not. Its speed is one over the
+    median time from one token to the next (a decode step, sampling and the constraint's work): a busy machine
+    preempts a few steps for long, which a median ignores and a mean does not."""
+    narrowed = short_numbers(short_values(schema))
     request = get_task("extract").build_request([image], engine.family, schema=narrowed, max_tokens=tokens)
-    assert CLOCK is not None, "main() installs the sampling clock first"
+    assert CLOCK is not None, "main() installs the clock first"
     CLOCK.seconds = 0.0
-    for _ in engine.stream(request if constrained else replace(request, json_schema=None)):
-        pass
-    stats = engine.last_stats
-    return stats.decode_tokens_per_s, stats.generated_tokens, 1000 * CLOCK.seconds / max(1, stats.generated_tokens)
+    arrivals = [time.perf_counter() for _ in engine.generate_token_ids(
+        request if constrained else replace(request, json_schema=None))]
+    steps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:])]
+    return Run(1 / statistics.median(steps), len(arrivals), 1000 * CLOCK.seconds / max(1, len(arrivals)))
 
 
-def measure(engine, image, args: argparse.Namespace) -> dict[str, list[tuple[float, int, float]]]:
-    runs: dict[str, list[tuple[float, int, float]]] = {name: [] for name in ["free", *SCHEMAS]}
+def measure(engine, image, args: argparse.Namespace) -> dict[str, list[Run]]:
+    """Free and constrained requests interleaved (free, schemas..., then the reverse), `repeats` times each."""
+    runs: dict[str, list[Run]] = {name: [] for name in ["free", *SCHEMAS]}
     decode_speed(engine, image, SCHEMAS["receipt"], 8, True)  # warm-up: first-use costs (llguidance's index)
     for repeat in range(args.repeats):
         order = ["free", *SCHEMAS] if repeat % 2 == 0 else [*SCHEMAS, "free"]
@@ -134,35 +145,44 @@ def measure(engine, image, args: argparse.Namespace) -> dict[str, list[tuple[flo
     return runs
 
 
+def spread(values: list[float], form: str) -> str:
+    """Median (min-max) of `values`."""
+    return f"{statistics.median(values):{form}} ({min(values):{form}}-{max(values):{form}})"
+
+
+def table_rows(runtime: str, runs: dict[str, list[Run]]) -> list[str]:
+    """Per schema: speeds, the constrained/free ratio of each repeat (free measured beside it), and the
+    constraint's own ms per token against a free decode step."""
+    free = runs["free"]
+    free_step_ms = statistics.median(1000 / run.speed for run in free)
+    rows = []
+    for name in SCHEMAS:
+        ratios = [constrained.speed / unconstrained.speed for constrained, unconstrained in zip(runs[name], free)]
+        shares = [run.constraint_ms / free_step_ms for run in runs[name]]
+        rows.append(f"| {runtime} | {name} | {spread([run.speed for run in free], '.2f')} | "
+                    f"{spread([run.speed for run in runs[name]], '.2f')} | {spread(ratios, '.3f')} | "
+                    f"{statistics.median(run.tokens for run in runs[name]):.0f} | "
+                    f"{spread([run.constraint_ms for run in runs[name]], '.2f')} | {spread(shares, '.1%')} |")
+    return rows
+
+
 def main() -> None:
     global CLOCK
     args = parse_args()
     sys.path.insert(0, str(REPO / "benchmarks"))
     image = screenshot(args.image_tokens)
-    CLOCK = SamplingClock()
-    rows = []
-    for runtime, folder in prepared_models(args).items():
+    CLOCK = ConstraintClock()
+    models = prepared_models(args)
+    layers = "28 (all)" if args.full else f"{args.layers} of 28"
+    print(f"random Qwen2-VL-2B widths, {layers} layers, {args.threads} threads, up to {args.tokens} tokens, "
+          f"median (min-max) of {args.repeats} interleaved repeats")
+    print("| runtime | schema | free tok/s | constrained tok/s | constrained / free | tokens "
+          "| constraint ms/token | constraint / free step |")
+    print("|---|---|---|---|---|---|---|---|", flush=True)
+    for runtime, folder in models.items():  # each runtime's rows as soon as they are measured
         say(f"measuring {runtime} ...")
         with open_runtime(runtime, folder, args.threads) as engine:
-            runs = measure(engine, image, args)
-        free = statistics.median(speed for speed, _, _ in runs["free"])
-        free_choosing = statistics.median(ms for _, _, ms in runs["free"])
-        for name in SCHEMAS:
-            constrained = statistics.median(speed for speed, _, _ in runs[name])
-            choosing = statistics.median(ms for _, _, ms in runs[name])
-            generated = statistics.median(count for _, count, _ in runs[name])
-            extra = choosing - free_choosing
-            rows.append((runtime, name, free, constrained, 1 - constrained / free, generated, extra,
-                         extra / (1000 / free)))
-    print(f"\nrandom Qwen2-VL-2B widths, {args.layers} layers, {args.threads} threads, up to {args.tokens} tokens, "
-          f"median of {args.repeats}")
-    print("| runtime | schema | free tok/s | constrained tok/s | cost (tok/s) | tokens | constraint ms/token "
-          "| constraint / free step |")
-    print("|---|---|---|---|---|---|---|---|")
-    for runtime, name, free, constrained, cost, generated, extra, share in rows:
-        print(f"| {runtime} | {name} | {free:.2f} | {constrained:.2f} | {cost:+.1%} | {generated:.0f} | "
-              f"{extra:.2f} | {share:.1%} |")
-
+            print("\n".join(table_rows(runtime, measure(engine, image, args))), flush=True)
 
 if __name__ == "__main__":
     main()

@@ -37,5 +37,5 @@ class EngineUnavailable(EdgevlError):
 
 
 class SchemaError(EdgevlError):
-    """A JSON schema cannot be used to constrain an answer (not valid JSON Schema, or a feature the runtime's
-    grammar compiler does not support)."""
+    """A JSON schema cannot be used to constrain an answer (not valid JSON Schema, or a feature the token-mask
+    library's schema compiler does not support)."""

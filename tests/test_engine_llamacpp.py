@@ -94,3 +94,33 @@ def test_prompt_longer_than_context_is_refused(qwen2vl_gguf):
         big = Request("ocr", (noise_image(900, 900),), "Read the text.")
         with pytest.raises(EdgevlError, match="context holds"):
             list(engine.stream(big))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("vision_quant", ["f16", "q8_0"])
+def test_onnx_vision_encoder_matches_libmtmds(qwen2vl_gguf, vision_quant):
+    """The optional CPU vision encoder (ONNX Runtime, float32) and libmtmd's own give the same answer: the same
+    first-token logits up to f16 rounding, the same greedy tokens, the same image tokens (several sizes)."""
+    import numpy as np
+
+    folder = qwen2vl_gguf("f16", vision_quant)
+    requests = [Request("ocr", images, "Read the text.", sampling=Sampling(max_tokens=8))
+                for images in [(noise_image(120, 90),), (noise_image(56, 300, seed=2), noise_image(200, 60, seed=3))]]
+    with LlamaCppEngine(folder, threads=1) as mtmd_engine:
+        expected = [(mtmd_engine.first_token_logits(r), list(mtmd_engine.generate_token_ids(r))) for r in requests]
+    with LlamaCppEngine(folder, threads=1, onnx_vision=True) as engine:
+        assert engine._vision is not None
+        for request, (logits, tokens) in zip(requests, expected):
+            ours = engine.first_token_logits(request)
+            assert float(ours @ logits / np.linalg.norm(ours) / np.linalg.norm(logits)) >= 0.9999
+            assert list(engine.generate_token_ids(request)) == tokens
+
+
+@pytest.mark.slow
+def test_onnx_vision_encoder_refuses_other_projectors(qwen2vl_gguf):
+    from edgevl.engines.qwen2vl_vision import Qwen2VLVision
+
+    folder = qwen2vl_gguf("f16", "f16")
+    text = read_manifest(folder).path(folder, "text")
+    with pytest.raises(ModelError, match="not a Qwen2-VL projector"):
+        Qwen2VLVision(text, threads=1)

@@ -184,3 +184,10 @@ def test_a_2_0_shaped_config_without_version_is_refused_clearly(tmp_path: Path) 
                                               r"64 resampler queries\), which edgevl does not convert; edgevl converts "
                                               r"2.5"):
         open_converter(folder)
+
+
+def test_vision_encode_estimate_grows_with_the_square_of_the_budget():
+    from edgevl.families.qwen2vl import vision_encode_seconds
+
+    assert round(vision_encode_seconds(1000)) == 63  # the measurement the speed constant comes from
+    assert vision_encode_seconds(4096) > 8 * vision_encode_seconds(1024) > 16 * vision_encode_seconds(128)

@@ -16,7 +16,7 @@ from edgevl.gui.imaging import to_qimage
 from edgevl.gui.testing import (  # noqa: F401 - fixtures
     TIMEOUT_MS, SlowEngine, answer_text, data_dir, models_folder, open_window, wait_until_idle, window,
 )
-from rendering import render_table, render_text
+from edgevl.drawing import render_table, render_text
 
 pytestmark = pytest.mark.gui
 
@@ -184,6 +184,10 @@ def test_settings_dialog_changes_apply_and_persist(qtbot, window, data_dir):
     qtbot.addWidget(dialog)
     dialog.threads.setValue(3)
     dialog.gpu.setChecked(False)
+    dialog.image_tokens.setValue(1024)  # the budget's cost shows where it is chosen
+    assert "65 s" in dialog.encode_estimate.text()
+    dialog.image_tokens.setValue(0)
+    assert dialog.encode_estimate.text() == ""
     dialog.theme.setCurrentIndex(dialog.theme.findData("dark"))
     window.apply_settings(dialog.chosen())
     assert window._engine_choice().threads == 3 and not window._engine_choice().gpu

@@ -67,8 +67,8 @@ IMAGE = noise_image(84, 56, seed=3)
 def answers_validate(engine, schema, temperature: float = 0.0, seed: int = 0) -> object:
     """The answer's data, checked against the schema (sampled with `seed` when `temperature` > 0)."""
     task = get_task("extract")
-    constraint = short_numbers(schema) if getattr(engine, "format", "") == "onnx" else schema
-    request = task.build_request([IMAGE], engine.family, schema=constraint, max_tokens=256, temperature=temperature)
+    request = task.build_request([IMAGE], engine.family, schema=short_numbers(schema), max_tokens=256,
+                                 temperature=temperature)
     request = replace(request, sampling=replace(request.sampling, seed=seed))
     data = task.parse("".join(engine.stream(request))).data
     jsonschema.validate(data, schema)
@@ -100,7 +100,7 @@ def engine(request):
 @pytest.mark.parametrize("name", SCHEMAS)
 def test_every_answer_validates(engine, name):
     answers_validate(engine, SCHEMAS[name])
-    for seed in (1, 2):  # sampled, not only greedy: the rejected-token path of llama.cpp's sampler too
+    for seed in (1, 2):  # sampled, not only greedy: llama.cpp's samplers read the masked logits too
         answers_validate(engine, SCHEMAS[name], temperature=1.0, seed=seed)
 
 
@@ -119,17 +119,15 @@ def test_an_uncompilable_schema_is_a_clear_error(engine):
 
 
 @pytest.mark.slow
-def test_number_ranges_on_onnx_and_a_clear_refusal_on_llama_cpp(onnx_engine, gguf_engine):
+def test_number_ranges_are_enforced(engine):
     schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 10, "maximum": 99}},
               "required": ["n"], "additionalProperties": False}
     for seed in (1, 2, 3):
-        assert 10 <= answers_validate(onnx_engine, schema, temperature=1.0, seed=seed)["n"] <= 99
-    with pytest.raises(SchemaError, match="llama.cpp's grammar cannot enforce minimum, maximum"):
-        run_task(gguf_engine, "extract", [IMAGE], schema=schema, max_tokens=8)
+        assert 10 <= answers_validate(engine, schema, temperature=1.0, seed=seed)["n"] <= 99
 
 
 @pytest.mark.slow
-def test_minicpmv_on_llama_cpp_samples_under_the_grammar_too(minicpmv_gguf):
+def test_minicpmv_on_llama_cpp_samples_under_the_mask_too(minicpmv_gguf):
     from edgevl.engines.llamacpp_minicpmv import MiniCPMVLlamaCppEngine
 
     with MiniCPMVLlamaCppEngine(minicpmv_gguf("2.6", "q8_0"), threads=1) as engine:
@@ -206,7 +204,7 @@ def test_cli_extract_with_a_schema_file(qwen2vl_gguf, tmp_path, capsys):
     from edgevl.cli import main
 
     schema_file = tmp_path / "schema.json"
-    schema_file.write_text(json.dumps(SCHEMAS["numbers"]))
+    schema_file.write_text(json.dumps(short_numbers(SCHEMAS["numbers"])))  # random weights write endless digits
     image = tmp_path / "receipt.png"
     IMAGE.save(image)
     model = str(qwen2vl_gguf("q4_k_m", "f16"))

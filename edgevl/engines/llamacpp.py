@@ -13,21 +13,24 @@ from __future__ import annotations
 import codecs
 import ctypes
 import logging
-import math
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from edgevl.engines.base import ModelFolderEngine, StopFilter
-from edgevl.engines.structured import gbnf_grammar
-from edgevl.errors import EdgevlError, ModelError, SchemaError
+from edgevl.engines.structured import TokenMask, llguidance_tokenizer_from_llama_vocab
+from edgevl.errors import EdgevlError, ModelError
 from edgevl.llamacpp_lib import INSTALL_HINT, load_llama_cpp
 from edgevl.request import Request, Sampling
 from edgevl.system import default_threads
+
+if TYPE_CHECKING:
+    from edgevl.engines.qwen2vl_vision import Qwen2VLVision
 
 log = logging.getLogger(__name__)
 ALL_LAYERS = 999  # n_gpu_layers meaning "everything"
@@ -45,10 +48,13 @@ class LlamaCppEngine(ModelFolderEngine):
         context_size: int = 8192,
         batch_size: int = 512,
         image_max_tokens: int | None = None,
+        onnx_vision: bool = False,
     ) -> None:
         super().__init__(folder, image_max_tokens)
         self.threads = threads or default_threads()
         self.batch_size = batch_size
+        self._onnx_vision_wanted = onnx_vision
+        self._vision: Qwen2VLVision | None = None  # replaces libmtmd's encoder where set (_load_onnx_vision)
         self._llama = load_llama_cpp("Running GGUF models")
         from llama_cpp import mtmd_cpp  # importable once load_llama_cpp succeeded
 
@@ -95,6 +101,7 @@ class LlamaCppEngine(ModelFolderEngine):
         self._resources.callback(llama.llama_batch_free, self._batch)
         self._vocab = llama.llama_model_get_vocab(self._model)
         self.vocab_size = llama.llama_vocab_n_tokens(self._vocab)
+        self._mask_tokenizer = None  # llguidance's index of the vocabulary, built on the first JSON request
         self.description = (f"llama.cpp {self.card.name} {self.manifest.quant.upper()} ({self.device.upper()}, "
                             f"{self.threads} threads)")
         self._load_vision(gpu)
@@ -117,6 +124,21 @@ class LlamaCppEngine(ModelFolderEngine):
             raise ModelError(f"{mmproj_path}: libmtmd could not load the vision projector")
         self._resources.callback(mtmd.mtmd_free, self._mctx)
         self._marker = mtmd.mtmd_default_marker().decode()
+        self._load_onnx_vision(mmproj_path)
+
+    def _load_onnx_vision(self, mmproj_path: Path) -> None:
+        """`onnx_vision=True` on the CPU: Qwen2-VL's vision tower on ONNX Runtime with float32 weights instead of
+        libmtmd's f16 clip, at the same answers. Not the default: it was only 1.10-1.18x faster per encode once
+        warm, no faster on a process's first image, and it holds the vision weights twice (float32 here, f16 in
+        libmtmd, which still tokenizes and places the image): 2.3x the peak RSS and +4 s load on a 3-layer model
+        (benchmarks/README.md, "`bench_vision.py`"). Worth it only for long-running processes with RAM to spare.
+        Other projectors than Qwen2-VL's are refused with a ModelError."""
+        if not self._onnx_vision_wanted or self.gpu_offload:
+            return
+        from edgevl.engines.qwen2vl_vision import Qwen2VLVision
+
+        vision = self._vision = Qwen2VLVision(mmproj_path, self.threads)
+        self._resources.callback(vision.close)
 
     def close(self) -> None:
         self._resources.close()
@@ -140,15 +162,20 @@ class LlamaCppEngine(ModelFolderEngine):
 
     def generate_token_ids(self, request: Request) -> Iterator[int]:
         """The answer as token ids, up to the end-of-generation token or max_tokens."""
+        mask = self.token_mask(request.json_schema) if request.json_schema is not None else None
         n_past = self._prefill(request)
         llama, stats = self._llama, self.last_stats
-        sampler = RequestSampler(llama, self._vocab, request)
+        sampler = _make_sampler(llama, request.sampling)
         started = time.perf_counter()
         try:
             for _ in range(request.sampling.max_tokens):
-                token = sampler.sample(self._ctx)
+                if mask is not None:  # llama.cpp's samplers read the logits after the mask has set them
+                    mask.apply(self._next_token_logits())
+                token = llama.llama_sampler_sample(sampler, self._ctx, -1)
                 if llama.llama_vocab_is_eog(self._vocab, token):
                     break
+                if mask is not None:
+                    mask.accept(token)
                 stats.generated_tokens += 1
                 yield token
                 if n_past + 1 >= self.context_size:
@@ -157,13 +184,27 @@ class LlamaCppEngine(ModelFolderEngine):
                 n_past += 1
         finally:
             stats.decode_ms = 1000 * (time.perf_counter() - started)
-            sampler.free()
+            llama.llama_sampler_free(sampler)
 
-    def first_token_logits(self, request: Request) -> np.ndarray:
-        """Logits of the first answer token (for parity checks against the reference model)."""
-        self._prefill(request)
+    def token_mask(self, schema: dict) -> TokenMask:
+        """The mask that holds the answer to `schema` (llguidance; its view of the vocabulary is built once)."""
+        if self._mask_tokenizer is None:
+            self._mask_tokenizer = llguidance_tokenizer_from_llama_vocab(self._vocab)
+        return TokenMask(self._mask_tokenizer, schema)
+
+    def _next_token_logits(self) -> np.ndarray:
+        """llama.cpp's logits of the next token, in place (not a copy)."""
         logits = self._llama.llama_get_logits_ith(self._ctx, -1)
-        return np.ctypeslib.as_array(logits, shape=(self.vocab_size,)).copy()
+        return np.ctypeslib.as_array(logits, shape=(self.vocab_size,))
+
+    def teacher_forced_logits(self, request: Request, tokens: Sequence[int]) -> np.ndarray:
+        position = self._prefill(request)
+        rows = [self._next_token_logits().copy()]
+        for token in tokens:
+            self._decode_one(token, position)
+            position += 1
+            rows.append(self._next_token_logits().copy())
+        return np.stack(rows)
 
     def prepare_images(self, images: tuple[Image.Image, ...], task: str) -> list[Image.Image]:
         """Resize as the family's reference does, within the model card's image-token budget for the task."""
@@ -192,12 +233,13 @@ class LlamaCppEngine(ModelFolderEngine):
             if status != 0:
                 raise EdgevlError(f"libmtmd could not tokenize the prompt with {len(images)} image(s) "
                                   f"(status {status})")
-            return self._eval_chunks(chunks, stats)
+            return self._eval_chunks(chunks, stats, images)
 
-    def _eval_chunks(self, chunks, stats) -> int:
+    def _eval_chunks(self, chunks, stats, images: list[Image.Image]) -> int:
         """Evaluate chunk by chunk, timing image encoding separately from prompt decoding."""
         llama, mtmd = self._llama, self._mtmd
         n_past = llama.llama_pos(0)
+        images_left = iter(images)  # image chunks come in the order of the images
         n_chunks = mtmd.mtmd_input_chunks_size(chunks)
         total_tokens = mtmd.mtmd_helper_get_n_tokens(chunks)
         if total_tokens >= self.context_size:
@@ -208,12 +250,11 @@ class LlamaCppEngine(ModelFolderEngine):
             is_last = index == n_chunks - 1
             started = time.perf_counter()
             if mtmd.mtmd_input_chunk_get_type(chunk) == mtmd.MTMD_INPUT_CHUNK_TYPE_IMAGE:
-                if mtmd.mtmd_encode_chunk(self._mctx, chunk) != 0:
-                    raise EdgevlError("libmtmd failed to encode an image")
+                embeddings = self._encode_image(chunk, next(images_left))
                 encoded = time.perf_counter()
                 stats.image_encode_ms += 1000 * (encoded - started)
                 status = mtmd.mtmd_helper_decode_image_chunk(
-                    self._mctx, self._ctx, chunk, mtmd.mtmd_get_output_embd(self._mctx), n_past, 0,
+                    self._mctx, self._ctx, chunk, embeddings, n_past, 0,
                     self.batch_size, ctypes.byref(n_past), mtmd.mtmd_helper_post_decode_callback(), None)
                 stats.prefill_ms += 1000 * (time.perf_counter() - encoded)
             else:
@@ -224,6 +265,19 @@ class LlamaCppEngine(ModelFolderEngine):
                 raise EdgevlError(f"llama.cpp failed to evaluate the prompt (status {status})")
         stats.prompt_tokens = total_tokens
         return n_past.value
+
+    def _encode_image(self, chunk, image: Image.Image):
+        """The image chunk's embeddings, as the float pointer mtmd's decode helper takes."""
+        mtmd = self._mtmd
+        if self._vision is None:
+            if mtmd.mtmd_encode_chunk(self._mctx, chunk) != 0:
+                raise EdgevlError("libmtmd failed to encode an image")
+            return mtmd.mtmd_get_output_embd(self._mctx)
+        self._embeddings = embeddings = self._vision.encode(image)  # kept alive until the next image
+        if len(embeddings) != mtmd.mtmd_input_chunk_get_n_tokens(chunk):
+            raise EdgevlError(f"the vision encoder made {len(embeddings)} image tokens where libmtmd placed "
+                              f"{mtmd.mtmd_input_chunk_get_n_tokens(chunk)}")
+        return embeddings.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
 
     def _decode_one(self, token: int, position: int) -> None:
         # text after images: llama.cpp spreads a 1-D position over M-RoPE's sections
@@ -256,56 +310,9 @@ def set_batch_slot(batch, index: int, position: int, logits: bool) -> None:
     batch.logits[index] = logits
 
 
-class RequestSampler:
-    """The request's sampling settings as llama.cpp samplers, held to the request's JSON schema if it has one.
-
-    llama.cpp's grammar check walks every candidate it is shown, milliseconds per token at a 150k vocabulary.
-    So the token is sampled freely first and only it is shown to the grammar; all candidates are filtered and
-    the token sampled again only when the grammar rejects it (as llama.cpp's own common sampler does).
-    """
-
-    def __init__(self, llama, vocab, request: Request) -> None:
-        self._llama = llama
-        self._free = _make_sampler(llama, request.sampling)
-        self._grammar = None
-        if request.json_schema is None:
-            return
-        grammar = llama.llama_sampler_init_grammar(vocab, gbnf_grammar(request.json_schema).encode(), b"root")
-        if not grammar:
-            self.free()
-            raise SchemaError("llama.cpp could not parse the grammar made from the JSON schema")
-        self._grammar = grammar
-        self._constrained = _make_sampler(llama, request.sampling, grammar)  # the chain owns the grammar now
-        self._candidate = llama.llama_token_data()
-        self._one = llama.llama_token_data_array(ctypes.pointer(self._candidate), 1, -1, False)
-
-    def sample(self, ctx) -> int:
-        llama = self._llama
-        token = llama.llama_sampler_sample(self._free, ctx, -1)
-        if self._grammar is None:
-            return token
-        if self._grammar_allows(token):
-            llama.llama_sampler_accept(self._grammar, token)
-            return token
-        return llama.llama_sampler_sample(self._constrained, ctx, -1)  # also advances the grammar
-
-    def _grammar_allows(self, token: int) -> bool:
-        self._candidate.id, self._candidate.logit, self._candidate.p = token, 0.0, 0.0
-        self._one.size, self._one.selected = 1, -1
-        self._llama.llama_sampler_apply(self._grammar, ctypes.byref(self._one))
-        return not math.isinf(self._candidate.logit)
-
-    def free(self) -> None:
-        self._llama.llama_sampler_free(self._free)
-        if self._grammar is not None:
-            self._llama.llama_sampler_free(self._constrained)
-
-
-def _make_sampler(llama, sampling: Sampling, *first):
-    """A sampler chain for `sampling`, with the samplers `first` (a grammar) in front."""
+def _make_sampler(llama, sampling: Sampling):
+    """A sampler chain for `sampling`."""
     chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
-    for sampler in first:
-        llama.llama_sampler_chain_add(chain, sampler)
     if sampling.temperature <= 0:
         llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_greedy())
     else:

@@ -86,6 +86,20 @@ def qwen2vl_rope_positions(
     return positions
 
 
+#: Qwen2-VL-2B's vision tower (32 layers, width 1280, MLP 5120) and the arithmetic speed it ran at on 2 AVX2 cores:
+#: 7.66 TFLOP in 63 s for 1000 image tokens (issue 19; benchmarks/README.md, "Encode time against the budget")
+VISION_LAYERS, VISION_WIDTH, CPU_2_CORES_GFLOPS = 32, 1280, 121.5
+
+
+def vision_encode_seconds(image_tokens: int, gflops: float = CPU_2_CORES_GFLOPS) -> float:
+    """Expected Qwen2-VL-2B vision-encoder time for an image of `image_tokens` tokens at `gflops` (default: the
+    measured 2-core CPU). Per layer and patch (4 per token) the linear layers cost 24 w^2 FLOP; attention costs
+    4 w per pair of patches - the square term that makes large budgets slow."""
+    patches, width = 4 * image_tokens, VISION_WIDTH
+    flop = VISION_LAYERS * (24 * width ** 2 * patches + 4 * width * patches ** 2)
+    return flop / (gflops * 1e9)
+
+
 def image_placeholder(image_tokens: int) -> str:
     """One image's text in the prompt: its image-pad tokens between the vision start and end tokens."""
     return "<|vision_start|>" + "<|image_pad|>" * image_tokens + "<|vision_end|>"

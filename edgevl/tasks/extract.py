@@ -4,7 +4,7 @@
     edgevl extract form.png --fields total,date,vendor --model qwen2-vl-2b-q4
 
 The schema travels in the request (`Request.json_schema`); engines that generate tokens constrain decoding to it
-(llama.cpp: a grammar, ONNX Runtime: llguidance token masks), so the answer parses and validates by
+(llguidance token masks on the next token's logits, in both runtimes), so the answer parses and validates by
 construction, not by retries. Constraints keep the form; the prompt keeps the meaning, so it also states the
 schema in words: a JSON template of the fields, as the models' own key-information examples show it, and a
 line per field with its type and description.

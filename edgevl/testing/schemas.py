@@ -28,7 +28,7 @@ def short_values(schema: Any) -> Any:
 
 
 def short_numbers(schema: Any) -> Any:
-    """Numbers within ±999 with at most two decimals (llguidance, unlike llama.cpp's grammar, caps no digits)."""
+    """Numbers within ±999 with at most two decimals (llguidance caps no digits by itself)."""
     def narrow(node: dict, kinds: list) -> dict:
         if "integer" in kinds or "number" in kinds:
             node = {"minimum": -999, "maximum": 999, **node}

@@ -10,6 +10,7 @@ from PySide6.QtWidgets import (
     QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit, QSpinBox, QWidget,
 )
 
+from edgevl.families.qwen2vl import vision_encode_seconds
 from edgevl.gui.i18n import LANGUAGES, tr
 from edgevl.gui.screen_fit import fit_to_screen
 from edgevl.gui.settings import THEMES, Settings
@@ -27,6 +28,9 @@ class SettingsDialog(QDialog):
         self.gpu = QCheckBox(tr("Offload to the GPU when available"))
         self.gpu.setChecked(settings.gpu)
         self.image_tokens = _spin(0, 16384, settings.image_tokens, tr("model default"), step=256)
+        self.encode_estimate = _note("")
+        self.image_tokens.valueChanged.connect(self._show_encode_estimate)
+        self._show_encode_estimate(self.image_tokens.value())
         self.max_tokens = _spin(0, 32768, settings.max_tokens, tr("task default"), step=256)
         self.language = QComboBox()
         self.language.addItem(tr("System language"), "")
@@ -50,6 +54,7 @@ class SettingsDialog(QDialog):
         form.addRow(tr("CPU threads:"), self.threads)
         form.addRow("", self.gpu)
         form.addRow(tr("Image-token budget:"), self.image_tokens)
+        form.addRow("", self.encode_estimate)
         form.addRow(tr("Answer length limit (tokens):"), self.max_tokens)
         form.addRow(tr("Language:"), self.language)
         form.addRow("", _note(tr("A new language applies after a restart.")))
@@ -65,6 +70,12 @@ class SettingsDialog(QDialog):
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
         fit_to_screen(self, QSize(DIALOG_WIDTH, form.totalHeightForWidth(DIALOG_WIDTH)))  # wrapped notes in full
+
+    def _show_encode_estimate(self, image_tokens: int) -> None:
+        """The cost of the budget where users choose it: the vision encoder's time grows with its square."""
+        seconds = f"{vision_encode_seconds(image_tokens):.0f}"
+        self.encode_estimate.setText(tr("An image at this budget takes about {seconds} s to encode with Qwen2-VL-2B "
+                                        "on a 2-core CPU (less on a GPU).", seconds=seconds) if image_tokens else "")
 
     def chosen(self) -> Settings:
         """A copy of the settings with the dialog's values."""
