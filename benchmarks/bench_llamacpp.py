@@ -9,10 +9,11 @@ threads, context, batch, image and prompt through:
   direct  the shortest straightforward loop over the same bindings (DirectPath below);
   cli     optionally (--with-cli), llama.cpp's own llama-mtmd-cli built from the pinned sdist.
 
-The model is a random Qwen2-VL with Qwen2-VL-2B's real widths (fewer layers unless --full): random weights cost
-exactly what trained ones cost. Every request runs in a fresh process (load the model, one request, exit), so
-each peak RSS is that engine's alone; ours and direct alternate (ours, direct, direct, ours, ...), so a change of
-machine load hits both alike. Usage and the meaning of the numbers: benchmarks/README.md.
+The model is a random Qwen2-VL with Qwen2-VL-2B's real widths, or with --family qwen25vl a random Qwen2.5-VL with
+Qwen2.5-VL-3B's (fewer layers unless --full): random weights cost exactly what trained ones cost. Every request
+runs in a fresh process (load the model, one request, exit), so each peak RSS is that engine's alone; ours and
+direct alternate (ours, direct, direct, ours, ...), so a change of machine load hits both alike.
+Usage and the meaning of the numbers: benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -36,13 +37,20 @@ import tarfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image, ImageDraw, ImageFont
+
+if TYPE_CHECKING:
+    from edgevl.testing.qwen2vl import Qwen2VLSize
+    from edgevl.testing.qwen25vl import Qwen25VLSize
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgevl-bench"
 PROMPT = "Read all the text in this image."
 QUANTS = ("q4_k_m", "q5_k_m", "q6_k", "q8_0", "f16")  # f32 would also switch the engine's KV cache to f32
+#: family -> the released model whose widths the random checkpoint has (its name in the cache folders)
+BENCH_MODELS = {"qwen2vl": "qwen2vl-2b", "qwen25vl": "qwen25vl-3b"}
 CELL = 28  # pixels per Qwen2-VL image token side (14 px patches, merged 2x2)
 
 
@@ -51,10 +59,7 @@ CELL = 28  # pixels per Qwen2-VL image token side (14 px patches, merged 2x2)
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "bench-out", help="cache for checkpoint, GGUF, results")
-    parser.add_argument("--layers", type=int, default=4, help="language model layers (the real model has 28)")
-    parser.add_argument("--vision-depth", type=int, default=8, help="vision encoder layers (the real model has 32)")
-    parser.add_argument("--full", action="store_true", help="all 28 / 32 layers (needs ~5 GB RAM to build)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random checkpoint")
+    add_model_arguments(parser)
     parser.add_argument("--quant", choices=QUANTS, default="q4_k_m", help="language model quant (mmproj is f16)")
     parser.add_argument("--image-tokens", type=int, default=1000, help="image size, in image tokens")
     parser.add_argument("--tokens", type=int, default=64, help="tokens to generate (greedy)")
@@ -72,6 +77,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--worker", choices=("prepare", "ours", "direct", "profile"), help=argparse.SUPPRESS)
     parser.add_argument("--job", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, families: tuple[str, ...] = tuple(BENCH_MODELS)) -> None:
+    """Which random checkpoint a benchmark builds: family (the first by default), depth, seed."""
+    parser.add_argument("--family", choices=families, default=families[0],
+                        help="Qwen2-VL-2B's widths (qwen2vl) or Qwen2.5-VL-3B's (qwen25vl)")
+    parser.add_argument("--layers", type=int, default=4,
+                        help="language model layers (Qwen2-VL-2B has 28, Qwen2.5-VL-3B 36)")
+    parser.add_argument("--vision-depth", type=int, default=8, help="vision encoder layers (the real models have 32)")
+    parser.add_argument("--full", action="store_true", help="every layer (2B: needs ~5 GB RAM to build)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random checkpoint")
 
 
 @dataclass(frozen=True)
@@ -96,9 +112,28 @@ class Job:
 
 # ---- the model and the image -----------------------------------------------------------------------------------
 
+def checkpoint_size(args: argparse.Namespace) -> Qwen2VLSize | Qwen25VLSize:
+    """The widths of the released model of `--family`, shortened to `--layers` / `--vision-depth` unless --full."""
+    from edgevl.testing.qwen2vl import QWEN2VL_2B
+    from edgevl.testing.qwen25vl import QWEN25VL_3B
+
+    size: Qwen2VLSize | Qwen25VLSize = QWEN25VL_3B if args.family == "qwen25vl" else QWEN2VL_2B
+    return size if args.full else size.shortened(args.layers, args.vision_depth)
+
+
 def checkpoint_folder(args: argparse.Namespace) -> Path:
-    layers, depth = (28, 32) if args.full else (args.layers, args.vision_depth)
-    return args.out / f"qwen2vl-2b-random-l{layers}-v{depth}-seed{args.seed}"
+    size = checkpoint_size(args)
+    return (args.out / f"{BENCH_MODELS[args.family]}-random-l{size.num_hidden_layers}-v{size.vision_depth}"
+                       f"-seed{args.seed}")
+
+
+def ensure_checkpoint(args: argparse.Namespace) -> Path:
+    """The benchmark's random checkpoint, built once and reused by later runs (and the other benchmarks)."""
+    checkpoint = checkpoint_folder(args)
+    if not checkpoint.is_dir():
+        say(f"building a random checkpoint in {checkpoint} (once) ...")
+        build_checkpoint(checkpoint, checkpoint_size(args), args.seed)
+    return checkpoint
 
 
 def model_folder(args: argparse.Namespace) -> Path:
@@ -108,17 +143,8 @@ def model_folder(args: argparse.Namespace) -> Path:
 
 def prepare_model(args: argparse.Namespace) -> None:
     """Make the converted model folder; the random checkpoint and its conversion are made once and reused."""
-    from dataclasses import replace
-
-    from edgevl.testing.qwen2vl import QWEN2VL_2B
-
-    size = QWEN2VL_2B if args.full else replace(
-        QWEN2VL_2B, num_hidden_layers=args.layers, vision_depth=args.vision_depth)
+    checkpoint = ensure_checkpoint(args)
     folder = model_folder(args)
-    checkpoint = checkpoint_folder(args)
-    if not checkpoint.is_dir():
-        say(f"building a random checkpoint in {checkpoint} (once) ...")
-        build_checkpoint(checkpoint, size, args.seed)
     if not folder.is_dir():
         from edgevl.converters import convert
 
@@ -127,12 +153,15 @@ def prepare_model(args: argparse.Namespace) -> None:
 
 
 def build_checkpoint(checkpoint: Path, size, seed: int) -> None:
-    """Build beside the final name and rename, so an interrupted build is never mistaken for a finished one."""
+    """Build beside the final name and rename, so an interrupted build is never mistaken for a finished one.
+    `size` is a Qwen2VLSize or a Qwen25VLSize: the family follows from it."""
     from edgevl.testing.qwen2vl import build_qwen2vl_checkpoint
+    from edgevl.testing.qwen25vl import Qwen25VLSize, build_qwen25vl_checkpoint
 
+    build = build_qwen25vl_checkpoint if isinstance(size, Qwen25VLSize) else build_qwen2vl_checkpoint
     partial = checkpoint.with_name(checkpoint.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    build_qwen2vl_checkpoint(partial, size, dtype="bfloat16", seed=seed)  # bf16, as Qwen ships it
+    build(partial, size, dtype="bfloat16", seed=seed)  # bf16, as Qwen ships it
     partial.rename(checkpoint)
 
 
@@ -661,7 +690,7 @@ def main() -> None:
     manifest = read_manifest(folder)
     image_path = args.out / f"screenshot-{args.image_tokens}.png"
     screenshot(args.image_tokens).save(image_path)
-    family = model_cards.family_card("qwen2vl").settings
+    family = model_cards.family_card(args.family).settings
     job = Job(
         folder=str(folder), text_model=str(manifest.path(folder, "text")), mmproj=str(manifest.path(folder, "mmproj")),
         image=str(image_path), prompt=PROMPT, system=family["system_prompt"],
@@ -733,13 +762,18 @@ def report(args, job: Job, folder: Path, results: dict, summaries: dict, load: t
     if profile is not None:
         print(f"\nprofile of one request of ours ({profile}):")
         print("\n".join(profile.read_text().splitlines()[:40]))
-    output = args.out / "llamacpp.json"
+    output = args.out / results_name("llamacpp", args.family)
     output.write_text(json.dumps({
         "settings": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
         "job": asdict(job), "load_average": {"start": load[0], "end": load[1]}, "warnings": warnings,
         "summary": summaries, "results": results,
     }, indent=2))
     print(f"results: {output}")
+
+
+def results_name(benchmark: str, family: str) -> str:
+    """The results file of a benchmark (Qwen2-VL's keep their first names)."""
+    return f"{benchmark}.json" if family == "qwen2vl" else f"{benchmark}-{family}.json"
 
 
 def load_image(path: str) -> Image.Image:

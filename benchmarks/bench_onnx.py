@@ -1,20 +1,24 @@
 #!/usr/bin/env python3
 """edgevl's ONNX Runtime engine against onnxruntime-genai on the same exported graphs, in one run.
 
-The random Qwen2-VL checkpoint with Qwen2-VL-2B widths (shared with bench_llamacpp.py's cache) is exported by
-`edgevl convert --to onnx` twice: once for edgevl (the decoder returns the last position's logits) and once for
-onnxruntime-genai (0.18.0 insists on one row of logits per input token), same weights, same int4 quantization,
-with a genai_config.json of `type: "qwen2_5_vl"` (there is no qwen2_vl type; Qwen2-VL's text stack is
-Qwen2.5-VL's). Both then answer the same screenshot with the same prompt, threads and token count, each in fresh
-processes, alternating. Also prints the size of every graph at fp32 / fp16 / int4.
+The random Qwen2-VL checkpoint with Qwen2-VL-2B widths (or with --family qwen25vl the Qwen2.5-VL one with
+Qwen2.5-VL-3B widths; shared with bench_llamacpp.py's cache) is exported by `edgevl convert --to onnx` twice:
+once for edgevl (the decoder returns the last position's logits) and once for onnxruntime-genai (0.18.0 insists
+on one row of logits per input token), same weights, same int4 quantization, with a genai_config.json of
+`type: "qwen2_5_vl"` (genai's native type for Qwen2.5-VL; there is no qwen2_vl type, and Qwen2-VL's text stack
+is Qwen2.5-VL's). Qwen2.5-VL's vision graph masks attention to windows itself, so genai feeds it as Qwen2-VL's
+(one image per call, patches in the processor's order). Both then answer the same screenshot with the same
+prompt, threads and token count, each in fresh processes, alternating. Also prints the size of every graph at
+fp32 / fp16 / int4.
 
     pip install onnxruntime-genai==0.18.0     # the reference; not an edgevl dependency
-    python benchmarks/bench_onnx.py [--layers 4 --vision-depth 8 --image-tokens 1000 --tokens 64 --threads 1]
+    python benchmarks/bench_onnx.py [--family qwen25vl --layers 4 --vision-depth 8 --image-tokens 1000 --tokens 64]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -24,8 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench_llamacpp import (
-    REPO, build_checkpoint, checkpoint_folder, load_average, load_image, measure_interleaved, ms_since, number,
-    prepare_in_subprocess, run_measured, say, screenshot, summarize, table,
+    REPO, add_model_arguments, checkpoint_folder, ensure_checkpoint, load_average, load_image, measure_interleaved,
+    ms_since, number, prepare_in_subprocess, results_name, run_measured, say, screenshot, summarize, table,
 )
 
 PROMPT = "Read all the text in this image."
@@ -43,14 +47,13 @@ METRICS = (
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "bench-out", help="cache for checkpoint, graphs, results")
-    parser.add_argument("--layers", type=int, default=4, help="language model layers (the real model has 28)")
-    parser.add_argument("--vision-depth", type=int, default=8, help="vision encoder layers (the real model has 32)")
-    parser.add_argument("--full", action="store_true", help="all 28 / 32 layers")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random checkpoint")
+    add_model_arguments(parser)
     parser.add_argument("--image-tokens", type=int, default=1000, help="image size, in image tokens")
     parser.add_argument("--tokens", type=int, default=64, help="tokens to generate (greedy)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads for both")
     parser.add_argument("--repeats", type=int, default=3, help="processes per engine; the median is reported")
+    parser.add_argument("--no-size-table", dest="size_table", action="store_false",
+                        help="export only the int4 graphs both engines run, not the fp32 / fp16 ones for the sizes")
     parser.add_argument("--worker", choices=("prepare", "ours", "genai"), help=argparse.SUPPRESS)
     parser.add_argument("--job", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -58,6 +61,7 @@ def parse_args() -> argparse.Namespace:
 
 @dataclass(frozen=True)
 class Job:
+    family: str
     ours: str
     genai: str
     image: str
@@ -77,20 +81,13 @@ def folders(args: argparse.Namespace) -> dict[str, Path]:
 
 def prepare(args: argparse.Namespace) -> None:
     """Checkpoint (shared with bench_llamacpp.py), the three edgevl variants, and the genai copy of int4."""
-    from dataclasses import replace
-
     from edgevl.converters import SilentProgress, convert
     from edgevl.converters.onnx_files import Int4Options
     from edgevl.converters.qwen2vl_onnx import write_model
-    from edgevl.testing.qwen2vl import QWEN2VL_2B
 
     paths = folders(args)
-    if not paths["checkpoint"].is_dir():
-        size = QWEN2VL_2B if args.full else replace(QWEN2VL_2B, num_hidden_layers=args.layers,
-                                                    vision_depth=args.vision_depth)
-        say(f"building a random checkpoint in {paths['checkpoint']} (once) ...")
-        build_checkpoint(paths["checkpoint"], size, args.seed)
-    for quant in QUANTS:
+    ensure_checkpoint(args)
+    for quant in exported_quants(args):
         if not paths[quant].is_dir():
             say(f"exporting {quant} to {paths[quant]} (once) ...")
             convert(paths["checkpoint"], paths[quant], to="onnx", quant=quant)
@@ -98,7 +95,8 @@ def prepare(args: argparse.Namespace) -> None:
         say(f"exporting the onnxruntime-genai copy to {paths['genai']} (once) ...")
         partial = paths["genai"].with_name(paths["genai"].name + ".partial")
         partial.mkdir(exist_ok=True)
-        write_model(paths["checkpoint"], partial, "int4", Int4Options(), SilentProgress(), all_logits=True)
+        write_model(paths["checkpoint"], partial, "int4", Int4Options(), SilentProgress(), all_logits=True,
+                    family=args.family)
         write_genai_config(partial, paths["checkpoint"], args.image_tokens)
         partial.rename(paths["genai"])
 
@@ -177,7 +175,7 @@ def measure_genai(job: Job) -> dict:
     from edgevl import model_cards
     from edgevl.chat import format_prompt
 
-    family = model_cards.family_card("qwen2vl").settings
+    family = model_cards.family_card(job.family).settings
     marker = "<|vision_start|><|image_pad|><|vision_end|>"
     prompt = format_prompt(family["chat_template"], family["system_prompt"], PROMPT, [marker])
     set_genai_threads(Path(job.genai), job.threads)
@@ -243,6 +241,10 @@ def worker(args: argparse.Namespace) -> None:
 
 # ---- report ----------------------------------------------------------------------------------------------------
 
+def exported_quants(args: argparse.Namespace) -> tuple[str, ...]:
+    return QUANTS if args.size_table else ("int4",)
+
+
 def graph_sizes(paths: dict[str, Path]) -> str:
     from edgevl.manifest import read_manifest
 
@@ -262,14 +264,17 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
+    if importlib.util.find_spec("onnxruntime_genai") is None:
+        say("skipping the ONNX benchmark: its reference is missing (pip install onnxruntime-genai==0.18.0)")
+        return
     load_before = load_average()
     args.out.mkdir(parents=True, exist_ok=True)
     paths = folders(args)
-    prepare_in_subprocess(__file__, ready=all(paths[name].is_dir() for name in (*QUANTS, "genai")))
+    prepare_in_subprocess(__file__, ready=all(paths[name].is_dir() for name in (*exported_quants(args), "genai")))
     image = args.out / f"screenshot-{args.image_tokens}.png"
     screenshot(args.image_tokens).save(image)
-    job = Job(str(paths["int4"]), str(paths["genai"]), str(image), args.image_tokens, args.tokens, args.threads,
-              str(args.out / "runs"))
+    job = Job(args.family, str(paths["int4"]), str(paths["genai"]), str(image), args.image_tokens, args.tokens,
+              args.threads, str(args.out / "runs"))
     Path(job.workdir).mkdir(exist_ok=True)
     runs = measure_interleaved(job, args.repeats, engines=("ours", "genai"), measure=measure)
     summaries = {name: summarize(found, run_metrics, METRICS) for name, found in runs.items()}
@@ -284,9 +289,10 @@ def main() -> None:
           "position (it requires them), edgevl's only for the last.")
     print(f"same greedy tokens: {same}; generated: ours {len(runs['ours'][0]['tokens'])}, "
           f"genai {len(runs['genai'][0]['tokens'])}")
-    print()
-    print(graph_sizes(paths))
-    output = args.out / "onnx.json"
+    if args.size_table:
+        print()
+        print(graph_sizes(paths))
+    output = args.out / results_name("onnx", args.family)
     output.write_text(json.dumps({"summary": summaries, "runs": runs, "load_average": load_before}, indent=2))
     print(f"results: {output}")
 

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bench_llamacpp import REPO, build_checkpoint, checkpoint_folder, say, screenshot
+from bench_llamacpp import REPO, add_model_arguments, ensure_checkpoint, say, screenshot
 
 from edgevl.tasks import get_task
 from edgevl.tasks.extract import builtin_schemas, fields_schema
@@ -39,10 +39,7 @@ SCHEMAS = {"receipt": builtin_schemas()["receipt"], "--fields total,date,vendor"
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "bench-out", help="cache for checkpoint and models")
-    parser.add_argument("--layers", type=int, default=4, help="language model layers (the real model has 28)")
-    parser.add_argument("--vision-depth", type=int, default=8, help="vision encoder layers (the real model has 32)")
-    parser.add_argument("--full", action="store_true", help="all 28 / 32 layers")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random checkpoint")
+    add_model_arguments(parser)
     parser.add_argument("--image-tokens", type=int, default=256, help="image size, in image tokens")
     parser.add_argument("--tokens", type=int, default=96, help="most tokens to generate (greedy)")
     parser.add_argument("--threads", type=int, default=2, help="threads of both runtimes")
@@ -54,14 +51,8 @@ def parse_args() -> argparse.Namespace:
 def prepared_models(args: argparse.Namespace) -> dict[str, Path]:
     """The converted models, made once: GGUF q4_k_m (+ f16 mmproj) and ONNX int4."""
     from edgevl.converters import convert
-    from edgevl.testing.qwen2vl import QWEN2VL_2B
 
-    checkpoint = checkpoint_folder(args)
-    if not checkpoint.is_dir():
-        size = QWEN2VL_2B if args.full else replace(QWEN2VL_2B, num_hidden_layers=args.layers,
-                                                    vision_depth=args.vision_depth)
-        say(f"building a random checkpoint in {checkpoint} (once) ...")
-        build_checkpoint(checkpoint, size, args.seed)
+    checkpoint = ensure_checkpoint(args)
     models = {"llama.cpp": checkpoint.with_name(f"{checkpoint.name}-q4_k_m"),
               "onnx": checkpoint.with_name(f"{checkpoint.name}-onnx-int4")}
     wanted = [runtime.strip() for runtime in args.runtimes.split(",")]

@@ -156,8 +156,8 @@ def main() -> None:
 
     load_llama_cpp("the benchmark")  # llama.cpp's log to Python logging, where only errors are shown
     logging.getLogger("edgevl.llama_cpp").setLevel(logging.ERROR)
-    bench_args = argparse.Namespace(out=args.out, layers=args.layers, vision_depth=args.vision_depth, full=args.full,
-                                    seed=args.seed, quant=args.quant, threads=args.threads)
+    bench_args = argparse.Namespace(family="qwen2vl", out=args.out, layers=args.layers, vision_depth=args.vision_depth,
+                                    full=args.full, seed=args.seed, quant=args.quant, threads=args.threads)
     folder = model_folder(bench_args)
     if not folder.is_dir():
         sys.exit(f"{folder} is missing: run bench_llamacpp.py --layers {args.layers} --vision-depth "

@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--force", action="store_true",
                          help="replace the output folder if it is an edgevl model folder (or empty)")
     convert.add_argument("--threads", type=_whole(0, 1024), default=0, help="quantizer threads (default: all cores)")
+    _add_verify_option(convert)
     convert.set_defaults(run=run_convert)
 
     ocr = _task_parser(commands, "ocr", "read the text in images", formats=("text", "json"))
@@ -254,7 +255,15 @@ def _pull_parser(commands) -> None:
                                       "(default q4_k_m)")
     pull.add_argument("--file", help="in a repo of GGUF files: the language model file to take")
     pull.add_argument("--force", action="store_true", help="replace the output folder if it exists")
+    _add_verify_option(pull)
     pull.set_defaults(run=run_pull)
+
+
+def _add_verify_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
+                        help="compare the converted model with the checkpoint's reference (transformers, CPU) on two "
+                             "drawn probe images and store the result (default: on; skipped, saying why, without "
+                             "torch and transformers or the memory)")
 
 
 def _task_parser(commands, name: str, help_text: str, formats: tuple[str, ...]) -> argparse.ArgumentParser:
@@ -348,6 +357,8 @@ def run_convert(args: argparse.Namespace) -> None:
                            int4=Int4Options(block_size=args.block_size, symmetric=args.symmetric),
                            progress=progress)
     _print_model_folder(args.output, manifest)
+    if args.verify:
+        _verify_conversion(args.output)
 
 
 def run_import(args: argparse.Namespace) -> None:
@@ -368,6 +379,8 @@ def run_pull(args: argparse.Namespace) -> None:
         folder, manifest = pull(args.name, args.output, to=args.to, quant=args.quant, file=args.file,
                                 overwrite=args.force, progress=progress)
     _print_model_folder(folder, manifest)
+    if args.verify and "path" in manifest.source:  # converted here; imported GGUF files have no checkpoint
+        _verify_conversion(folder)
 
 
 def _print_model_folder(folder: Path, manifest) -> None:
@@ -375,6 +388,21 @@ def _print_model_folder(folder: Path, manifest) -> None:
         stderr.print(f"{role:>7}: {entry.name}  {entry.bytes / 1e6:,.1f} MB")
     stderr.print(f"[green]done:[/green] {folder}  ({manifest.card or manifest.family} {manifest.quant}; try: "
                  f"edgevl ocr IMAGE --model {folder})")
+
+
+def _verify_conversion(folder: Path) -> None:
+    """--verify: one line, green, yellow (skipped) or a loud red warning."""
+    from edgevl.verify import verify_conversion
+
+    stderr.print("verifying: the converted model and the checkpoint's reference read two probe images...")
+    verification = verify_conversion(folder)
+    if verification.status == "below":
+        stderr.print(f"[bold red]WARNING: {escape(verification.summary())}[/bold red]\n"
+                     f"[red]{escape(verification.reason)}; the conversion may be broken: convert again, or try a "
+                     "finer --quant[/red]", highlight=False)
+    else:
+        style = "green" if verification.status == "passed" else "yellow"
+        stderr.print(f"[{style}]{escape(verification.summary())}[/{style}]", highlight=False)
 
 
 def run_task(args: argparse.Namespace) -> int:
@@ -520,6 +548,8 @@ def _task_options(args: argparse.Namespace) -> dict[str, Any]:
 def run_models(args: argparse.Namespace) -> int:
     from rich.table import Table
 
+    from edgevl.verify import stored_verification
+
     if args.available:
         _print_catalogue()
         return 0
@@ -530,11 +560,13 @@ def run_models(args: argparse.Namespace) -> int:
     if not models:
         stderr.print(f"no converted models in {folder} (create one with `edgevl convert ... -o {folder}/NAME`)")
         return 0
-    table = Table("name", "format", "family", "quant", "vision", "size", "path", box=None)
+    table = Table("name", "format", "family", "quant", "vision", "size", "verified", "path", box=None)
     for model in models:
         manifest = model.manifest
+        verification = stored_verification(manifest)
         table.add_row(model.name, manifest.format, manifest.card or manifest.family, manifest.quant,
-                      manifest.vision_quant, f"{manifest.total_bytes() / 1e6:,.0f} MB", str(model.path))
+                      manifest.vision_quant, f"{manifest.total_bytes() / 1e6:,.0f} MB",
+                      verification.short() if verification else "-", str(model.path))
     Console().print(table)
     return 0
 

@@ -38,6 +38,8 @@ class Manifest:
     chat_template: str | None = None
     system_prompt: str | None = None
     source: dict[str, Any] = field(default_factory=dict)  # checkpoint path, architecture, config digest
+    #: edgevl.verify's comparison with the reference after conversion (empty: not verified)
+    verification: dict[str, Any] = field(default_factory=dict)
     edgevl_version: str = ""
     version: int = MANIFEST_VERSION
 
@@ -89,7 +91,8 @@ MAX_MANIFEST_BYTES = 1_000_000
 _REQUIRED: dict[str, type | tuple[type, ...]] = {"format": str, "family": str, "quant": str, "files": dict}
 _OPTIONAL: dict[str, type | tuple[type, ...]] = {
     "card": (str, type(None)), "vision_quant": str, "chat_template": (str, type(None)),
-    "system_prompt": (str, type(None)), "source": dict, "edgevl_version": str, "version": int}
+    "system_prompt": (str, type(None)), "source": dict, "edgevl_version": str, "version": int,
+    "verification": dict}
 
 
 def _manifest_from(data: object) -> Manifest:

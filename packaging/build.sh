@@ -35,10 +35,13 @@ rm -rf build/lib build/bdist.*
 pip() { "$venv/bin/python" -m pip -q --disable-pip-version-check "$@"; }
 pip install '.[gui,gguf,pull]' pyinstaller==6.22.3
 # rapid-table asks for opencv-python, which links Qt 5 and the X libraries (120 MB more, and a second Qt next to
-# PySide6's); RapidOCR asks for opencv-python-headless: both install the same cv2 module, so keep the headless one.
+# PySide6's); RapidOCR asks for opencv-python-headless: both install the same cv2 module, so keep the headless one,
+# built with only the modules the OCR engine calls (152 -> 11 MB; compiled once, see build_opencv.sh).
 pip uninstall -y opencv-python
-pip install --force-reinstall --no-deps "opencv-python-headless==$("$venv/bin/python" -c \
-  'import importlib.metadata as m; print(m.version("opencv-python-headless"))')"
+opencv_version=$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("opencv-python-headless"))')
+say "OpenCV $opencv_version (core, imgproc, imgcodecs)"
+opencv_wheel=$(packaging/build_opencv.sh "$venv/bin/python" "$opencv_version")
+pip install --force-reinstall --no-deps "$opencv_wheel"
 # the checkout as it is now (pip keeps an installed local project of the same version otherwise)
 pip install --force-reinstall --no-deps .
 if [ -n "${EDGEVL_LLAMA_WHEEL:-}" ]; then
@@ -50,9 +53,9 @@ version=$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version
 say "PyInstaller: dist/edgevl/"
 nice -n 10 "$venv/bin/pyinstaller" --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller \
   packaging/edgevl.spec
-# A Python built from source keeps its symbol tables (libpython: 23 -> 6 MB). Only this library: strip on the
-# wheels' libraries, which auditwheel has patched, breaks them ("ELF load command ... not page-aligned").
-strip --strip-unneeded dist/edgevl/_internal/libpython3*.so.*
+# Libraries built from source (Python: libpython 23 -> 6 MB, llama.cpp, OpenCV) keep their symbol tables, and so do
+# some wheels'; those strip would break (auditwheel-patched ones) are left as they are.
+"$venv/bin/python" packaging/strip_libraries.py dist/edgevl/_internal
 echo "dist/edgevl: $(du -sm dist/edgevl | cut -f1) MB"
 
 say "dist/edgevl_${version}_amd64.deb"

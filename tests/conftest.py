@@ -232,11 +232,24 @@ def llama_cpp_converter(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def llama_cpp_files(llama_cpp_converter, qwen2vl_checkpoint, tmp_path_factory) -> tuple[Path, Path]:
-    """(text, mmproj) GGUFs of the tiny checkpoint, both f32, as llama.cpp's converter writes them."""
-    folder = tmp_path_factory.mktemp("llama-cpp-made")
-    text, mmproj = folder / "Tiny-F32.gguf", folder / "mmproj-Tiny-F32.gguf"
-    for extra, output in (([], text), (["--mmproj"], mmproj)):
-        subprocess.run([sys.executable, str(llama_cpp_converter), str(qwen2vl_checkpoint), "--outtype", "f32",
-                        "--outfile", str(output), *extra], check=True, capture_output=True)
-    return text, mmproj
+def llama_cpp_conversions(llama_cpp_converter, tmp_path_factory):
+    """Function checkpoint -> (text, mmproj) GGUFs, both f32, as llama.cpp's converter writes them (each once)."""
+    made: dict[Path, tuple[Path, Path]] = {}
+
+    def converted(checkpoint: Path) -> tuple[Path, Path]:
+        if checkpoint not in made:
+            folder = tmp_path_factory.mktemp("llama-cpp-made")
+            text, mmproj = folder / "Tiny-F32.gguf", folder / "mmproj-Tiny-F32.gguf"
+            for extra, output in (([], text), (["--mmproj"], mmproj)):
+                subprocess.run([sys.executable, str(llama_cpp_converter), str(checkpoint), "--outtype", "f32",
+                                "--outfile", str(output), *extra], check=True, capture_output=True)
+            made[checkpoint] = text, mmproj
+        return made[checkpoint]
+
+    return converted
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_files(llama_cpp_conversions, qwen2vl_checkpoint) -> tuple[Path, Path]:
+    """(text, mmproj) GGUFs of the tiny Qwen2-VL checkpoint, both f32, as llama.cpp's converter writes them."""
+    return llama_cpp_conversions(qwen2vl_checkpoint)

@@ -4,10 +4,10 @@ Budgets are low (64 image tokens) so that small test images land both below and 
 
 from __future__ import annotations
 
-import numpy as np
 from conftest import noise_image
 
 from edgevl.request import Request, Sampling
+from edgevl.verify import cosine  # noqa: F401 - the parity tests' measure, as --verify's
 
 MIN_TOKENS, MAX_TOKENS = 4, 64
 PROMPT = "Read all the text in the image."
@@ -41,7 +41,3 @@ def images_for(case: str) -> tuple:
 
 def ocr_request(images: tuple, max_tokens: int = 24) -> Request:
     return Request("ocr", images, PROMPT, sampling=Sampling(max_tokens=max_tokens))
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))

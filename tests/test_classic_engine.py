@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
-from rendering import dejavu_font, default_font, render_table, render_text
+from edgevl.drawing import dejavu_font, default_font, render_table, render_text
 
 from edgevl.engines import classic
 from edgevl.engines.classic import ClassicOcrEngine, RuledGrid, TextBox, group_into_lines, join_line

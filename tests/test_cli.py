@@ -8,7 +8,7 @@ import json
 
 import pytest
 from conftest import noise_image
-from rendering import render_table, render_text
+from edgevl.drawing import render_table, render_text
 
 from edgevl.cli import main
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from rendering import render_text
+from edgevl.drawing import render_text
 
 from edgevl.cli import main
 from edgevl.converters.checkpoint import Checkpoint

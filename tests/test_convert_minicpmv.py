@@ -146,14 +146,14 @@ def test_vision_session_keeps_its_own_copy_of_the_weights(minicpmv_gguf):
     copies external initializers. Overwriting them after the session is made must change nothing."""
     import onnxruntime
 
-    from edgevl.engines import minicpmv_vision
+    from edgevl.engines import minicpmv_vision, onnx_graph
 
     mmproj = read_manifest(minicpmv_gguf("2.6", "f32")).path(minicpmv_gguf("2.6", "f32"), "mmproj")
     vision = MiniCPMVVision(mmproj, ["CPUExecutionProvider"], 1)
     reader = gguf.GGUFReader(mmproj)
-    graph, weights = minicpmv_vision._build_graph({t.name: minicpmv_vision._as_float32(t) for t in reader.tensors},
+    graph, weights = minicpmv_vision._build_graph({t.name: onnx_graph.as_float32(t) for t in reader.tensors},
                                                   vision.settings)
-    session = minicpmv_vision.create_session(onnxruntime, graph, weights, ["CPUExecutionProvider"], 1)
+    session = onnx_graph.create_session(onnxruntime, graph, weights, ["CPUExecutionProvider"], 1)
     vision.session = session
     image = noise_image(448, 448)
     before = vision.encode(image)

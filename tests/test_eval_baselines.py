@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from rendering import default_font, render_text
+from edgevl.drawing import default_font, render_text
 
 from edgevl.engines.classic import _split_at_cells, _structure_html
 from edgevl.errors import EdgevlError

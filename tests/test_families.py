@@ -186,6 +186,14 @@ def test_a_2_0_shaped_config_without_version_is_refused_clearly(tmp_path: Path) 
         open_converter(folder)
 
 
+def test_benchmark_sizes_keep_qwen25vl_full_attention_period():
+    from edgevl.testing.qwen25vl import QWEN25VL_3B
+
+    assert QWEN25VL_3B.shortened(4, 8).fullatt_block_indexes == (7,)  # block 8 of 8, as every 8th in the release
+    assert QWEN25VL_3B.shortened(4, 16).fullatt_block_indexes == (7, 15)
+    assert QWEN25VL_3B.shortened(4, 8).hidden_size == 2048
+
+
 def test_vision_encode_estimate_grows_with_the_square_of_the_budget():
     from edgevl.families.qwen2vl import vision_encode_seconds
 

@@ -171,22 +171,23 @@ def test_ambiguous_or_missing_choices_are_refused(names, quant, message):
 # ---- files written by llama.cpp's own converter (fixtures in conftest.py) ------------------------------------
 
 @pytest.mark.slow
-def test_llama_cpp_made_files_answer_like_our_conversion(llama_cpp_files, qwen2vl_gguf, tmp_path):
+@pytest.mark.parametrize("family", ["qwen2vl", "qwen25vl"])
+def test_llama_cpp_made_files_answer_like_our_conversion(family, llama_cpp_conversions, request, tmp_path):
     from parity import images_for, ocr_request
 
     from edgevl.api import open_engine
 
-    text, mmproj = llama_cpp_files
+    text, mmproj = llama_cpp_conversions(request.getfixturevalue(f"{family}_checkpoint"))
     imported, manifest = import_gguf(text, mmproj, tmp_path / "imported")
     assert (manifest.family, manifest.quant, manifest.vision_quant, manifest.chat_template) == (
-        "qwen2vl", "f32", "f32", "chatml")
-    ours = qwen2vl_gguf("f32")
-    for case in ("exact-grid", "two-images"):
-        request = ocr_request(images_for(case))
+        family, "f32", "f32", "chatml")
+    ours = request.getfixturevalue(f"{family}_gguf")("f32")
+    for case in ("exact-grid", "tall-screenshot-over-budget", "two-images"):
+        ocr = ocr_request(images_for(case))
         answers, logits = [], []
         for folder in (imported, ours):
             with open_engine(folder, threads=1) as engine:
-                logits.append(engine.first_token_logits(request))
-                answers.append("".join(engine.stream(request)))
+                logits.append(engine.first_token_logits(ocr))
+                answers.append("".join(engine.stream(ocr)))
         assert answers[0] == answers[1]
         np.testing.assert_allclose(logits[0], logits[1], atol=1e-4)

@@ -13,7 +13,7 @@ from PySide6.QtGui import QGuiApplication
 from edgevl.gui.testing import (  # noqa: F401 - fixtures
     TIMEOUT_MS, FakeScreenshots, answer_text, data_dir, models_folder, open_window, wait_until_idle,
 )
-from rendering import render_text
+from edgevl.drawing import render_text
 
 pytestmark = pytest.mark.gui
 

@@ -13,7 +13,7 @@ from edgevl.gui.testing import (  # noqa: F401 - fixtures
 )
 from edgevl.gui.widgets.model_manager import ModelManager
 from edgevl.llamacpp_lib import load_llama_cpp
-from rendering import render_text
+from edgevl.drawing import render_text
 
 pytestmark = pytest.mark.gui
 
@@ -70,11 +70,13 @@ def test_model_manager_lists_converts_cancels_and_deletes(qtbot, window, tiny_mo
     assert manager.table.item(0, 3).text() == "f16"
 
     steps = []
-    job = manager.start_conversion(qwen2vl_checkpoint, "converted-q8", "q8_0")
+    job = manager.start_conversion(qwen2vl_checkpoint, "converted-q8", "q8_0")  # and verified (the default)
     job.signals.progress.connect(lambda event: steps.append(event))
-    qtbot.waitUntil(lambda: manager.job is None, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: manager.job is None, timeout=3 * TIMEOUT_MS)
     assert "Converted" in manager.step_label.text()
     assert any(event[0] == "advance" for event in steps)
+    row = [model.name for model in manager.models].index("converted-q8")
+    assert manager.table.item(row, 6).text().startswith("ok ")  # the Verified column
     assert window.model.findData(str(models_folder / "converted-q8")) >= 0  # the main window knows it
 
     manager.start_conversion(qwen2vl_checkpoint, "cancelled", "f16")
@@ -101,6 +103,7 @@ def test_model_manager_exports_onnx_and_the_app_runs_it(qtbot, window, checkpoin
     manager = ModelManager(window.host, window)
     qtbot.addWidget(manager)
     manager.models_changed.connect(window.refresh_models)
+    manager.verify.setChecked(False)  # tested above, and by tests/test_verify.py
     assert manager.quant.findData("onnx:int4") >= 0
     manager.start_conversion(source, "tiny-onnx", "int4", "onnx")
     qtbot.waitUntil(lambda: manager.job is None, timeout=TIMEOUT_MS)

@@ -19,7 +19,7 @@ from edgevl.gui.testing import (  # noqa: F401 - fixtures
     TIMEOUT_MS, FakeScreenshots, data_dir, models_folder, open_window, wait_until_idle,
 )
 from edgevl.gui.tray import create_tray
-from rendering import render_text
+from edgevl.drawing import render_text
 
 pytestmark = pytest.mark.gui
 

@@ -22,7 +22,7 @@ from edgevl.gui.testing import (  # noqa: F401 - fixtures
     TIMEOUT_MS, SlowEngine, answer_text, data_dir, models_folder, open_window, wait_until_idle,
     window,
 )
-from rendering import render_table, render_text
+from edgevl.drawing import render_table, render_text
 
 pytestmark = pytest.mark.gui
 

@@ -36,6 +36,13 @@ def test_checkpoints_are_recognised_by_their_config():
         model_cards.card_by_id("gpt-5")
 
 
+def test_qwen25vl_cards_carry_their_licences_and_the_published_scores():
+    three, seven = (model_cards.card_by_id(f"qwen2.5-vl-{size}-instruct") for size in ("3b", "7b"))
+    assert (three.license, seven.license) == ("qwen-research", "apache-2.0")  # the 3B is non-commercial
+    assert seven.scores["ocrbench"] > model_cards.card_by_id("qwen2-vl-7b-instruct").scores["ocrbench"]
+    assert three.scores["docvqa_test"] > model_cards.card_by_id("qwen2-vl-2b-instruct").scores["docvqa_test"]
+
+
 def test_every_quant_says_the_memory_it_needs():
     for card in model_cards.all_cards():
         quants = {quant for quant in card.sizes_mb if not quant.startswith("mmproj")}

@@ -32,7 +32,7 @@ class ProbeEngine(ModelFolderEngine):
     def stream(self, request: Request) -> Iterator[str]:
         yield ""
 
-    def first_token_logits(self, request: Request):
+    def teacher_forced_logits(self, request: Request, tokens):
         raise NotImplementedError("a probe has no model")
 
 

@@ -336,3 +336,13 @@ def test_pulled_llama_cpp_gguf_repo_answers_like_convert(serve, llama_cpp_files,
     folder, manifest = pull("tiny/Qwen2-VL-tiny-GGUF", tmp_path / "pulled")
     assert (manifest.family, manifest.quant, manifest.vision_quant) == ("qwen2vl", "f32", "f32")
     assert_answers_alike(folder, qwen2vl_gguf("f32"))
+
+
+@pytest.mark.slow
+def test_pull_verifies_the_conversion(serve, qwen2vl_checkpoint, tmp_path, capsys):
+    """--verify (on by default) compares the pulled checkpoint's conversion with its reference: the checkpoint is
+    the hub cache's snapshot, as the manifest records it."""
+    pytest.importorskip("torch")
+    serve({"tiny/Qwen2-VL-tiny": qwen2vl_checkpoint})
+    assert main(["pull", "tiny/Qwen2-VL-tiny", "--quant", "q8_0", "-o", str(tmp_path / "pulled")]) == 0
+    assert "verified ok" in capsys.readouterr().err

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 from conftest import noise_image
-from rendering import render_table, render_text
+from edgevl.drawing import render_table, render_text
 
 from edgevl.api import open_engine, run_task
 from edgevl.batch import run_batch

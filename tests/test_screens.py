@@ -8,7 +8,7 @@ import difflib
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
-from rendering import default_font, render_text
+from edgevl.drawing import default_font, render_text
 
 from edgevl.engines import screens
 from edgevl.engines.classic import ClassicOcrEngine, _to_bgr

@@ -19,7 +19,7 @@ import pytest
 import uvicorn
 from conftest import noise_image
 from PIL import Image
-from rendering import render_table, render_text
+from edgevl.drawing import render_table, render_text
 
 from edgevl.engines.base import Engine
 from edgevl.request import Request

@@ -93,9 +93,15 @@ class ModelFolderEngine(Engine):
                    context_size=context_size)  # (the llama.cpp engines take exactly these; others override open())
 
     @abc.abstractmethod
+    def teacher_forced_logits(self, request: Request, tokens: Sequence[int]) -> np.ndarray:
+        """[len(tokens) + 1, vocab] next-token logits: after the request's prompt, then after each of `tokens`
+        fed in turn whatever the model would have chosen (teacher forcing; edgevl.verify compares them with the
+        reference's). Greedy decoding takes exactly these steps while its choices agree with `tokens`."""
+
     def first_token_logits(self, request: Request) -> np.ndarray:
         """The next-token logits after the request's prompt, which parity tests and benchmarks compare with the
         reference implementation."""
+        return self.teacher_forced_logits(request, [])[0]
 
     def image_budget(self, task: str) -> tuple[int, int]:
         """(min, max) image tokens per image: the engine's override, else the model card's for the task."""

@@ -16,7 +16,7 @@ import logging
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -197,10 +197,14 @@ class LlamaCppEngine(ModelFolderEngine):
         logits = self._llama.llama_get_logits_ith(self._ctx, -1)
         return np.ctypeslib.as_array(logits, shape=(self.vocab_size,))
 
-    def first_token_logits(self, request: Request) -> np.ndarray:
-        """Logits of the first answer token (for parity checks against the reference model)."""
-        self._prefill(request)
-        return self._next_token_logits().copy()
+    def teacher_forced_logits(self, request: Request, tokens: Sequence[int]) -> np.ndarray:
+        position = self._prefill(request)
+        rows = [self._next_token_logits().copy()]
+        for token in tokens:
+            self._decode_one(token, position)
+            position += 1
+            rows.append(self._next_token_logits().copy())
+        return np.stack(rows)
 
     def prepare_images(self, images: tuple[Image.Image, ...], task: str) -> list[Image.Image]:
         """Resize as the family's reference does, within the model card's image-token budget for the task."""

@@ -15,22 +15,18 @@ One run encodes one slice: patches [N, 3*14*14], SigLIP position ids [N] and the
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from edgevl.engines.onnx_graph import GraphBuilder, as_float32, create_session
 from edgevl.errors import BackendUnavailable, ModelError
 from edgevl.families.minicpmv import QUERY_NUM, RESAMPLER_HEAD_WIDTH, VisionSettings, vision_inputs
 from edgevl.model_files import check_gguf
 
-log = logging.getLogger(__name__)
-
 #: clip.minicpmv_version -> release; llama.cpp numbers MiniCPM-o 2.6 as 4 (same vision path as 2.6)
 RELEASES = {2: "2.5", 3: "2.6", 4: "2.6"}
-OPSET = 20  # Gelu with the tanh approximation
-IR_VERSION = 10
 
 
 class MiniCPMVVision:
@@ -47,7 +43,7 @@ class MiniCPMVVision:
         try:
             reader = gguf.GGUFReader(mmproj)
             self.settings = _read_settings(reader, mmproj)
-            graph, weights = _build_graph({t.name: _as_float32(t) for t in reader.tensors}, self.settings)
+            graph, weights = _build_graph({t.name: as_float32(t) for t in reader.tensors}, self.settings)
         except ModelError:
             raise
         except Exception as error:  # GGUFReader raises ValueError, IndexError, KeyError... for bad files
@@ -66,18 +62,6 @@ class MiniCPMVVision:
 
     def close(self) -> None:
         self.session = None
-
-
-def create_session(onnxruntime, graph, weights: dict[str, np.ndarray], providers: list[str], threads: int):
-    """An inference session for the graph, its weights handed over as external initializers. ONNX Runtime copies
-    them into its own buffers (on the GPU, or prepacked for the CPU), so the caller's arrays can go right after
-    (tests/test_convert_minicpmv.py checks that the session does not read them)."""
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    names = list(weights)
-    options.add_external_initializers(names, [onnxruntime.OrtValue.ortvalue_from_numpy(weights[n]) for n in names])
-    return onnxruntime.InferenceSession(graph.SerializeToString(), options, providers=providers)
 
 
 def _read_settings(reader, path: Path) -> VisionSettings:
@@ -108,64 +92,9 @@ def _read_settings(reader, path: Path) -> VisionSettings:
     )
 
 
-def _as_float32(tensor) -> np.ndarray:
-    """A GGUF tensor as a float32 array in numpy order, copied out of the memory-mapped file."""
-    from gguf import GGMLQuantizationType as QType
-    from gguf.quants import dequantize
-
-    if tensor.tensor_type in (QType.F32, QType.F16):
-        return np.array(tensor.data, dtype=np.float32)
-    return np.ascontiguousarray(dequantize(tensor.data, tensor.tensor_type), dtype=np.float32)
-
-
-# ---- the graph ---------------------------------------------------------------------------------------------------
-
-class _Graph:
-    """A tiny helper over onnx.helper: every node gets a fresh output name."""
-
-    def __init__(self, weights: dict[str, np.ndarray]) -> None:
-        from onnx import TensorProto, helper
-
-        self.helper, self.TensorProto = helper, TensorProto
-        self.weights = weights
-        self.nodes: list = []
-        self.constants: list = []
-        self._count = 0
-
-    def op(self, op_type: str, *inputs: str, output: str = "", **attributes) -> str:
-        self._count += 1
-        output = output or f"{op_type.lower()}_{self._count}"
-        self.nodes.append(self.helper.make_node(op_type, list(inputs), [output], **attributes))
-        return output
-
-    def const(self, values, dtype=np.int64) -> str:
-        name = f"const_{len(self.constants)}"
-        self.constants.append(self.helper.make_tensor(name, self.helper.np_dtype_to_tensor_dtype(np.dtype(dtype)),
-                                                      np.shape(values), np.asarray(values, dtype).ravel()))
-        return name
-
-    def linear(self, x: str, prefix: str) -> str:
-        """x @ W^T + b with W stored [out, in] as in the GGUF (Gemm transposes it, no copy)."""
-        bias = f"{prefix}.bias"
-        inputs = (x, f"{prefix}.weight") + ((bias,) if bias in self.weights else ())
-        return self.op("Gemm", *inputs, transB=1)
-
-    def layer_norm(self, x: str, prefix: str, eps: float) -> str:
-        return self.op("LayerNormalization", x, f"{prefix}.weight", f"{prefix}.bias", axis=-1, epsilon=eps)
-
-    def attention(self, q: str, k: str, v: str, heads: int, head_width: int) -> str:
-        """Full multi-head attention of 2-D [tokens, width] q / k / v -> [queries, heads*head_width]."""
-        split = self.const([0, heads, head_width])  # 0 keeps the token count
-        q, k, v = (self.op("Transpose", self.op("Reshape", t, split), perm=[1, 0, 2]) for t in (q, k, v))
-        scores = self.op("Mul", self.op("MatMul", q, self.op("Transpose", k, perm=[0, 2, 1])),
-                         self.const(np.float32(head_width ** -0.5), np.float32))
-        out = self.op("MatMul", self.op("Softmax", scores, axis=-1), v)
-        return self.op("Reshape", self.op("Transpose", out, perm=[1, 0, 2]), self.const([0, heads * head_width]))
-
-
 def _build_graph(weights: dict[str, np.ndarray], settings: VisionSettings):
     """(the ONNX model, the weights it uses) for the mmproj's tensors (GGUF names, numpy order)."""
-    g = _Graph(weights)
+    g = GraphBuilder(weights)
     eps, heads = settings.eps, settings.heads
     vision_width = weights["v.patch_embd.weight"].shape[0]
     # the 14x14 convolution with stride 14 is a matrix product over flattened patches
@@ -197,7 +126,7 @@ def _build_graph(weights: dict[str, np.ndarray], settings: VisionSettings):
     return _model(g, settings)
 
 
-def _model(g: _Graph, settings: VisionSettings):
+def _model(g: GraphBuilder, settings: VisionSettings):
     helper, TensorProto = g.helper, g.TensorProto
     patch_values = 3 * settings.patch ** 2
     inputs = [
@@ -206,11 +135,7 @@ def _model(g: _Graph, settings: VisionSettings):
         helper.make_tensor_value_info("key_positions", TensorProto.FLOAT, ["patches", settings.width]),
     ]
     outputs = [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, [settings.query_num, settings.width])]
-    used = {name for node in g.nodes for name in node.input}
-    weights = {name: array for name, array in g.weights.items() if name in used}  # pos_embed_k is llama.cpp's
-    initializers = [_external(helper, TensorProto, name, array) for name, array in weights.items()]
-    graph = helper.make_graph(g.nodes, "minicpmv_vision", inputs, outputs, initializers + g.constants)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION), weights
+    return g.model("minicpmv_vision", inputs, outputs)
 
 
 def standalone_graph(weights: dict[str, np.ndarray], settings: VisionSettings):
@@ -223,12 +148,3 @@ def standalone_graph(weights: dict[str, np.ndarray], settings: VisionSettings):
         if tensor.name in used:
             tensor.CopyFrom(numpy_helper.from_array(used[tensor.name], tensor.name))
     return model
-
-
-def _external(helper, TensorProto, name: str, array: np.ndarray):
-    """An initializer whose data ONNX Runtime gets from SessionOptions.add_external_initializers."""
-    tensor = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=array.shape,
-                         data_location=TensorProto.EXTERNAL)
-    entry = tensor.external_data.add()
-    entry.key, entry.value = "location", "in-memory"
-    return tensor

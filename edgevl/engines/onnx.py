@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 
 import numpy as np
 
@@ -132,9 +132,13 @@ class OnnxEngine(ModelFolderEngine):
         if tail:
             yield tail
 
-    def first_token_logits(self, request: Request) -> np.ndarray:
-        logits, _, _ = self._prefill(request)
-        return logits
+    def teacher_forced_logits(self, request: Request, tokens: Sequence[int]) -> np.ndarray:
+        logits, binding, position = self._prefill(request)
+        rows = [logits]
+        for token in tokens:
+            rows.append(self._decode_step(token, position, binding))
+            position += 1
+        return np.stack(rows)
 
     def generate_token_ids(self, request: Request) -> Iterator[int]:
         mask = self.token_mask(request.json_schema) if request.json_schema is not None else None

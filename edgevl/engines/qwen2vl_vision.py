@@ -21,14 +21,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from edgevl.engines.minicpmv_vision import _as_float32, _external, _Graph, create_session
+from edgevl.engines.onnx_graph import GraphBuilder, as_float32, create_session
 from edgevl.errors import BackendUnavailable, ModelError
 from edgevl.families.qwen2vl import qwen2vl_patches
 from edgevl.model_files import check_gguf
 
 PROJECTOR_TYPE = "qwen2vl_merger"
-OPSET = 20
-IR_VERSION = 10
 ROPE_THETA = 10000.0  # the vision tower's rotary base (transformers' VisionRotaryEmbedding)
 TEMPORAL_PATCH = 2
 
@@ -54,7 +52,7 @@ class Qwen2VLVision:
             self.mean, self.std = fields["clip.vision.image_mean"], fields["clip.vision.image_std"]
             self.heads = int(fields["clip.vision.attention.head_count"])
             self.width = int(fields["clip.vision.embedding_length"])
-            graph, weights = _build_graph({t.name: _as_float32(t) for t in reader.tensors}, fields)
+            graph, weights = _build_graph({t.name: as_float32(t) for t in reader.tensors}, fields)
         except ModelError:
             raise
         except Exception as error:  # GGUFReader raises ValueError, IndexError, KeyError... for bad files
@@ -92,7 +90,7 @@ class Qwen2VLVision:
 
 
 def _build_graph(weights: dict[str, np.ndarray], fields: dict):
-    g = _Graph(weights)
+    g = GraphBuilder(weights)
     eps = float(fields["clip.vision.attention.layer_norm_epsilon"])
     heads, width = int(fields["clip.vision.attention.head_count"]), int(fields["clip.vision.embedding_length"])
     head_width = width // heads
@@ -119,7 +117,7 @@ def _build_graph(weights: dict[str, np.ndarray], fields: dict):
     return _model(g, weights["mm.2.weight"].shape[0])
 
 
-def _rotate(g: _Graph, t: str, cos: str, sin: str, heads: int, head_width: int) -> str:
+def _rotate(g: GraphBuilder, t: str, cos: str, sin: str, heads: int, head_width: int) -> str:
     """x * cos + rotate_half(x) * sin per head, [patches, width] -> [patches, heads, head width]."""
     t = g.op("Reshape", t, g.const([0, heads, head_width]))
     first = g.op("Slice", t, g.const([0]), g.const([head_width // 2]), g.const([2]))
@@ -128,7 +126,7 @@ def _rotate(g: _Graph, t: str, cos: str, sin: str, heads: int, head_width: int) 
     return g.op("Add", g.op("Mul", t, cos), g.op("Mul", turned, sin))
 
 
-def _attention(g: _Graph, q: str, k: str, v: str, heads: int, head_width: int) -> str:
+def _attention(g: GraphBuilder, q: str, k: str, v: str, heads: int, head_width: int) -> str:
     """Full attention of [patches, heads, head width] q and k and [patches, width] v -> [patches, width].
     ONNX Runtime's fused MultiHeadAttention, whose CPU kernel is a flash attention: it never holds the
     [heads, patches, patches] scores (17 GB in float32 at 4,096 image tokens)."""
@@ -138,7 +136,7 @@ def _attention(g: _Graph, q: str, k: str, v: str, heads: int, head_width: int) -
     return g.op("Reshape", out, g.const([-1, heads * head_width]))
 
 
-def _model(g: _Graph, text_width: int):
+def _model(g: GraphBuilder, text_width: int):
     helper, TensorProto = g.helper, g.TensorProto
     inputs = [
         helper.make_tensor_value_info("patches", TensorProto.FLOAT, ["patches", None]),
@@ -146,9 +144,4 @@ def _model(g: _Graph, text_width: int):
         helper.make_tensor_value_info("rope_sin", TensorProto.FLOAT, ["patches", None]),
     ]
     outputs = [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["tokens", text_width])]
-    used = {name for node in g.nodes for name in node.input}
-    weights = {name: array for name, array in g.weights.items() if name in used}
-    initializers = [_external(helper, TensorProto, name, array) for name, array in weights.items()]
-    graph = helper.make_graph(g.nodes, "qwen2vl_vision", inputs, outputs, initializers + g.constants)
-    opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)]
-    return helper.make_model(graph, opset_imports=opsets, ir_version=IR_VERSION), weights
+    return g.model("qwen2vl_vision", inputs, outputs, domains=["com.microsoft"])

@@ -230,8 +230,8 @@ def patches_in_one_row(pixels: torch.Tensor, patch: int) -> torch.Tensor:
     return blocks.reshape(channels, patch, rows * cols * patch)
 
 
-def load_minicpmv(folder: str | Path) -> MiniCPMV:
-    """The checkpoint's model in fp32, eval mode. Every tensor must match: a missing or extra name is an error."""
+def load_minicpmv(folder: str | Path, dtype: torch.dtype = torch.float32) -> MiniCPMV:
+    """The checkpoint's model in `dtype`, eval mode. Every tensor must match: a missing or extra name is an error."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
@@ -240,21 +240,21 @@ def load_minicpmv(folder: str | Path) -> MiniCPMV:
     state = {}
     for file in sorted(folder.glob("*.safetensors")):
         state.update(load_file(str(file)))
-    result = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    result = model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(f"{folder}: missing tensors {result.missing_keys}, unexpected {result.unexpected_keys}")
     if config.get("drop_vision_last_layer"):
         model.vpm.encoder.layers = model.vpm.encoder.layers[:-1]
-    return model.float().eval()
+    return model.to(dtype).eval()
 
 
 # --- the reference -------------------------------------------------------------------------------------------
 
 class MiniCPMVReference:
-    """MiniCPM-V the released way, fp32 on the CPU: chat template, slices, markers, resampler outputs in place of
-    the `<unk>` runs (overview first, then the slices row by row, image after image), then the LLM."""
+    """MiniCPM-V the released way, fp32 (or `dtype`) on the CPU: chat template, slices, markers, resampler outputs
+    in place of the `<unk>` runs (overview first, then the slices row by row, image after image), then the LLM."""
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, dtype: str = "float32") -> None:
         from transformers import AutoTokenizer
 
         folder = Path(folder)
@@ -262,7 +262,8 @@ class MiniCPMVReference:
         self.preprocessor = json.loads((folder / "preprocessor_config.json").read_text(encoding="utf-8"))
         self.version = str(self.config["version"])
         self.query_num = self.config["query_num"]
-        self.model = load_minicpmv(folder)
+        self.dtype = getattr(torch, dtype)
+        self.model = load_minicpmv(folder, self.dtype)
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
 
     def placeholder(self, grid: tuple[int, int] | None, image_index: int) -> str:
@@ -313,20 +314,26 @@ class MiniCPMVReference:
         with torch.no_grad():
             embeds = self.model.llm.get_input_embeddings()(ids)
             for (start, end), piece in zip(bounds, pieces):
-                embeds[0, start:end] = self.model.encode_slice(self.normalise(piece))
+                embeds[0, start:end] = self.model.encode_slice(self.normalise(piece).to(self.dtype))
         return ids, embeds
 
     def first_token_logits(self, images: list[Image.Image], prompt: str) -> np.ndarray:
         _, embeds = self.inputs(images, prompt)
         with torch.no_grad():
-            return self.model.llm(inputs_embeds=embeds).logits[0, -1].numpy()
+            return self.model.llm(inputs_embeds=embeds).logits[0, -1].float().numpy()
 
     def greedy_tokens(self, images: list[Image.Image], prompt: str, n_tokens: int) -> list[int]:
+        return self.greedy_with_logits(images, prompt, n_tokens)[0]
+
+    def greedy_with_logits(self, images: list[Image.Image], prompt: str, n_tokens: int
+                           ) -> tuple[list[int], np.ndarray]:
+        """n_tokens greedy tokens (end-of-text ones included) and the logits that chose them [n_tokens, vocab]."""
         _, embeds = self.inputs(images, prompt)
         with torch.no_grad():
             output = self.model.llm.generate(inputs_embeds=embeds, max_new_tokens=n_tokens, do_sample=False,
-                                             eos_token_id=None, pad_token_id=None)
-        return output[0, -n_tokens:].tolist()
+                                             eos_token_id=None, pad_token_id=None, output_logits=True,
+                                             return_dict_in_generate=True)
+        return output.sequences[0, -n_tokens:].tolist(), torch.stack(output.logits)[:, 0].float().numpy()
 
 
 # --- the checkpoint ------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ tokenizer, chat template, preprocessor and file layout are Qwen2-VL's, which Qwe
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgevl.testing.qwen2vl import PREPROCESSOR_CONFIG, save_sharded, spread_norm_weights, write_tokenizer
@@ -33,6 +33,20 @@ class Qwen25VLSize:
     fullatt_block_indexes: tuple[int, ...] = (1, 3)
     vocab_size: int = 151936
     tie_word_embeddings: bool = True
+
+    def shortened(self, layers: int, vision_depth: int) -> Qwen25VLSize:
+        """The same widths with fewer layers (benchmarks), keeping the full-attention period of the blocks."""
+        period = self.fullatt_block_indexes[0] + 1
+        return replace(self, num_hidden_layers=layers, vision_depth=vision_depth,
+                       fullatt_block_indexes=tuple(range(period - 1, vision_depth, period)))
+
+
+#: Qwen2.5-VL-3B-Instruct's real widths (for benchmarks); `shortened()` for fewer layers.
+QWEN25VL_3B = Qwen25VLSize(
+    hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16, num_key_value_heads=2,
+    mrope_section=(16, 24, 24), vision_hidden_size=1280, vision_intermediate_size=3420, vision_depth=32,
+    vision_heads=16, fullatt_block_indexes=(7, 15, 23, 31),
+)
 
 
 def released_config(size: Qwen25VLSize, dtype: str) -> dict:

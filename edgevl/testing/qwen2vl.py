@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 #: Qwen2-VL's special tokens and their ids (the same ids as in the released tokenizer).
@@ -57,6 +57,10 @@ class Qwen2VLSize:
     vision_heads: int = 4
     vocab_size: int = 151936
     tie_word_embeddings: bool = True
+
+    def shortened(self, layers: int, vision_depth: int) -> Qwen2VLSize:
+        """The same widths with fewer layers (benchmarks)."""
+        return replace(self, num_hidden_layers=layers, vision_depth=vision_depth)
 
 
 #: Qwen2-VL-2B-Instruct's real widths (for benchmarks); pass num_hidden_layers / vision_depth to shorten.

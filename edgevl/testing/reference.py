@@ -1,5 +1,6 @@
-"""The reference implementation our engines are compared against: transformers in fp32 on the CPU, with the
-checkpoint's own tokenizer chat template and transformers' own image processor (PIL backend).
+"""The reference implementation our engines are compared against: transformers in fp32 on the CPU (or the
+checkpoint's own 16-bit dtype where fp32 would not fit the memory: edgevl.verify), with the checkpoint's own
+tokenizer chat template and transformers' own image processor (PIL backend).
 
 Both sides get the same image-token budget, so both see the same grid (see edgevl.families.qwen2vl).
 """
@@ -18,7 +19,7 @@ class Qwen2VLReference:
     #: the transformers model class; Qwen2.5-VL keeps Qwen2-VL's processor, tokenizer and inputs
     model_class = "Qwen2VLForConditionalGeneration"
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, dtype: str = "float32") -> None:
         import torch
         import transformers
         from transformers import AutoTokenizer
@@ -28,7 +29,7 @@ class Qwen2VLReference:
         self.torch = torch
         self.folder = Path(folder)
         model_class = getattr(transformers, self.model_class)
-        self.model = model_class.from_pretrained(self.folder, dtype=torch.float32).eval()
+        self.model = model_class.from_pretrained(self.folder, dtype=getattr(torch, dtype)).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
         self.processor_class = Qwen2VLImageProcessorPil
         self.image_token_id = self.model.config.image_token_id
@@ -53,14 +54,19 @@ class Qwen2VLReference:
     def first_token_logits(self, images, prompt, min_tokens, max_tokens) -> np.ndarray:
         with self.torch.no_grad():
             output = self.model(**self.inputs(images, prompt, min_tokens, max_tokens))
-        return output.logits[0, -1].numpy()
+        return output.logits[0, -1].float().numpy()
 
     def greedy_tokens(self, images, prompt, min_tokens, max_tokens, n_tokens: int) -> list[int]:
+        return self.greedy_with_logits(images, prompt, min_tokens, max_tokens, n_tokens)[0]
+
+    def greedy_with_logits(self, images, prompt, min_tokens, max_tokens, n_tokens: int) -> tuple[list[int], np.ndarray]:
+        """n_tokens greedy tokens (end-of-text ones included) and the logits that chose them [n_tokens, vocab]."""
         inputs = self.inputs(images, prompt, min_tokens, max_tokens)
         with self.torch.no_grad():
-            output = self.model.generate(**inputs, max_new_tokens=n_tokens, do_sample=False,
-                                         eos_token_id=None, pad_token_id=None)
-        return output[0, inputs["input_ids"].shape[1]:].tolist()
+            output = self.model.generate(**inputs, max_new_tokens=n_tokens, do_sample=False, eos_token_id=None,
+                                         pad_token_id=None, output_logits=True, return_dict_in_generate=True)
+        tokens = output.sequences[0, inputs["input_ids"].shape[1]:].tolist()
+        return tokens, self.torch.stack(output.logits)[:, 0].float().numpy()
 
 
 class Qwen25VLReference(Qwen2VLReference):

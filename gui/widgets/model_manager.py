@@ -15,9 +15,10 @@ from pathlib import Path
 
 import psutil
 from PySide6.QtCore import QSize, Signal
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
-    QAbstractItemView, QComboBox, QDialog, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
-    QLineEdit, QMessageBox, QPushButton, QStackedWidget, QTableWidget, QTableWidgetItem, QVBoxLayout,
+    QAbstractItemView, QCheckBox, QComboBox, QDialog, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QHeaderView,
+    QLabel, QLineEdit, QMessageBox, QPushButton, QStackedWidget, QTableWidget, QTableWidgetItem, QVBoxLayout,
     QWidget,
 )
 
@@ -29,6 +30,7 @@ from edgevl.gui.jobs import Cancelled, Job
 from edgevl.gui.screen_fit import fit_to_screen
 from edgevl.gui.widgets.job_panel import JobPanel
 from edgevl.model_cards import all_cards
+from edgevl.verify import Verification, stored_verification, verify_conversion
 
 class JobProgress:
     """The converter's Progress protocol, reported through a job; `advance` raises to cancel."""
@@ -49,7 +51,8 @@ class JobProgress:
             raise Cancelled
 
 
-def convert_checkpoint(job: Job, checkpoint: Path, output: Path, quant: str, fmt: str = "gguf") -> Path:
+def convert_checkpoint(job: Job, checkpoint: Path, output: Path, quant: str, fmt: str = "gguf",
+                       verify: bool = True) -> Path:
     """Runs on a pool thread. A cancel that arrives after the last progress call (during llama.cpp's
     quantizer, which cannot be interrupted) still leaves no model behind."""
     try:
@@ -59,7 +62,28 @@ def convert_checkpoint(job: Job, checkpoint: Path, output: Path, quant: str, fmt
     if job.cancel_requested:
         shutil.rmtree(output, ignore_errors=True)
         raise Cancelled
+    if verify:
+        verify_step(job, output)
     return output
+
+
+def verify_step(job: Job, folder: Path) -> None:
+    """Runs on a pool thread: compare a fresh conversion with its checkpoint's reference (edgevl.verify); the
+    models list shows the result, or why it was skipped."""
+    job.report(("step", tr("Comparing the converted model with the checkpoint's reference..."), None))
+    verify_conversion(folder)
+
+
+def verification_item(verification: Verification | None) -> QTableWidgetItem:
+    """The --verify result of a conversion: short in the cell, in full as its tooltip, red below the thresholds."""
+    if verification is None:
+        return QTableWidgetItem("-")
+    item = QTableWidgetItem(verification.short())
+    below = verification.status == "below"
+    item.setToolTip(verification.summary() + (f"\n{verification.reason}" if below else ""))
+    if below:
+        item.setForeground(QColor("#b3261e"))  # the quant advice's red for what does not fit
+    return item
 
 
 def converter_missing() -> str:
@@ -93,9 +117,9 @@ class ModelManager(QDialog):
         self.setWindowTitle(tr("Models"))
         self._host = host
 
-        self.table = QTableWidget(0, 6)
+        self.table = QTableWidget(0, 7)
         self.table.setHorizontalHeaderLabels([tr("Name"), tr("Format"), tr("Model"), tr("Quant"), tr("Size"),
-                                              tr("Folder")])
+                                              tr("Folder"), tr("Verified")])
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -144,6 +168,8 @@ class ModelManager(QDialog):
         self.quant.currentTextChanged.connect(lambda _: self._suggest_name(self.checkpoint.text()))
         self.quant.currentIndexChanged.connect(self._show_quant_advice)
         self.quant_advice = QLabel()  # short lines, not wrapped: a wrapped label leaves gaps in a form
+        self.verify = QCheckBox(tr("Then compare it with the checkpoint's reference (transformers, CPU)"))
+        self.verify.setChecked(True)
         self.convert_button = QPushButton(tr("Convert"))
         self.convert_button.clicked.connect(self._convert_clicked)
         self.cancel_button = QPushButton(tr("Cancel"))
@@ -165,6 +191,7 @@ class ModelManager(QDialog):
         form.addRow(tr("Model name:"), self.output_name)
         form.addRow(tr("Quant:"), self.quant)
         form.addRow("", self.quant_advice)
+        form.addRow("", self.verify)
         form.addRow(action_row)
         form.addRow(self.panel)
         if not self.quant.count():
@@ -203,6 +230,7 @@ class ModelManager(QDialog):
                      str(model.path)]
             for column, text in enumerate(cells):
                 self.table.setItem(row, column, QTableWidgetItem(text))
+            self.table.setItem(row, len(cells), verification_item(stored_verification(manifest)))
         self.table.resizeColumnsToContents()
         self.list_or_hint.setCurrentWidget(self.table if self.models else self.empty_hint)
         self.delete_button.setEnabled(bool(self.models))
@@ -248,8 +276,9 @@ class ModelManager(QDialog):
 
     def start_conversion(self, checkpoint: Path, name: str, quant: str, fmt: str = "gguf") -> Job:
         output = api.models_dir() / name
+        verify = self.verify.isChecked()
         self._set_converting(True)
-        return self.panel.run(Job(lambda job: convert_checkpoint(job, checkpoint, output, quant, fmt)),
+        return self.panel.run(Job(lambda job: convert_checkpoint(job, checkpoint, output, quant, fmt, verify)),
                               lambda folder: tr("Converted: {folder}", folder=folder),
                               tr("Conversion cancelled; nothing was kept."))
 

@@ -25,8 +25,10 @@ from edgevl.gui.i18n import tr
 from edgevl.gui.jobs import Job
 from edgevl.gui.screen_fit import fit_to_screen
 from edgevl.gui.widgets.job_panel import JobPanel
-from edgevl.gui.widgets.model_manager import JobProgress, converter_missing
+from edgevl.gui.widgets.model_manager import JobProgress, converter_missing, verify_step
+from edgevl.manifest import read_manifest
 from edgevl.model_cards import ModelCard, all_cards
+from edgevl.verify import stored_verification
 
 #: the red of lines that say something does not fit (as the model manager's quant advice)
 WARNING_COLOR = "#b3261e"
@@ -42,6 +44,9 @@ def pull_model(job: Job, card: ModelCard, fmt: str, quant: str) -> Path:
         raise EdgevlError(tr("Downloading needs huggingface_hub: pip install 'edgevl[pull]'")) from None
     except BackendUnavailable:
         raise EdgevlError(converter_missing()) from None
+    manifest = read_manifest(folder)
+    if "path" in manifest.source and stored_verification(manifest) is None:  # converted here, not GGUF files
+        verify_step(job, folder)
     return folder
 
 

@@ -1,6 +1,6 @@
-"""Synthetic screenshots for tests: text and ruled tables drawn with Pillow, no system font required.
+"""Synthetic screenshots drawn with Pillow, no system font required: text and ruled tables.
 
-Import from tests as `from rendering import render_text, render_table` (pytest puts tests/ on sys.path).
+`edgevl convert --verify` shows them to a converted model and its reference; tests draw their images with them.
 """
 
 from __future__ import annotations
@@ -63,4 +63,4 @@ def render_table(
 
 def _text_height(font: Font) -> int:
     """Height of a line of text drawn at y=0, descenders included."""
-    return font.getbbox("Ayg|")[3]
+    return round(font.getbbox("Ayg|")[3])
