@@ -63,7 +63,7 @@ def convert(args: argparse.Namespace, checkpoint: Path, target: str) -> dict:
     folder = args.out / f"{checkpoint.name}-{form}-{quant}"
     shutil.rmtree(folder, ignore_errors=True)
     command = [sys.executable, "-m", "edgevl.cli", "convert", str(checkpoint), "-o", str(folder), "--to", form,
-               "--quant", quant, *(["--threads", str(args.threads)] if form == "gguf" else [])]
+               "--quant", quant, "--no-verify", *(["--threads", str(args.threads)] if form == "gguf" else [])]
     say(f"{target}: {shlex.join(command[1:])}   (load {load_average()})")
     result = measured(command, args.out / f"convert-{form}-{quant}.log")
     if result["code"] == 0:

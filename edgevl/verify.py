@@ -40,6 +40,9 @@ PROBE_IMAGE_TOKENS = 256
 #: the reference's memory from its weights' bytes: activations, Python and torch's own on top (a rough rule; the
 #: tiny test checkpoint's verification, reference and converted model together, peaks at 0.84 GB RSS)
 REFERENCE_OVERHEAD, REFERENCE_BASE_BYTES = 1.2, 1 << 30
+#: the converted model's memory from its files' bytes: ONNX Runtime widens fp16 weights for the CPU (the 2B fp16
+#: ONNX model next to an fp32 reference went past 19 GB RSS when this was counted once)
+ENGINE_OVERHEAD = 2
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,7 @@ def reference_dtype(checkpoint: Path, manifest: Manifest) -> tuple[str | None, s
     tensors = Checkpoint(checkpoint).tensors.values()
     parameters = sum(math.prod(tensor.shape) for tensor in tensors)
     stored = {tensor.dtype for tensor in tensors}
-    free = psutil.virtual_memory().available - manifest.total_bytes()
+    free = psutil.virtual_memory().available - ENGINE_OVERHEAD * manifest.total_bytes()
     options = [("float32", 4)] + [(name, 2) for dtype, name in (("BF16", "bfloat16"), ("F16", "float16"))
                                   if stored == {dtype}]
     for name, width in options:
