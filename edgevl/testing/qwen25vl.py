@@ -8,11 +8,10 @@ tokenizer, chat template, preprocessor and file layout are Qwen2-VL's, which Qwe
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from edgevl.testing.qwen2vl import PREPROCESSOR_CONFIG, save_sharded, spread_norm_weights, write_tokenizer
+from edgevl.testing.qwen2vl import PREPROCESSOR_CONFIG, write_random_checkpoint
 
 
 @dataclass(frozen=True)
@@ -108,30 +107,12 @@ def build_qwen25vl_checkpoint(
     shards: int = 2,
 ) -> Path:
     """Write a random Qwen2.5-VL checkpoint folder and return its path. Deterministic for a given seed."""
-    import torch
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     from edgevl.converters.qwen25vl import Qwen25VLConverter
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    config = released_config(size, dtype)
-    torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**config)).eval()
-    spread_norm_weights(model, seed)
-
-    torch_dtype = getattr(torch, dtype)
-    state = {Qwen25VLConverter.canonical_name(k): v.to(torch_dtype).contiguous() for k, v in model.state_dict().items()}
-    if size.tie_word_embeddings:
-        state.pop("lm_head.weight", None)
-    save_sharded(state, out, shards)
-
-    (out / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-    (out / "generation_config.json").write_text(json.dumps(
-        {"bos_token_id": 151643, "eos_token_id": [151645, 151643], "pad_token_id": 151643, "do_sample": False}
-    ), encoding="utf-8")
     preprocessor = {**PREPROCESSOR_CONFIG, "image_processor_type": "Qwen2_5_VLImageProcessor",
                     "processor_class": "Qwen2_5_VLProcessor"}
-    (out / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2), encoding="utf-8")
-    write_tokenizer(out)
-    return out
+    return write_random_checkpoint(out, released_config(size, dtype), Qwen2_5_VLConfig,
+                                   Qwen2_5_VLForConditionalGeneration, Qwen25VLConverter.canonical_name, preprocessor,
+                                   dtype=dtype, seed=seed, shards=shards, tie_word_embeddings=size.tie_word_embeddings)

@@ -13,6 +13,7 @@ import json
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
+from collections.abc import Callable
 
 #: Qwen2-VL's special tokens and their ids (the same ids as in the released tokenizer).
 SPECIAL_TOKENS = {
@@ -180,22 +181,33 @@ def build_qwen2vl_checkpoint(
     shards: int = 2,
 ) -> Path:
     """Write a random Qwen2-VL checkpoint folder and return its path. Deterministic for a given seed."""
-    import torch
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
     from edgevl.converters.qwen2vl import Qwen2VLConverter
 
+    return write_random_checkpoint(out, released_config(size, dtype), Qwen2VLConfig, Qwen2VLForConditionalGeneration,
+                                   Qwen2VLConverter.canonical_name, PREPROCESSOR_CONFIG, dtype=dtype, seed=seed,
+                                   shards=shards, tie_word_embeddings=size.tie_word_embeddings)
+
+
+def write_random_checkpoint(out: str | Path, config: dict, config_class, model_class,
+                            canonical_name: Callable[[str], str], preprocessor: dict, *, dtype: str, seed: int,
+                            shards: int, tie_word_embeddings: bool) -> Path:
+    """A Qwen-VL checkpoint folder: `model_class` randomly initialised from `config` (deterministic for a seed),
+    its tensors under the released names in `dtype`, sharded, with the generation, preprocessor and tokenizer
+    files the releases ship."""
+    import torch
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    config = released_config(size, dtype)
     torch.manual_seed(seed)
     torch_dtype = getattr(torch, dtype)
     # initialised in the saved dtype: a real-size model in fp32 and its bf16 copy would need ~14 GB at 2B
-    model = Qwen2VLForConditionalGeneration._from_config(Qwen2VLConfig(**config), dtype=torch_dtype).eval()
+    model = model_class._from_config(config_class(**config), dtype=torch_dtype).eval()
     spread_norm_weights(model, seed)
 
-    state = {Qwen2VLConverter.canonical_name(k): v.to(torch_dtype).contiguous() for k, v in model.state_dict().items()}
-    if size.tie_word_embeddings:
+    state = {canonical_name(k): v.to(torch_dtype).contiguous() for k, v in model.state_dict().items()}
+    if tie_word_embeddings:
         state.pop("lm_head.weight", None)
     save_sharded(state, out, shards)
 
@@ -203,7 +215,7 @@ def build_qwen2vl_checkpoint(
     (out / "generation_config.json").write_text(json.dumps(
         {"bos_token_id": 151643, "eos_token_id": [151645, 151643], "pad_token_id": 151643, "do_sample": False}
     ), encoding="utf-8")
-    (out / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR_CONFIG, indent=2), encoding="utf-8")
+    (out / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2), encoding="utf-8")
     write_tokenizer(out)
     return out
 
