@@ -661,6 +661,17 @@ def times(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def short_answers(runs: list[dict], tokens: int) -> list[str]:
+    """A warning when a run generated fewer than `tokens`: its decode figures then cover less work."""
+    if any(run["generated_tokens"] < tokens for run in runs):
+        return [f"WARNING: fewer than {tokens} tokens (the random model ended its answer): try another --seed"]
+    return []
+
+
+def same_text(runs: list[dict]) -> bool:
+    return len({run["text"] for run in runs}) == 1
+
+
 def consistency(results: dict[str, list[dict]], tokens: int) -> list[str]:
     """Ours and direct must have done the same work: same prompt, all the tokens, the same greedy text each time."""
     ours, direct = results["ours"], results["direct"]
@@ -668,9 +679,8 @@ def consistency(results: dict[str, list[dict]], tokens: int) -> list[str]:
              + (f", cli {results['cli'][0]['prompt_tokens']} (llama_perf's count, its own chat template code)"
                 if "cli" in results else "")]
     notes.append(f"generated tokens: ours {ours[0]['generated_tokens']}, direct {direct[0]['generated_tokens']}")
-    if any(run["generated_tokens"] < tokens for run in ours + direct):
-        notes.append(f"WARNING: fewer than {tokens} tokens (the random model ended its answer): try another --seed")
-    if len({run["text"] for run in ours + direct}) != 1:
+    notes += short_answers(ours + direct, tokens)
+    if not same_text(ours + direct):
         notes.append("WARNING: ours and direct did not generate the same text")
     return notes
 

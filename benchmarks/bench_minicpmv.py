@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bench_llamacpp import (
     QUANTS, REPO, Run, load_average, load_image, measure_in_subprocess, measure_interleaved, ms_since, page,
-    prepare_in_subprocess, say, summarize, table,
+    prepare_in_subprocess, same_text, say, short_answers, summarize, table,
 )
 
 PROMPT = "Read all the text in this image."
@@ -166,9 +166,9 @@ def notes(runs: dict[str, list[dict]], tokens: int, size: tuple[int, int]) -> li
              f"prompt tokens: ours {ours['prompt_tokens']}, mtmd {mtmd['prompt_tokens']} (ours adds 2.6's "
              "<image_id>; mtmd leaves it out)",
              f"generated tokens: ours {ours['generated_tokens']}, mtmd {mtmd['generated_tokens']}"]
-    if any(run["generated_tokens"] < tokens for found in runs.values() for run in found):
-        lines.append(f"WARNING: fewer than {tokens} tokens (the random model ended its answer): try another --seed")
-    same = len({run["text"] for found in runs.values() for run in found}) == 1
+    every_run = [run for found in runs.values() for run in found]
+    lines += short_answers(every_run, tokens)
+    same = same_text(every_run)
     lines.append(f"same greedy text: {'yes' if same else 'no'} (not expected: different pixels and prompts)")
     return lines
 

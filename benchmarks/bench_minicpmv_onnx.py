@@ -23,7 +23,7 @@ from pathlib import Path
 
 from bench_llamacpp import (
     REPO, Run, load_average, load_image, measure_in_subprocess, measure_interleaved, ms_since, number, page,
-    prepare_in_subprocess, say, summarize, table, times,
+    prepare_in_subprocess, same_text, say, short_answers, summarize, table, times,
 )
 from bench_minicpmv import REAL_LAYERS, REAL_VISION_LAYERS, checkpoint_folder, model_folder
 from bench_minicpmv import prepare as prepare_gguf
@@ -136,9 +136,9 @@ def notes(runs: dict[str, list[dict]], tokens: int) -> list[str]:
     lines = [f"prompt tokens: onnx {onnx['prompt_tokens']}, gguf {gguf['prompt_tokens']}"
              + ("" if onnx["prompt_tokens"] == gguf["prompt_tokens"] else " - WARNING: not the same work"),
              f"generated tokens: onnx {onnx['generated_tokens']}, gguf {gguf['generated_tokens']}"]
-    if any(run["generated_tokens"] < tokens for found in runs.values() for run in found):
-        lines.append(f"WARNING: fewer than {tokens} tokens (the random model ended its answer): try another --seed")
-    same = len({run["text"] for found in runs.values() for run in found}) == 1
+    every_run = [run for found in runs.values() for run in found]
+    lines += short_answers(every_run, tokens)
+    same = same_text(every_run)
     lines.append(f"same greedy text: {'yes' if same else 'no'} (int4 and q4_k_m round differently; not expected)")
     return lines
 
