@@ -379,7 +379,9 @@ def run_pull(args: argparse.Namespace) -> None:
         folder, manifest = pull(args.name, args.output, to=args.to, quant=args.quant, file=args.file,
                                 overwrite=args.force, progress=progress)
     _print_model_folder(folder, manifest)
-    if args.verify and "path" in manifest.source:  # converted here; imported GGUF files have no checkpoint
+    from edgevl.verify import awaits_verification
+
+    if args.verify and awaits_verification(manifest):
         _verify_conversion(folder)
 
 

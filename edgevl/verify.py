@@ -211,6 +211,12 @@ def store(folder: Path, verification: Verification) -> None:
     write_manifest(folder, replace(read_manifest(folder), verification=asdict(verification)))
 
 
+def awaits_verification(manifest: Manifest) -> bool:
+    """Converted here from a checkpoint (imported GGUF files have none to compare with) and not yet verified: a
+    pull that found its model already converted does not compare it again."""
+    return "path" in manifest.source and stored_verification(manifest) is None
+
+
 def stored_verification(manifest: Manifest) -> Verification | None:
     """The manifest's verification (None: not verified), or None for a record this edgevl cannot read."""
     try:

@@ -28,7 +28,7 @@ from edgevl.gui.widgets.job_panel import JobPanel
 from edgevl.gui.widgets.model_manager import JobProgress, converter_missing, verify_step
 from edgevl.manifest import read_manifest
 from edgevl.model_cards import ModelCard, all_cards
-from edgevl.verify import stored_verification
+from edgevl.verify import awaits_verification
 
 #: the red of lines that say something does not fit (as the model manager's quant advice)
 WARNING_COLOR = "#b3261e"
@@ -44,8 +44,7 @@ def pull_model(job: Job, card: ModelCard, fmt: str, quant: str) -> Path:
         raise EdgevlError(tr("Downloading needs huggingface_hub: pip install 'edgevl[pull]'")) from None
     except BackendUnavailable:
         raise EdgevlError(converter_missing()) from None
-    manifest = read_manifest(folder)
-    if "path" in manifest.source and stored_verification(manifest) is None:  # converted here, not GGUF files
+    if awaits_verification(read_manifest(folder)):
         verify_step(job, folder)
     return folder
 
