@@ -19,16 +19,8 @@ python=${PYTHON:-python3}
 say() { printf '\n== %s (%ss)\n' "$*" "$((SECONDS - started))"; }
 
 say "build venv: $venv"
-packages="dpkg fakeroot makeself"
-missing=$(for package in $packages; do dpkg -s "$package" >/dev/null 2>&1 || echo "$package"; done)
-if [ -n "$missing" ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
-  else
-    echo "build.sh needs: $missing (sudo apt-get install $missing)" >&2
-    exit 1
-  fi
-fi
+. packaging/debian_packages.sh
+need_packages build.sh dpkg fakeroot makeself
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 # setuptools builds the checkout in build/lib and never empties it: a file deleted from the checkout would ship
 rm -rf build/lib build/bdist.*

@@ -11,16 +11,8 @@ out=${1:-build/screenshots}
 python=${PYTHON:-.venv/bin/python}
 
 # Xvfb, and the X libraries Qt's xcb plugin loads that a minimal system may lack
-packages="xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0 libxkbcommon-x11-0 fonts-noto-cjk"
-missing=$(for package in $packages; do dpkg -s "$package" >/dev/null 2>&1 || echo "$package"; done)
-if [ -n "$missing" ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq && apt-get install -y -qq $missing
-  else
-    echo "screenshots.sh needs: $missing (sudo apt-get install $missing)" >&2
-    exit 1
-  fi
-fi
+. packaging/debian_packages.sh
+need_packages screenshots.sh xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0 libxkbcommon-x11-0 fonts-noto-cjk
 
 for setting in "100 1366x800 1" "200 1600x1000 2"; do
   set -- $setting

@@ -54,17 +54,9 @@ fi
 
 # the tools of the checks, and the libraries the .deb depends on (the folder's GUI needs them too): as root on
 # Debian/Ubuntu the missing ones are installed from Debian's registry
-packages="xvfb xdotool imagemagick desktop-file-utils file binutils
-  $(dpkg-deb -f "$deb" Depends | tr ',' '\n' | sed 's/(.*)//; s/ //g')"
-missing=$(for package in $packages; do dpkg -s "$package" >/dev/null 2>&1 || echo "$package"; done)
-if [ -n "$missing" ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
-  else
-    echo "smoke_test.sh needs: $(echo $missing) (sudo apt-get install ...)" >&2
-    exit 1
-  fi
-fi
+. packaging/debian_packages.sh
+need_packages smoke_test.sh xvfb xdotool imagemagick desktop-file-utils file binutils \
+  $(dpkg-deb -f "$deb" Depends | tr ',' '\n' | sed 's/(.*)//; s/ //g')
 
 scratch=$(mktemp -d)
 xvfb=
