@@ -181,7 +181,8 @@ class ModelManager(QDialog):
         checkpoint_row = QHBoxLayout()
         checkpoint_row.addWidget(self.checkpoint, 1)
         checkpoint_row.addWidget(browse)
-        action_row = QHBoxLayout()
+        action_row = QHBoxLayout()  # the checkbox beside the buttons: a row less, so the models list keeps room
+        action_row.addWidget(self.verify)
         action_row.addStretch(1)
         action_row.addWidget(self.convert_button)
         action_row.addWidget(self.cancel_button)
@@ -191,7 +192,6 @@ class ModelManager(QDialog):
         form.addRow(tr("Model name:"), self.output_name)
         form.addRow(tr("Quant:"), self.quant)
         form.addRow("", self.quant_advice)
-        form.addRow("", self.verify)
         form.addRow(action_row)
         form.addRow(self.panel)
         if not self.quant.count():

@@ -29,8 +29,6 @@ class SettingsDialog(QDialog):
         self.gpu.setChecked(settings.gpu)
         self.image_tokens = _spin(0, 16384, settings.image_tokens, tr("model default"), step=256)
         self.encode_estimate = _note("")
-        self.image_tokens.valueChanged.connect(self._show_encode_estimate)
-        self._show_encode_estimate(self.image_tokens.value())
         self.max_tokens = _spin(0, 32768, settings.max_tokens, tr("task default"), step=256)
         self.language = QComboBox()
         self.language.addItem(tr("System language"), "")
@@ -55,6 +53,9 @@ class SettingsDialog(QDialog):
         form.addRow("", self.gpu)
         form.addRow(tr("Image-token budget:"), self.image_tokens)
         form.addRow("", self.encode_estimate)
+        self._form = form
+        self.image_tokens.valueChanged.connect(self._show_encode_estimate)
+        self._show_encode_estimate(self.image_tokens.value())
         form.addRow(tr("Answer length limit (tokens):"), self.max_tokens)
         form.addRow(tr("Language:"), self.language)
         form.addRow("", _note(tr("A new language applies after a restart.")))
@@ -76,6 +77,7 @@ class SettingsDialog(QDialog):
         seconds = f"{vision_encode_seconds(image_tokens):.0f}"
         self.encode_estimate.setText(tr("An image at this budget takes about {seconds} s to encode with Qwen2-VL-2B "
                                         "on a 2-core CPU (less on a GPU).", seconds=seconds) if image_tokens else "")
+        self._form.setRowVisible(self.encode_estimate, image_tokens > 0)  # "model default": no gap in the form
 
     def chosen(self) -> Settings:
         """A copy of the settings with the dialog's values."""
