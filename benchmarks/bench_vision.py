@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Qwen2-VL's vision encoder alone: edgevl's ONNX Runtime encoder against libmtmd's clip, in one process.
 
-The GGUF engine's optional CPU encoder (edgevl.engines.qwen2vl_vision, `onnx_vision=True`) and libmtmd's own
-(what llama-mtmd-cli runs: its defaults, flash attention "auto", the f16 mmproj) encode the same screenshot,
-alternating, in the same process - so a change of machine load weighs on both - and their output embeddings are compared. Variants of
-libmtmd's settings (`--variants`: flash attention off, the mmproj widened to f32 or narrowed to bf16) are measured
-the same way. `--sweep` repeats the comparison over image-token budgets (encode time against image tokens, the
-README's curve). The model is bench_llamacpp.py's random Qwen2-VL with the real widths (`--vision-depth` layers,
-default 3: the time per layer is what counts; `--full` for all 32). Usage: benchmarks/README.md.
+The GGUF engine's optional CPU encoder (edgevl.engines.qwen2vl_vision, `onnx_vision=True`) and libmtmd's own (what
+llama-mtmd-cli runs: its defaults, flash attention "auto", the f16 mmproj) encode the same screenshot, alternating,
+in the same process - so a change of machine load weighs on both - and their output embeddings are compared.
+Variants of libmtmd's settings (`--variants`: flash attention off, the mmproj widened to f32 or narrowed to bf16)
+are measured the same way. `--sweep` repeats the comparison over image-token budgets (encode time against image
+tokens, the README's curve). The model is bench_llamacpp.py's random Qwen2-VL with the real widths
+(`--vision-depth` layers, default 3: the time per layer is what counts; `--full` for all 32). Usage:
+benchmarks/README.md.
 """
 
 from __future__ import annotations
