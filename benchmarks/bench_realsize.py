@@ -39,6 +39,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tokens", type=int, default=32, help="tokens to generate (greedy)")
     parser.add_argument("--threads", type=int, default=2, help="threads for conversion and engines")
     parser.add_argument("--keep", action="store_true", help="keep converted models (default: delete each)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="answer with the models an earlier --keep run converted, without converting again (so "
+                             "the conversion can run under the heavy-job lock and the request under quiet.sh)")
     parser.add_argument("--worker", choices=("build", "request"), help=argparse.SUPPRESS)
     parser.add_argument("--job", help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -61,11 +64,15 @@ def measured(command: list[str], log: Path) -> dict:
 def convert(args: argparse.Namespace, checkpoint: Path, target: str) -> dict:
     form, quant = target.split(":")
     folder = args.out / f"{checkpoint.name}-{form}-{quant}"
-    shutil.rmtree(folder, ignore_errors=True)
     command = [sys.executable, "-m", "edgevl.cli", "convert", str(checkpoint), "-o", str(folder), "--to", form,
                "--quant", quant, "--no-verify", *(["--threads", str(args.threads)] if form == "gguf" else [])]
-    say(f"{target}: {shlex.join(command[1:])}   (load {load_average()})")
-    result = measured(command, args.out / f"convert-{form}-{quant}.log")
+    if args.reuse and folder.is_dir():
+        say(f"{target}: reusing {folder}")
+        result = {"code": 0, "reused": True}
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+        say(f"{target}: {shlex.join(command[1:])}   (load {load_average()})")
+        result = measured(command, args.out / f"convert-{form}-{quant}.log")
     if result["code"] == 0:
         result["disk_gb"] = sum(path.stat().st_size for path in folder.iterdir()) / 1e9
     return {"target": target, "folder": str(folder), "command": shlex.join(["edgevl", *command[3:]]),
@@ -81,14 +88,19 @@ def request(args: argparse.Namespace, row: dict) -> None:
     job.write_text(json.dumps({"folder": row["folder"], "image": str(image), "threads": args.threads,
                                "image_tokens": args.image_tokens, "tokens": args.tokens,
                                "result": str(args.out / "request-result.json")}))
+    load_before = load_average()
+    say(f"  request, {args.image_tokens} image tokens   (load {load_before})")
     result = measured([sys.executable, __file__, "--worker", "request", "--job", str(job)],
                       args.out / f"request-{row['target'].replace(':', '-')}.log")
+    result["load_average"] = {"before": load_before, "after": load_average()}
     if result["code"] == 0:
         result.update(json.loads((args.out / "request-result.json").read_text()))
     row["request"] = result
 
 
 def request_worker(job: dict) -> None:
+    import resource
+
     from edgevl import api
     from edgevl.request import Request, Sampling
 
@@ -97,27 +109,31 @@ def request_worker(job: dict) -> None:
     with api.open_engine(job["folder"], threads=job["threads"], gpu=False,
                          image_max_tokens=job["image_tokens"]) as engine:
         load_s = time.perf_counter() - started
+        load_rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # Linux: KiB
         text = "".join(engine.stream(Request("ocr", (image,), PROMPT, sampling=Sampling(max_tokens=job["tokens"]))))
         stats = engine.last_stats
     Path(job["result"]).write_text(json.dumps({
-        "load_s": load_s, "image_encode_s": stats.image_encode_ms / 1000, "prompt_tokens": stats.prompt_tokens,
+        "load_s": load_s, "load_peak_rss_gb": load_rss_gb,
+        "image_encode_s": stats.image_encode_ms / 1000, "prompt_tokens": stats.prompt_tokens,
         "prefill_tps": stats.prefill_tokens_per_s, "decode_tps": stats.decode_tokens_per_s,
         "generated": stats.generated_tokens, "answer_chars": len(text)}))
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | format | quant | on disk | convert peak RSS | convert time | load+request peak RSS | "
-             "image encode | prefill | decode |", "|" + "---|" * 10]
+    lines = ["| model | format | quant | on disk | convert peak RSS | convert time | load peak RSS | "
+             "load+request peak RSS | image encode | prefill | decode |", "|" + "---|" * 11]
     for row in rows:
         form, quant = row["target"].split(":")
         done, ran = row["convert"], row.get("request", {})
-        cells = [f"{done['disk_gb']:.2f} GB" if "disk_gb" in done else "failed", f"{done['peak_rss_gb']:.2f} GB",
-                 f"{done['seconds'] / 60:.1f} min"]
+        cells = [f"{done['disk_gb']:.2f} GB" if "disk_gb" in done else "failed"]
+        reused = done.get("reused")
+        cells += ["-"] * 2 if reused else [f"{done['peak_rss_gb']:.2f} GB", f"{done['seconds'] / 60:.1f} min"]
         if "load_s" in ran:
-            cells += [f"{ran['peak_rss_gb']:.2f} GB", f"{ran['image_encode_s']:.1f} s",
-                      f"{ran['prefill_tps']:.0f} tok/s", f"{ran['decode_tps']:.1f} tok/s"]
+            cells += [f"{ran['load_peak_rss_gb']:.2f} GB", f"{ran['peak_rss_gb']:.2f} GB",
+                      f"{ran['image_encode_s']:.1f} s", f"{ran['prefill_tps']:.0f} tok/s",
+                      f"{ran['decode_tps']:.1f} tok/s"]
         else:
-            cells += ["-"] * 4
+            cells += ["-"] * 5
         lines.append(f"| Qwen2-VL-2B | {form} | {quant} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
