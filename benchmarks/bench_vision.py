@@ -125,21 +125,24 @@ def compare(encoders: dict, image, repeats: int, width: int) -> dict:
     """One untimed encode each (allocation, first-touch), then `repeats` rounds alternating the order."""
     outputs = {}
     seconds: dict[str, list[float]] = {name: [] for name in encoders}
+    cpu_seconds: dict[str, list[float]] = {name: [] for name in encoders}  # unaffected by other processes' load
     for name, encode in encoders.items():
         outputs[name] = encode(image)
     names = list(encoders)
     for index in range(repeats):
         for name in names if index % 2 == 0 else names[::-1]:
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             encoders[name](image)
             seconds[name].append(time.perf_counter() - started)
+            cpu_seconds[name].append(time.process_time() - cpu_started)
     reference = outputs["mtmd"]
     rows = {}
     for name in names:
         median = statistics.median(seconds[name])
         difference = outputs[name] - reference
         rows[name] = {
-            "encode_s": median, "runs_s": seconds[name], "noise": (max(seconds[name]) - min(seconds[name])) / median,
+            "encode_s": median, "runs_s": seconds[name], "cpu_s": statistics.median(cpu_seconds[name]),
+            "noise": (max(seconds[name]) - min(seconds[name])) / median,
             "speedup_vs_mtmd": statistics.median(seconds["mtmd"]) / median,
             "max_abs_diff_vs_mtmd": float(np.abs(difference).max()),
             "rel_l2_vs_mtmd": float(np.linalg.norm(difference) / np.linalg.norm(reference)),
@@ -198,7 +201,7 @@ def main() -> None:
             f"{args.vision_depth if not args.full else 32} vision layers, {args.threads} threads, "
             f"median of {args.repeats}:")
         for name, row in rows.items():
-            say(f"  {name:12s} {row['encode_s']:7.2f} s  noise {100 * row['noise']:3.0f}%  "
+            say(f"  {name:12s} {row['encode_s']:7.2f} s (CPU {row['cpu_s']:.2f} s)  noise {100 * row['noise']:3.0f}%  "
                 f"vs mtmd {row['speedup_vs_mtmd']:.2f}x  max|d| {row['max_abs_diff_vs_mtmd']:.1e}  "
                 f"rel L2 {row['rel_l2_vs_mtmd']:.1e}")
     load_after = load_average()

@@ -86,18 +86,31 @@ def qwen2vl_rope_positions(
     return positions
 
 
-#: Qwen2-VL-2B's vision tower (32 layers, width 1280, MLP 5120) and the arithmetic speed it ran at on 2 AVX2 cores:
-#: 7.66 TFLOP in 63 s for 1000 image tokens (issue 19; benchmarks/README.md, "Encode time against the budget")
-VISION_LAYERS, VISION_WIDTH, CPU_2_CORES_GFLOPS = 32, 1280, 121.5
+#: Qwen2-VL-2B's vision tower (32 layers, width 1280, MLP 5120; 3x2x14x14 patches; a 2x2 merger into the 1536-wide
+#: text model) and the arithmetic speed it ran at on 2 AVX2 cores: 7.73 TFLOP in 63 s for 1000 image tokens (issue
+#: 19; benchmarks/README.md, "bench_cpu_peak.py")
+VISION_LAYERS, VISION_WIDTH, VISION_PATCH_VALUES, TEXT_WIDTH = 32, 1280, 3 * 2 * 14 * 14, 1536
+CPU_2_CORES_GFLOPS = 122.8
+
+
+def vision_flops(image_tokens: int, layers: int = VISION_LAYERS) -> dict[str, float]:
+    """Qwen2-VL-2B's vision encoder's FLOP (a multiply-add is 2) for one image of `image_tokens` tokens (4 patches
+    each), by part. Per layer and patch the linear layers (QKV 3 w^2, output w^2, MLP 2 x 4 w^2 multiply-adds) cost
+    24 w^2; attention (Q K^T and the weighted sum of V, all heads together w wide) 4 w per pair of patches - the
+    square term that makes large budgets slow. Norms, GELU, softmax and RoPE are left out (under 1 %)."""
+    patches, width = 4 * image_tokens, VISION_WIDTH
+    return {
+        "patch embedding": 2.0 * patches * VISION_PATCH_VALUES * width,
+        "layers: matrix products": layers * 24.0 * width ** 2 * patches,
+        "layers: attention": layers * 4.0 * width * patches ** 2,
+        "merger": image_tokens * 2.0 * (4 * width) * (4 * width + TEXT_WIDTH),
+    }
 
 
 def vision_encode_seconds(image_tokens: int, gflops: float = CPU_2_CORES_GFLOPS) -> float:
     """Expected Qwen2-VL-2B vision-encoder time for an image of `image_tokens` tokens at `gflops` (default: the
-    measured 2-core CPU). Per layer and patch (4 per token) the linear layers cost 24 w^2 FLOP; attention costs
-    4 w per pair of patches - the square term that makes large budgets slow."""
-    patches, width = 4 * image_tokens, VISION_WIDTH
-    flop = VISION_LAYERS * (24 * width ** 2 * patches + 4 * width * patches ** 2)
-    return flop / (gflops * 1e9)
+    measured 2-core CPU)."""
+    return sum(vision_flops(image_tokens).values()) / (gflops * 1e9)
 
 
 def image_placeholder(image_tokens: int) -> str:
