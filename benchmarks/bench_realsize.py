@@ -158,7 +158,8 @@ def main() -> None:
     rows = []
     for target in args.targets.split(","):
         row = convert(args, checkpoint, target)
-        say(f"  peak RSS {row['convert']['peak_rss_gb']:.2f} GB, {row['convert']['seconds']:.0f} s")
+        if not row["convert"].get("reused"):
+            say(f"  peak RSS {row['convert']['peak_rss_gb']:.2f} GB, {row['convert']['seconds']:.0f} s")
         if args.run and row["convert"]["code"] == 0:
             request(args, row)
         if not args.keep:
