@@ -102,6 +102,18 @@ def test_cuda_build_is_seen_where_no_driver_lets_its_backend_start(monkeypatch):
     assert not works and detail == "CUDA build present, no GPU found (NVML: NVML Shared Library Not Found)"
 
 
+def test_engine_on_a_cuda_build_without_a_gpu_says_so_not_cpu_only_build(monkeypatch):
+    from edgevl.engines import llamacpp
+
+    no_backend = types.SimpleNamespace(llama_supports_gpu_offload=lambda: False)
+    monkeypatch.setattr(llamacpp, "has_cuda_backend", lambda: True)
+    assert llamacpp._gpu_decision(no_backend, True) == (
+        False, "CPU only: CUDA build, but no usable NVIDIA GPU (`edgevl doctor` says why)")
+    monkeypatch.setattr(llamacpp, "has_cuda_backend", lambda: False)
+    offloads, reason = llamacpp._gpu_decision(no_backend, True)
+    assert not offloads and "has no GPU backend" in reason and doctor.FIX_LLAMA_CUDA in reason
+
+
 def test_missing_cuda_libraries_come_from_the_wheels_the_others_from_the_system(tmp_path, monkeypatch):
     # A system CUDA runtime without cuBLAS (as on a runtime-only install): cuBLAS and cuBLASLt from the wheels.
     from edgevl import llamacpp_lib
