@@ -55,8 +55,10 @@ def measure_once(command: list[str], env: dict[str, str], display: str, timeout_
 
 def start_xvfb() -> tuple[subprocess.Popen, str]:
     read_end, write_end = os.pipe()
-    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write_end), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-                            pass_fds=(write_end,), stderr=subprocess.DEVNULL)
+    # -noreset: by default the server resets when its last client leaves, and an app started during the reset
+    # cannot connect ("could not connect to display"), which ended a run here
+    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write_end), "-screen", "0", "1280x800x24", "-nolisten", "tcp",
+                             "-noreset"], pass_fds=(write_end,), stderr=subprocess.DEVNULL)
     os.close(write_end)
     with os.fdopen(read_end) as pipe:
         return xvfb, ":" + pipe.readline().strip()

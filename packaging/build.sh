@@ -9,8 +9,9 @@
 #   EDGEVL_LLAMA_WHEEL=path/to/llama_cpp_python-0.3.36-....whl packaging/build.sh    (the CUDA build, see README)
 #
 # The build venv (build/venv) gets `.[gui,gguf,pull]` and PyInstaller from PyPI; llama-cpp-python compiles once
-# (10-17 CPU minutes) and pip's wheel cache keeps it. Needs python3 (3.10+, built with a shared libpython), and
-# for the packages dpkg-deb, fakeroot and makeself (as root on Debian/Ubuntu, the missing ones are installed).
+# (10-17 CPU minutes) and pip's wheel cache keeps it. Needs python3 (3.10+, built with a shared libpython),
+# icu-devtools and gcc for Qt's ICU data, and for the packages dpkg-deb, fakeroot and makeself (as root on
+# Debian/Ubuntu, the missing ones are installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$SECONDS
@@ -20,7 +21,7 @@ say() { printf '\n== %s (%ss)\n' "$*" "$((SECONDS - started))"; }
 
 say "build venv: $venv"
 . packaging/debian_packages.sh
-need_packages build.sh dpkg fakeroot makeself
+need_packages build.sh dpkg fakeroot makeself icu-devtools binutils gcc
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 # setuptools builds the checkout in build/lib and never empties it: a file deleted from the checkout would ship
 rm -rf build/lib build/bdist.*
@@ -45,6 +46,8 @@ version=$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version
 say "PyInstaller: dist/edgevl/"
 nice -n 10 "$venv/bin/pyinstaller" --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller \
   packaging/edgevl.spec
+# Qt's ICU data (31 MB) with only the ICU services Qt calls, in English and Chinese (see shrink_icu_data.py)
+"$venv/bin/python" packaging/shrink_icu_data.py dist/edgevl/_internal/PySide6/Qt/lib/libicudata.so.*
 # Libraries built from source (Python: libpython 23 -> 6 MB, llama.cpp, OpenCV) keep their symbol tables, and so do
 # some wheels'; those strip would break (auditwheel-patched ones) are left as they are.
 "$venv/bin/python" packaging/strip_libraries.py dist/edgevl/_internal

@@ -1,0 +1,76 @@
+"""packaging/shrink_icu_data.py: which items of ICU's data the desktop download leaves out, and Qt sorting, casing and
+decoding on the rebuilt library as on the original."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _packaging_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "packaging" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+shrink_icu_data = _packaging_script("shrink_icu_data")
+
+
+@pytest.mark.parametrize("item", ["de.res", "fr_CA.res", "sr_Latn_BA.res", "zone/de.res", "unit/ja.res", "curr/fr.res",
+                                  "brkitr/cjdict.dict", "brkitr/root.res", "translit/root.res", "rbnf/en.res",
+                                  "unames.icu", "rfc3491.spp", "uts46.nrm"])
+def test_shrink_icu_data_removes_other_languages_and_unused_services(item: str) -> None:
+    assert shrink_icu_data.removed(item)
+
+
+@pytest.mark.parametrize("item", ["root.res", "pool.res", "res_index.res", "supplementalData.res", "zoneinfo64.res",
+                                  "en.res", "en_US.res", "zh_Hans_CN.res", "zone/zh.res", "zone/root.res",
+                                  "curr/pool.res", "coll/de__PHONEBOOK.res", "coll/sv.res", "coll/ucadata.icu",
+                                  "cnvalias.icu", "ibm-943_P15A-2003.cnv", "nfkc.nrm"])
+def test_shrink_icu_data_keeps_what_qt_uses(item: str) -> None:
+    assert not shrink_icu_data.removed(item)
+
+
+# what QtCore asks ICU for: collation (QCollator, the file dialog's order), casing, converters, time-zone names
+QT_PROBE = """
+from PySide6.QtCore import QCollator, QLocale, QStringConverter, QStringDecoder, QTimeZone
+words = ["zebra", "Äpfel", "apple", "éclair", "中文", "北京", "阿里", "上海", "10", "9", "ß"]
+for name in ["en_US", "zh_CN", "sv_SE", "de_DE"]:
+    collator = QCollator(QLocale(name))
+    collator.setNumericMode(True)
+    print(name, sorted(words, key=collator.sortKey), QLocale(name).toUpper("straße"))
+print([QStringDecoder(name).isValid() for name in ["Shift_JIS", "GB18030", "Big5", "EUC-KR", "KOI8-R"]])
+print(len(QStringConverter.availableCodecs()))
+berlin = QTimeZone(b"Europe/Berlin")
+for name in ["en_US", "zh_CN"]:
+    print(berlin.displayName(QTimeZone.TimeType.StandardTime, QTimeZone.NameType.LongName, QLocale(name)))
+"""
+
+
+def test_qt_works_on_the_shrunk_icu_data(tmp_path: Path) -> None:
+    pyside = pytest.importorskip("PySide6")
+    libraries = sorted((Path(pyside.__file__).parent / "Qt" / "lib").glob("libicudata.so.*"))
+    if not libraries or not all(shutil.which(tool) for tool in ("icupkg", "genccode", "objcopy", "gcc")):
+        pytest.skip("needs a PySide6 wheel with its own ICU, icu-devtools, binutils and gcc")
+    library = Path(shutil.copy(libraries[0], tmp_path))
+    before, after = shrink_icu_data.shrink(library)
+    assert after < before / 2
+
+    def probe(library_path: str | None) -> str:
+        env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+        if library_path:
+            env["LD_LIBRARY_PATH"] = library_path  # searched before the RUNPATH ($ORIGIN) of Qt's libraries
+        return subprocess.run([sys.executable, "-c", QT_PROBE], env=env, check=True, capture_output=True,
+                              text=True).stdout
+
+    assert probe(str(tmp_path)) == probe(None)
