@@ -235,17 +235,8 @@ def spread_norm_weights(model, seed: int) -> None:
 
 def save_sharded(state: dict, out: Path, shards: int) -> None:
     """Safetensors shards with an index, as the hub's checkpoints are laid out (one file when shards is 1)."""
-    from safetensors.torch import save_file
+    from edgevl.testing.shards import save_shards
 
     names = list(state)
     per_shard = -(-len(names) // shards)
-    weight_map = {}
-    for index in range(shards):
-        part = names[index * per_shard:(index + 1) * per_shard]
-        file_name = f"model-{index + 1:05d}-of-{shards:05d}.safetensors" if shards > 1 else "model.safetensors"
-        save_file({k: state[k] for k in part}, str(out / file_name), metadata={"format": "pt"})
-        weight_map.update({k: file_name for k in part})
-    if shards > 1:
-        total = sum(t.numel() * t.element_size() for t in state.values())
-        shard_index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-        (out / "model.safetensors.index.json").write_text(json.dumps(shard_index, indent=2), encoding="utf-8")
+    save_shards(out, [names[index * per_shard:(index + 1) * per_shard] for index in range(shards)], state.__getitem__)
