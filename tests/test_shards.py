@@ -18,9 +18,10 @@ SHAPES = {"model.embed_tokens.weight": (64, 32), "model.norm.weight": (32,), "la
 
 
 def test_random_shards_split_by_bytes_and_read_back(tmp_path):
-    """bf16 tensors of 4 KB into 5 KB shards: three shards and an index, read back with their shapes; norm weights
-    near 1, biases small and non-zero, the rest normal with the initializer range."""
-    write_random_shards(tmp_path, SHAPES, "bfloat16", seed=0, shard_bytes=5000)
+    """bf16 tensors (two of 4 KB, two of 64 bytes) into shards of at most 4100 bytes: three shards and an index,
+    read back with their shapes; norm weights near 1, biases small and non-zero, the rest normal with the
+    initializer range."""
+    write_random_shards(tmp_path, SHAPES, "bfloat16", seed=0, shard_bytes=4100)
     assert sorted(path.name for path in tmp_path.iterdir()) == [
         "model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors",
         "model.safetensors.index.json"]
