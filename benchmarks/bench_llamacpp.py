@@ -161,7 +161,8 @@ def build_checkpoint(checkpoint: Path, size, seed: int) -> None:
     build = build_qwen25vl_checkpoint if isinstance(size, Qwen25VLSize) else build_qwen2vl_checkpoint
     partial = checkpoint.with_name(checkpoint.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    build(partial, size, dtype="bfloat16", seed=seed)  # bf16, as Qwen ships it
+    # bf16, as Qwen ships it; drawn a shard at a time (~2 GB shards at 7B), never the whole model in memory
+    build(partial, size, dtype="bfloat16", seed=seed, shards=8, streamed=True)
     partial.rename(checkpoint)
 
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Real-size conversions: files on disk, peak RSS and time of each `edgevl convert`, and of one request.
 
-A random checkpoint with the released Qwen2-VL-2B configuration (all 28 text and 32 vision layers, bf16, as
-Qwen ships it; shared with bench_llamacpp.py --full) is converted to every asked format and quant, each
+A random checkpoint with the released Qwen2-VL-2B configuration (or --size 7b; all 28 text and 32 vision layers,
+bf16, as Qwen ships it; the 2B shared with bench_llamacpp.py --full) is converted to every asked format and quant, each
 `edgevl convert` in a process of its own, so that its peak RSS is its own (the kernel's high-water mark). With
 --run, each converted model then answers one OCR request of about --image-tokens image tokens in a fresh process:
 peak RSS of load + request, load time, image encode seconds, prefill and decode tokens/s. Random weights cost
@@ -10,8 +10,8 @@ exactly what trained ones cost; the answer is noise, its length is capped by --t
 
     python benchmarks/bench_realsize.py --out /big/disk [--targets gguf:q4_k_m,onnx:int4] [--run]
 
-Needs the export extra for ONNX and about 5 GB of free RAM for the checkpoint build (bf16), 25 GB of disk for
-the checkpoint and all five conversions.
+Needs the export extra for ONNX. The checkpoint is drawn one ~2 GB shard at a time (bf16): 4.4 GB of disk at 2B,
+16.6 GB at 7B, plus the conversions (each deleted after its numbers unless --keep).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ PROMPT = "Read all the text in this image."
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "bench-out", help="checkpoint and converted models")
+    parser.add_argument("--size", choices=("2b", "7b"), default="2b", help="released Qwen2-VL configuration")
     parser.add_argument("--targets", default=",".join(TARGETS), help="FORMAT:QUANT,... (default: all five)")
     parser.add_argument("--run", action="store_true", help="also load each model and answer one request")
     parser.add_argument("--image-tokens", type=int, default=1536, help="request image size, in image tokens")
@@ -44,8 +45,8 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def checkpoint_folder(out: Path) -> Path:
-    return out / "qwen2vl-2b-random-l28-v32-seed0"  # bench_llamacpp.py --full's name: built once for both
+def checkpoint_folder(out: Path, size: str) -> Path:
+    return out / f"qwen2vl-{size}-random-l28-v32-seed0"  # bench_llamacpp.py --full's name (2B): built once for both
 
 
 def measured(command: list[str], log: Path) -> dict:
@@ -105,7 +106,7 @@ def request_worker(job: dict) -> None:
         "generated": stats.generated_tokens, "answer_chars": len(text)}))
 
 
-def table(rows: list[dict]) -> str:
+def table(rows: list[dict], size: str) -> str:
     lines = ["| model | format | quant | on disk | convert peak RSS | convert time | load+request peak RSS | "
              "image encode | prefill | decode |", "|" + "---|" * 10]
     for row in rows:
@@ -118,7 +119,7 @@ def table(rows: list[dict]) -> str:
                       f"{ran['prefill_tps']:.0f} tok/s", f"{ran['decode_tps']:.1f} tok/s"]
         else:
             cells += ["-"] * 4
-        lines.append(f"| Qwen2-VL-2B | {form} | {quant} | " + " | ".join(cells) + " |")
+        lines.append(f"| Qwen2-VL-{size.upper()} | {form} | {quant} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -128,19 +129,23 @@ def main() -> None:
         request_worker(json.loads(Path(args.job).read_text()))
         return
     if args.worker == "build":
-        from edgevl.testing.qwen2vl import QWEN2VL_2B
+        from edgevl.testing.qwen2vl import QWEN2VL_2B, QWEN2VL_7B
 
-        build_checkpoint(checkpoint_folder(args.out), QWEN2VL_2B, seed=0)
+        size = {"2b": QWEN2VL_2B, "7b": QWEN2VL_7B}[args.size]
+        build_checkpoint(checkpoint_folder(args.out, args.size), size, seed=0)
         return
     args.out.mkdir(parents=True, exist_ok=True)
-    checkpoint = checkpoint_folder(args.out)
+    checkpoint = checkpoint_folder(args.out, args.size)
     if not checkpoint.is_dir():
-        say(f"building the random 2B checkpoint in {checkpoint} (once) ...")
-        built = measured([sys.executable, __file__, "--out", str(args.out), "--worker", "build"],
-                         args.out / "build.log")
-        say(f"  peak RSS {built['peak_rss_gb']:.2f} GB, {built['seconds']:.0f} s")
+        say(f"building the random {args.size.upper()} checkpoint in {checkpoint} (once) ...   (load {load_average()})")
+        built = measured([sys.executable, __file__, "--out", str(args.out), "--size", args.size, "--worker", "build"],
+                         args.out / f"build-{args.size}.log")
+        say(f"  peak RSS {built['peak_rss_gb']:.2f} GB, {built['seconds']:.0f} s   (load {load_average()})")
+        if built["code"] != 0:
+            raise SystemExit(1)
+        (args.out / f"build-{args.size}.json").write_text(json.dumps(built))
     rows = []
-    for target in args.targets.split(","):
+    for target in filter(None, args.targets.split(",")):  # --targets "": build the checkpoint only
         row = convert(args, checkpoint, target)
         say(f"  peak RSS {row['convert']['peak_rss_gb']:.2f} GB, {row['convert']['seconds']:.0f} s")
         if args.run and row["convert"]["code"] == 0:
@@ -148,9 +153,9 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(row["folder"], ignore_errors=True)
         rows.append(row)
-    (args.out / "realsize.json").write_text(json.dumps(rows, indent=2))
+    (args.out / f"realsize-{args.size}.json").write_text(json.dumps(rows, indent=2))
     say(f"\nthreads {args.threads}, load average after: {load_average()}\n")
-    say(table(rows))
+    say(table(rows, args.size))
     for row in rows:
         say(f"    {row['command']}")
 

@@ -173,12 +173,9 @@ def parity_cases(args: argparse.Namespace) -> dict:
 # ---- 3. speed at real sizes --------------------------------------------------------------------------------------
 
 def real_size(name: str, layers: int | None, vision_depth: int | None):
-    from edgevl.testing.qwen2vl import QWEN2VL_2B
+    from edgevl.testing.qwen2vl import QWEN2VL_2B, QWEN2VL_7B
 
-    sizes = {"2b": QWEN2VL_2B,
-             "7b": replace(QWEN2VL_2B, hidden_size=3584, intermediate_size=18944, num_attention_heads=28,
-                           num_key_value_heads=4)}
-    size = sizes[name]
+    size = {"2b": QWEN2VL_2B, "7b": QWEN2VL_7B}[name]
     return replace(size, num_hidden_layers=layers or size.num_hidden_layers,
                    vision_depth=vision_depth or size.vision_depth)
 

@@ -40,8 +40,16 @@ class LazyTensor:
 
     def load(self) -> np.ndarray:
         """The tensor as float32 (bf16 widened exactly) or its stored float16; a fresh array, not a view."""
-        data = np.fromfile(self.file, dtype=np.uint8, count=self.nbytes, offset=self.offset)
-        data = data.view(_NUMPY_DTYPES[self.dtype]).reshape(self.shape)
+        return self.load_rows(0, self.shape[0]) if self.shape else self._read(self.offset, self.nbytes, ())
+
+    def load_rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows start:stop (along the first axis) as `load` gives them, reading only their bytes."""
+        row_bytes = self.nbytes // self.shape[0]
+        return self._read(self.offset + start * row_bytes, (stop - start) * row_bytes, (stop - start, *self.shape[1:]))
+
+    def _read(self, offset: int, nbytes: int, shape: tuple[int, ...]) -> np.ndarray:
+        data = np.fromfile(self.file, dtype=np.uint8, count=nbytes, offset=offset)
+        data = data.view(_NUMPY_DTYPES[self.dtype]).reshape(shape)
         if self.dtype == "BF16":
             # in place, so that the widest moment is the bf16 and the fp32 copies (a 2B model's embedding: 1.4 GB)
             widened = data.astype(np.uint32)

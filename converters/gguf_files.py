@@ -11,7 +11,8 @@ import ctypes
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import cast
 
 import gguf
 import numpy as np
@@ -78,6 +79,13 @@ class PlannedTensor:
     shape: tuple[int, ...]
     qtype: QType
     compute: Callable[[], np.ndarray]
+    #: rows start:stop of what `compute` gives, where they can be read alone (a checkpoint tensor as it is)
+    rows: Callable[[int, int], np.ndarray] | None = None
+
+    @classmethod
+    def of(cls, name: str, source: LazyTensor, qtype: QType) -> PlannedTensor:
+        """A checkpoint tensor stored as it is, readable a block of rows at a time."""
+        return cls(name, source.shape, qtype, source.load, source.load_rows)
 
     def byte_shape(self) -> tuple[int, ...]:
         if self.qtype in (QType.F32, QType.F16):
@@ -89,9 +97,24 @@ class PlannedTensor:
         return int(np.prod(self.byte_shape(), dtype=np.int64)) * item
 
     def encode(self) -> np.ndarray:
-        data = np.asarray(self.compute(), dtype=np.float32)
-        if data.shape != self.shape:
-            raise CheckpointError(f"tensor {self.name}: shape {data.shape}, expected {self.shape}")
+        return self._encoded(self.compute(), self.shape)
+
+    def encoded_blocks(self, block_bytes: int = 1 << 26) -> Iterator[np.ndarray]:
+        """The encoded tensor a block of rows at a time where it can be read by rows, else whole: the peak is then
+        a block, not the tensor and its copies (a 7B's embedding is 2.2 GB in float32). Every GGUF type
+        quantizes row by row, so the blocks put together are the whole tensor encoded."""
+        if self.rows is None or len(self.shape) < 2:
+            yield self.encode()
+            return
+        step = max(1, block_bytes // (4 * int(np.prod(self.shape[1:]))))
+        for start in range(0, self.shape[0], step):
+            stop = min(start + step, self.shape[0])
+            yield self._encoded(self.rows(start, stop), (stop - start, *self.shape[1:]))
+
+    def _encoded(self, values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        data = np.asarray(values, dtype=np.float32)
+        if data.shape != shape:
+            raise CheckpointError(f"tensor {self.name}: shape {data.shape}, expected {shape}")
         if self.qtype == QType.F32:
             return data
         if self.qtype == QType.F16:
@@ -135,9 +158,22 @@ def write_gguf(
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
     for tensor in tensors:
-        writer.write_tensor_data(tensor.encode())
+        writer.write_tensor_data(cast(np.ndarray, _BlockWriter(tensor)))
         on_tensor(tensor)
     writer.close()
+
+
+class _BlockWriter:
+    """What GGUFWriter.write_tensor_data uses of an array (its byte count and tofile), writing the tensor a
+    block of rows at a time (PlannedTensor.encoded_blocks)."""
+
+    def __init__(self, tensor: PlannedTensor) -> None:
+        self.tensor = tensor
+        self.nbytes = tensor.nbytes()
+
+    def tofile(self, out) -> None:
+        for block in self.tensor.encoded_blocks():
+            block.tofile(out)
 
 
 def add_decoder_metadata(writer: gguf.GGUFWriter, text: dict, quant: Quant, name: str, rope_theta: float) -> None:

@@ -14,7 +14,6 @@ MiniCPM-o 2.6's audio encoder and TTS parts are skipped (edgevl reads images, no
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 import gguf
 import numpy as np
@@ -121,11 +120,11 @@ class MiniCPMVConverter(Converter):
     def _text_tensor(self, name_map: gguf.TensorNameMap, name: str, wanted: QType) -> PlannedTensor:
         source = self.tensors[name]
         gguf_name = self._gguf_name(name_map, name.removeprefix("llm."))
-        load: Callable[[], np.ndarray] = source.load
         if self.version == "2.5" and name.endswith(("self_attn.q_proj.weight", "self_attn.k_proj.weight")):
             heads = self.text["num_attention_heads"] if ".q_proj." in name else self._kv_heads()
-            load = lambda: interleave_rope_halves(source.load(), heads)  # noqa: E731
-        return PlannedTensor(gguf_name, source.shape, storage_type(source.shape, wanted), load)
+            return PlannedTensor(gguf_name, source.shape, storage_type(source.shape, wanted),
+                                 lambda: interleave_rope_halves(source.load(), heads))
+        return PlannedTensor.of(gguf_name, source, storage_type(source.shape, wanted))
 
     def _kv_heads(self) -> int:
         return self.text.get("num_key_value_heads", self.text["num_attention_heads"])
@@ -179,8 +178,7 @@ class MiniCPMVConverter(Converter):
             wanted = QType.F16 if quant.direct == QType.F16 else QType.F32
         elif name == "resampler.query":  # llama.cpp layer-norms it as it is: ggml_norm runs on F32 only
             wanted = QType.F32
-        return PlannedTensor(self._gguf_name(name_map, name), source.shape, storage_type(source.shape, wanted),
-                             source.load)
+        return PlannedTensor.of(self._gguf_name(name_map, name), source, storage_type(source.shape, wanted))
 
     def _split_in_proj(self, name: str, wanted: QType) -> list[PlannedTensor]:
         """nn.MultiheadAttention's packed [q; k; v] projection -> resampler.attn.{q,k,v}.{weight,bias}."""

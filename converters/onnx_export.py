@@ -104,15 +104,27 @@ def head_dim(text) -> int:
     return getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
 
 
-def write_rows(array: np.ndarray, dtype, out, chunk_bytes: int = 1 << 26) -> None:
-    """Write `array` as `dtype` in C order, a block of rows at a time: a transposed view is made contiguous (and
-    converted) block by block, never whole."""
+def row_blocks(array: np.ndarray, chunk_bytes: int = 1 << 26) -> Iterator[np.ndarray]:
+    """`array` in blocks of rows of about `chunk_bytes` (views: a transposed view stays strided until copied)."""
     if array.ndim < 2:
-        np.ascontiguousarray(array, dtype=dtype).tofile(out)
+        yield array
         return
     rows = max(1, chunk_bytes // max(1, array[0].nbytes))
     for start in range(0, array.shape[0], rows):
-        np.ascontiguousarray(array[start:start + rows], dtype=dtype).tofile(out)
+        yield array[start:start + rows]
+
+
+def write_rows(array: np.ndarray, dtype, out) -> None:
+    """Write `array` as `dtype` in C order, a block of rows at a time: a transposed view is made contiguous (and
+    converted) block by block, never whole."""
+    for block in row_blocks(array):
+        np.ascontiguousarray(block, dtype=dtype).tofile(out)
+
+
+def holds_bfloat16(array: np.ndarray) -> bool:
+    """Whether every value of a float32 `array` is a bfloat16 value (its low 16 bits zero)."""
+    return array.dtype == np.float32 and not any(
+        (np.ascontiguousarray(block).view(np.uint32) & 0xFFFF).any() for block in row_blocks(array))
 
 
 def export_embedding(embed_tokens: nn.Embedding, image_token_id: int, path: Path,
@@ -268,13 +280,17 @@ def fill_weights(path: Path, inputs: set[str], weights: Weights) -> None:
 
 
 def write_external(tensor, array: np.ndarray, out: BinaryIO) -> None:
-    """Append `array` to the open data file `out` as `tensor`'s values (in its data type, C order) and point
-    `tensor` (an onnx.TensorProto) there."""
+    """Append `array` to the open data file `out` as `tensor`'s values (in its data type - bf16 where a float32
+    weight holds only bf16 values - C order) and point `tensor` (an onnx.TensorProto) there."""
     import onnx
 
     shape = tuple(tensor.dims)
     if array.shape != shape:
         raise ValueError(f"{tensor.name}: the checkpoint gives shape {array.shape}, the graph wants {shape}")
+    if tensor.data_type == onnx.TensorProto.FLOAT and holds_bfloat16(array):
+        # a bf16 checkpoint's weight, widened when loaded: stored as bf16, exactly, in half the disk (a 7B
+        # decoder is 28 GB in fp32); onnx_files widens it again where a graph needs fp32
+        tensor.data_type = onnx.TensorProto.BFLOAT16
     begin = out.tell()
     write_rows(array, onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type), out)
     set_external(tensor, Path(out.name).name, begin, out.tell() - begin)

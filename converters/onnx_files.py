@@ -24,6 +24,8 @@ if TYPE_CHECKING:  # onnx is imported where it is used: GGUF conversion must wor
 ONNX_QUANTS = ("int4", "fp16", "fp32")
 #: above this a graph keeps its weights in a side file: protobuf cannot hold more than 2 GB
 EXTERNAL_DATA_BYTES = 1_500_000_000
+#: onnx.TensorProto's element types, named here so that this module imports onnx only where it uses it
+FLOAT16, BFLOAT16 = 10, 16
 #: the decoder's output projection node, as the exporters trace it (an `lm_head` module)
 OUTPUT_PROJECTION = "/lm_head/MatMul"
 
@@ -73,11 +75,11 @@ def write_graph(exported: Path, destination: Path, precision: str, int4: Int4Opt
 
     if precision == "int4":
         return save(int4_from_file(exported, int4), destination)
-    if precision == "fp16":
-        model = fp16_from_file(exported, data_file(destination))
-    else:
-        model = onnx.load_model(str(exported), load_external_data=False)
+    model = onnx.load_model(str(exported), load_external_data=False)
+    if precision == "fp32" and not any(t.data_type == BFLOAT16 for t in _tensors(model.graph)):
         shutil.move(data_file(exported), data_file(destination))  # same name: the graph's references hold
+    else:
+        model = retyped_from_file(model, data_file(exported), data_file(destination), precision)
     return save_with_data(model, destination)
 
 
@@ -102,7 +104,9 @@ def data_file(graph: Path) -> Path:
 
 def int4_from_file(path: Path, options: Int4Options) -> onnx.ModelProto:
     """`to_int4` of the graph at `path`, reading its weights from disk one at a time: ONNX Runtime's quantizer
-    reads each weight through onnx_ir (memory-mapped), so only the quantized graph is ever in memory."""
+    reads each weight through onnx_ir (memory-mapped), so only the quantized graph is ever in memory. Weights
+    stored as bf16 (onnx_export.fill_weights) are quantized from their float32 values and those left unquantized
+    (norms, biases) widened, so the graph computes in float32 as if exported so."""
     import onnx
     from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 
@@ -111,39 +115,92 @@ def int4_from_file(path: Path, options: Int4Options) -> onnx.ModelProto:
     # onnx_ir resolves a location against the working folder: point it at the file itself
     for tensor in external:
         _set_location(tensor, str(path.parent.absolute() / _location(tensor)))
-    model = to_int4(model, options, output_projection=OUTPUT_PROJECTION)
+    with _bfloat16_read_as_float():
+        model = to_int4(model, options, output_projection=OUTPUT_PROJECTION)
     for tensor in _tensors(model.graph):
         if uses_external_data(tensor):  # what was not quantized: norms, biases
             _set_location(tensor, Path(_location(tensor)).name)
     load_external_data_for_model(model, str(path.parent))
+    _widen_bfloat16(model)
     return model
 
 
-def fp16_from_file(path: Path, target: Path, chunk: int = 1 << 24) -> onnx.ModelProto:
-    """`to_fp16` of the graph at `path`, its weights written to `target`, one weight and `chunk` values at a time:
-    the converter retypes the weights it cannot see (they are still in the file), then each is converted from
-    the file. Returns the graph, referring to `target`."""
+@contextlib.contextmanager
+def _bfloat16_read_as_float() -> Iterator[None]:
+    """ONNX Runtime's quantizer reads each weight with onnx_ir.from_proto; a bf16 weight would get bf16 scales
+    (rounded, and not the float32 the activations are). Hand it the weight widened to float32 instead."""
+    import onnx_ir
+
+    reading = onnx_ir.from_proto
+
+    def widened(proto):
+        value = reading(proto)
+        if getattr(proto, "data_type", None) != BFLOAT16:
+            return value
+        return onnx_ir.Tensor(value.numpy().astype(np.float32), name=value.name)
+
+    onnx_ir.from_proto = widened
+    try:
+        yield
+    finally:
+        onnx_ir.from_proto = reading
+
+
+def _widen_bfloat16(model: onnx.ModelProto) -> None:
+    """The graph's bf16 tensors (loaded, not external) as float32."""
+    from onnx import numpy_helper
+
+    for tensor in _tensors(model.graph):
+        if tensor.data_type == BFLOAT16:
+            tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float32), tensor.name))
+
+
+def retyped_from_file(model: onnx.ModelProto, source: Path, target: Path, precision: str,
+                      chunk: int = 1 << 24) -> onnx.ModelProto:
+    """The graph `model` (its weights in `source`) at `precision` ("fp16" or "fp32"), its weights written to
+    `target`, one weight and `chunk` values at a time. fp16: the converter retypes the weights it cannot see
+    (they are still in the file); then each weight is converted from the type it is stored in (float32, or bf16
+    as onnx_export.fill_weights stores a bf16 checkpoint's) to the type the graph now gives it. Returns the
+    graph, referring to `target`."""
     import onnx
     from onnx.external_data_helper import uses_external_data
-    from onnxruntime.transformers.float16 import convert_np_to_float16
 
-    model = onnx.load_model(str(path), load_external_data=False)
-    with _value_info_from_dims():
-        model = to_fp16(model)
-    source = data_file(path)
+    stored = {}
+    for tensor in _tensors(model.graph):
+        if uses_external_data(tensor):
+            stored[tensor.name] = tensor.data_type
+            if tensor.data_type == BFLOAT16:
+                tensor.data_type = onnx.TensorProto.FLOAT  # what it is in the graph's arithmetic
+    if precision == "fp16":
+        with _value_info_from_dims():
+            model = to_fp16(model)
     with target.open("wb") as out:
         for tensor in _tensors(model.graph):
-            if not uses_external_data(tensor):
-                continue
-            entries = {entry.key: entry.value for entry in tensor.external_data}
-            offset, length = int(entries.get("offset", 0)), int(entries["length"])
-            retyped = tensor.data_type == onnx.TensorProto.FLOAT16  # the file still holds its fp32 bytes
-            step, begin = (4 * chunk if retyped else max(length, 1)), out.tell()
-            for start in range(0, length, step):
-                values = np.fromfile(source, dtype=np.uint8, count=min(step, length - start), offset=offset + start)
-                (convert_np_to_float16(values.view(np.float32)) if retyped else values).tofile(out)
-            set_external(tensor, target.name, begin, out.tell() - begin)
+            if uses_external_data(tensor):
+                begin = out.tell()
+                _convert_weight(tensor, stored[tensor.name], source, out, chunk)
+                set_external(tensor, target.name, begin, out.tell() - begin)
     return model
+
+
+def _convert_weight(tensor: onnx.TensorProto, stored_type: int, source: Path, out, chunk: int) -> None:
+    """Copy one external weight from `source` to `out`, `chunk` values at a time, converted from `stored_type`
+    to the tensor's type."""
+    from onnx.helper import tensor_dtype_to_np_dtype
+    from onnxruntime.transformers.float16 import convert_np_to_float16
+
+    entries = {entry.key: entry.value for entry in tensor.external_data}
+    offset, length = int(entries.get("offset", 0)), int(entries["length"])
+    same = stored_type == tensor.data_type
+    source_type = np.dtype(np.uint8 if same else tensor_dtype_to_np_dtype(stored_type))
+    step = source_type.itemsize * chunk
+    for start in range(0, length, step):
+        values = np.fromfile(source, dtype=source_type, count=min(step, length - start) // source_type.itemsize,
+                             offset=offset + start)
+        if not same:
+            values = values.astype(np.float32)
+            values = convert_np_to_float16(values) if tensor.data_type == FLOAT16 else values
+        values.tofile(out)
 
 
 @contextlib.contextmanager

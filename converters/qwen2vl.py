@@ -9,7 +9,6 @@ Conv2D kernels that it adds up.
 from __future__ import annotations
 
 from typing import Any
-from collections.abc import Callable
 
 import gguf
 import numpy as np
@@ -140,8 +139,7 @@ class Qwen2VLConverter(Converter):
 
     def _planned(self, name_map: gguf.TensorNameMap, name: str, wanted: QType) -> PlannedTensor:
         source = self.tensors[name]
-        load: Callable[[], np.ndarray] = source.load
-        return PlannedTensor(self._gguf_name(name_map, name), source.shape, storage_type(source.shape, wanted), load)
+        return PlannedTensor.of(self._gguf_name(name_map, name), source, storage_type(source.shape, wanted))
 
     def _gguf_name(self, name_map: gguf.TensorNameMap, name: str) -> str:
         gguf_name = name_map.get_name(name, try_suffixes=(".weight", ".bias"))

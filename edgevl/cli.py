@@ -617,7 +617,8 @@ def _print_catalogue() -> None:
     for row in rows:
         table.add_row(*row)
     console.print(table)
-    if any(card.ram_mb and not card.ram_measured for card in all_cards()):
+    if any(card.recommended_quant in card.ram_mb and card.recommended_quant not in card.ram_measured
+           for card in all_cards()):
         console.print("~ estimated from the file sizes, not measured", style="dim")
 
 

@@ -69,7 +69,7 @@ def _driver_too_old(gpus: GpuFacts) -> bool:
 
 
 def _llama_cpp(gpus: GpuFacts) -> Iterator[tuple[str, bool, str]]:
-    from edgevl.llamacpp_lib import cuda_build_info, load_llama_cpp
+    from edgevl.llamacpp_lib import cuda_build_info, has_cuda_backend, load_llama_cpp
 
     try:
         llama = load_llama_cpp("GGUF models")
@@ -79,7 +79,8 @@ def _llama_cpp(gpus: GpuFacts) -> Iterator[tuple[str, bool, str]]:
         return
     yield "llama.cpp (GGUF)", True, f"llama-cpp-python {_version('llama-cpp-python')}"
     architectures, devices = cuda_build_info(llama)
-    yield ("GPU offload (GGUF)", *llama_cpp_offload(llama.llama_supports_gpu_offload(), architectures, devices, gpus))
+    gpu_build = bool(llama.llama_supports_gpu_offload()) or has_cuda_backend()
+    yield ("GPU offload (GGUF)", *llama_cpp_offload(gpu_build, architectures, devices, gpus))
 
 
 def llama_cpp_offload(gpu_build: bool, architectures: list[str], devices: int | None,
@@ -89,7 +90,8 @@ def llama_cpp_offload(gpu_build: bool, architectures: list[str], devices: int | 
     if not gpu_build:
         found = " An NVIDIA GPU is present." if gpus.gpus else ""
         return False, f"this llama-cpp-python build is CPU-only.{found} Fix: {FIX_LLAMA_CUDA}"
-    built = f"CUDA build (architectures {', '.join(architectures) or 'unknown'})"
+    # ggml names the architectures only once its CUDA backend has started, which needs the driver
+    built = f"CUDA build (architectures {', '.join(architectures)})" if architectures else "CUDA build"
     if not gpus.gpus:
         return False, f"{built} present, no GPU found ({gpus.problem or 'no NVIDIA GPU'})"
     if _driver_too_old(gpus):

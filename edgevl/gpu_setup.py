@@ -159,7 +159,8 @@ def fix(args: argparse.Namespace) -> None:
         architectures = args.arch or detected_architectures([gpu.compute_capability for gpu in query_gpus().gpus])
         wheel = build_llama_cpp(root, architectures, args.jobs, args.source, args.offline, args.build_dir,
                                 args.verbose_build)
-        pip_install("--force-reinstall", "--no-deps", str(wheel))
+        pip_install("--force-reinstall", "--no-deps", str(wheel))  # replaces a CPU build of the same version
+        pip_install(str(wheel))  # and adds its own dependencies where no CPU build brought them (diskcache, jinja2)
     if not args.skip_onnx:
         swap_onnxruntime()
     print("done: `edgevl doctor` shows what offloads now")

@@ -36,6 +36,11 @@ ALIGNED_ROWS = 0.6
 ALIGNED_OFFSET = 0.35
 #: Prose columns: at least this many text heights wide, their lines filling this share of the width.
 PROSE_WIDTH, PROSE_FILL = 8.0, 0.6
+#: A line of prose has no gap wider than this many text heights (the widest word spaces of justified text); the
+#: items of a widget row - buttons, toolbar entries, a label and its field - stand further apart.
+PROSE_GAP = 1.0
+#: A side of a gutter whose rows are split by such gaps more often than this is widget rows, not prose.
+PROSE_SPLIT_ROWS = 1 / 3
 #: Paragraphs: the gap between two wrapped lines is under this many text heights (about 1.2 line heights of pitch).
 PARAGRAPH_GAP = 0.6
 
@@ -235,11 +240,30 @@ def _aligned(left: Line, right: Line, unit: float) -> bool:
 
 
 def _is_prose(rows: list[Line], unit: float) -> bool:
-    """Whether the rows (one side of a gutter) read as wrapped prose: wide, lines filling the width."""
-    extents = [(min(box.left for box in row), max(box.right for box in row)) for row in rows if row]
-    width = max(right for _, right in extents) - min(left for left, _ in extents)
+    """Whether the rows (one side of a gutter) read as wrapped prose: a few lines, wide, filling the width, each
+    line one run of text rather than items set apart (a gutter of columns further on does not count as a gap)."""
+    rows = [row for row in rows if row]
+    if len(rows) < MIN_COLUMN_ROWS:
+        return False
+    extents = [(min(box.left for box in row), max(box.right for box in row)) for row in rows]
+    side = (min(left for left, _ in extents), max(right for _, right in extents))
     filled = statistics.median(right - left for left, right in extents)
-    return width >= PROSE_WIDTH * unit and filled >= PROSE_FILL * width
+    everywhere = sorted((box for row in rows for box in row), key=lambda box: box.left)
+    gutters = [(low, high) for low, high in _free(everywhere, side) if high - low >= MIN_GUTTER * unit]
+    split = sum(_has_wide_gap(row, PROSE_GAP * unit, gutters) for row in rows)
+    width = side[1] - side[0]
+    return width >= PROSE_WIDTH * unit and filled >= PROSE_FILL * width and split <= PROSE_SPLIT_ROWS * len(rows)
+
+
+def _has_wide_gap(row: Line, gap: float, gutters: list[Interval]) -> bool:
+    """Whether the row's boxes leave a horizontal gap wider than `gap` that holds none of `gutters`."""
+    boxes = sorted(row, key=lambda box: box.left)
+    reached = boxes[0].right
+    for box in boxes[1:]:
+        if box.left - reached > gap and not any(reached <= low and high <= box.left for low, high in gutters):
+            return True
+        reached = max(reached, box.right)
+    return False
 
 
 def _split_columns(rows: list[Line], gutters: list[float]) -> list[list[TextBox]]:

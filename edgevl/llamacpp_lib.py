@@ -8,7 +8,6 @@ warning), so edgevl installs its own, with the levels of the ggml.h vendored in 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 from types import ModuleType
@@ -52,25 +51,32 @@ def load_llama_cpp(purpose: str) -> ModuleType:
 def _preload_cuda_wheels() -> None:
     """A CUDA build made by `edgevl doctor --fix` links the CUDA runtime and cuBLAS of NVIDIA's wheels
     (site-packages/nvidia/cu13/lib), which are not on the loader's path: load them first, so that the build also
-    loads in a virtual environment other than the one it was compiled in. Nothing happens for a CPU build, or
-    where the loader finds a system CUDA runtime itself (mixing two CUDA installations is asking for trouble)."""
+    loads in a virtual environment other than the one it was compiled in. Nothing happens for a CPU build; each
+    library the loader finds itself (a system CUDA 13) is taken from there, and only the missing ones from the
+    wheels - a system CUDA runtime without cuBLAS is common (a driver-only or runtime-only install)."""
+    from edgevl.gpu_setup import wheel_toolkit
+
+    if not has_cuda_backend():
+        return
+    root = wheel_toolkit(need_compiler=False)
+    for name in _CUDA_LIBRARIES:
+        try:
+            ctypes.CDLL(name, mode=ctypes.RTLD_GLOBAL)
+        except OSError:
+            if root is None or not (root / "lib" / name).exists():
+                return  # importing llama_cpp then names the missing library
+            ctypes.CDLL(str(root / "lib" / name), mode=ctypes.RTLD_GLOBAL)
+
+
+def has_cuda_backend() -> bool:
+    """Whether the installed llama-cpp-python is a CUDA build (it ships libggml-cuda), seen without loading it:
+    where no driver loads, ggml registers no CUDA backend and llama_supports_gpu_offload() says False."""
     import importlib.util
     from pathlib import Path
 
-    from edgevl.gpu_setup import wheel_toolkit
-
     spec = importlib.util.find_spec("llama_cpp")
     origin = Path(spec.origin).parent if spec and spec.origin else None
-    if origin is None or not any((origin / "lib").glob("libggml-cuda.*")):
-        return
-    if ctypes.util.find_library("cudart"):  # a system CUDA the loader finds: the build links that one
-        return
-    root = wheel_toolkit(need_compiler=False)
-    if root is None:
-        return
-    for name in _CUDA_LIBRARIES:
-        if (root / "lib" / name).exists():
-            ctypes.CDLL(str(root / "lib" / name), mode=ctypes.RTLD_GLOBAL)
+    return origin is not None and any((origin / "lib").glob("libggml-cuda.*"))
 
 
 def cuda_build_info(llama: ModuleType) -> tuple[list[str], int | None]:

@@ -36,8 +36,9 @@ class ModelCard:
     sizes_mb: dict[str, int] = field(default_factory=dict)
     #: memory needed to run the model at a quant (text + mmproj loaded, one OCR request), MB
     ram_mb: dict[str, int] = field(default_factory=dict)
-    #: whether ram_mb was measured (the README's real-size table) or is an estimate from the file sizes
-    ram_measured: bool = False
+    #: the quants whose ram_mb was measured (the README's real-size table); the others' are estimates from the
+    #: file sizes
+    ram_measured: list[str] = field(default_factory=list)
     #: family defaults merged with the card's own overrides (chat_template, image budgets, ...)
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -54,7 +55,7 @@ class ModelCard:
     def ram_text(self, quant: str) -> str:
         """The memory needed at `quant` for people: "~2.9 GB" (~: estimated, not measured), or "?"."""
         ram_mb = self.ram_mb.get(quant)
-        return f"{'' if self.ram_measured else '~'}{ram_mb / 1e3:,.1f} GB" if ram_mb else "?"
+        return f"{'' if quant in self.ram_measured else '~'}{ram_mb / 1e3:,.1f} GB" if ram_mb else "?"
 
     @property
     def formats(self) -> list[str]:

@@ -208,3 +208,23 @@ def test_storage_types():
     assert gguf_files.storage_type((256,), q8) == gguf.GGMLQuantizationType.F32
     assert gguf_files.storage_type((256, 64), q8) == q8
     assert gguf_files.storage_type((256, 48), q8) == f16  # rows must be whole Q8_0 blocks of 32
+
+
+@pytest.mark.parametrize("qtype", ["F32", "F16", "BF16", "Q8_0"])
+def test_a_checkpoint_tensor_is_written_a_block_of_rows_at_a_time(tmp_path, qtype):
+    """Large tensors (a 7B's embedding is 2.2 GB in float32) are read and encoded by blocks of rows; the blocks
+    together are the tensor encoded whole, for every type."""
+    from safetensors.numpy import save_file
+
+    values = np.random.default_rng(0).standard_normal((300, 256)).astype(np.float32)
+    bf16 = (values.view(np.uint32) >> 16).astype(np.uint16)  # stored as a bf16 checkpoint stores it
+    save_file({"w": bf16}, str(tmp_path / "model.safetensors"))
+    header = (tmp_path / "model.safetensors").read_bytes()
+    header_len = int.from_bytes(header[:8], "little")
+    source = checkpoint_module.LazyTensor("w", "BF16", (300, 256), tmp_path / "model.safetensors", 8 + header_len,
+                                          bf16.nbytes)
+    planned = gguf_files.PlannedTensor.of("token_embd.weight", source, getattr(gguf.GGMLQuantizationType, qtype))
+    blocks = list(planned.encoded_blocks(block_bytes=256 * 4 * 7))  # 7 rows a block: the last one shorter
+    assert len(blocks) == 43
+    whole = planned.encode()
+    assert np.array_equal(np.concatenate(blocks), whole) and whole.nbytes == planned.nbytes()

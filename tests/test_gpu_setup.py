@@ -89,6 +89,66 @@ def test_cuda_build_info_reads_ggml_features(tmp_path):
     assert cuda_build_info(cpu_only) == ([], None)
 
 
+def test_cuda_build_is_seen_where_no_driver_lets_its_backend_start(monkeypatch):
+    # Seen on a machine without a GPU: ggml registers no CUDA backend there, so llama.cpp itself says it cannot
+    # offload; the build is told apart from a CPU one by its libggml-cuda.
+    from edgevl import llamacpp_lib
+
+    no_backend = types.SimpleNamespace(llama_supports_gpu_offload=lambda: False)
+    monkeypatch.setattr(llamacpp_lib, "load_llama_cpp", lambda purpose: no_backend)
+    monkeypatch.setattr(llamacpp_lib, "cuda_build_info", lambda llama: ([], None))
+    monkeypatch.setattr(llamacpp_lib, "has_cuda_backend", lambda: True)
+    [_, (what, works, detail)] = doctor._llama_cpp(NO_DRIVER)
+    assert not works and detail == "CUDA build present, no GPU found (NVML: NVML Shared Library Not Found)"
+
+
+def test_engine_on_a_cuda_build_without_a_gpu_says_so_not_cpu_only_build(monkeypatch):
+    from edgevl.engines import llamacpp
+
+    no_backend = types.SimpleNamespace(llama_supports_gpu_offload=lambda: False)
+    monkeypatch.setattr(llamacpp, "has_cuda_backend", lambda: True)
+    assert llamacpp._gpu_decision(no_backend, True) == (
+        False, "CPU only: CUDA build, but no usable NVIDIA GPU (`edgevl doctor` says why)")
+    monkeypatch.setattr(llamacpp, "has_cuda_backend", lambda: False)
+    offloads, reason = llamacpp._gpu_decision(no_backend, True)
+    assert not offloads and "has no GPU backend" in reason and doctor.FIX_LLAMA_CUDA in reason
+
+
+def test_missing_cuda_libraries_come_from_the_wheels_the_others_from_the_system(tmp_path, monkeypatch):
+    # A system CUDA runtime without cuBLAS (as on a runtime-only install): cuBLAS and cuBLASLt from the wheels.
+    from edgevl import llamacpp_lib
+
+    (tmp_path / "lib").mkdir()
+    for name in ("libcudart.so.13", "libcublasLt.so.13", "libcublas.so.13"):
+        (tmp_path / "lib" / name).write_bytes(b"")
+    loaded = []
+
+    def load(name, mode=0):
+        if name.startswith("libcublas"):  # not on the loader's path
+            raise OSError(f"{name}: cannot open shared object file")
+        loaded.append(name)
+
+    monkeypatch.setattr(llamacpp_lib, "has_cuda_backend", lambda: True)
+    monkeypatch.setattr(gpu_setup, "wheel_toolkit", lambda need_compiler=True: tmp_path)
+    monkeypatch.setattr(llamacpp_lib.ctypes, "CDLL", load)
+    llamacpp_lib._preload_cuda_wheels()
+    assert loaded == ["libcudart.so.13", str(tmp_path / "lib" / "libcublasLt.so.13"),
+                      str(tmp_path / "lib" / "libcublas.so.13")]
+
+
+def test_installing_the_built_wheel_also_brings_its_dependencies(tmp_path, monkeypatch):
+    # `--no-deps` alone left a virtual environment without a CPU build lacking diskcache and jinja2.
+    wheel = tmp_path / "llama_cpp_python-0.3.36-py3-none-linux_x86_64.whl"
+    installs = []
+    monkeypatch.setattr(gpu_setup, "wheel_toolkit", lambda need_compiler=True: tmp_path)
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "nvcc").write_bytes(b"")
+    monkeypatch.setattr(gpu_setup, "build_llama_cpp", lambda *args: wheel)
+    monkeypatch.setattr(gpu_setup, "pip_install", lambda *arguments: installs.append(arguments))
+    gpu_setup.main(["--skip-onnx", "--arch", "90-real"])
+    assert installs == [("--force-reinstall", "--no-deps", str(wheel)), (str(wheel),)]
+
+
 # ---- ONNX Runtime ------------------------------------------------------------------------------------------------
 
 def test_cpu_onnxruntime_says_how_to_get_the_gpu_one():

@@ -71,6 +71,27 @@ def test_aligned_form_labels_and_values_are_read_across() -> None:
     assert arrange(boxes) == [f"{label} {value}" for label, value in zip(labels, values)]
 
 
+#: The boxes RapidOCR found on an application window drawn by `edgevl eval synth --seed 0` (text, left, top, right,
+#: bottom): rows of buttons and toolbar items whose gaps happen to line up over five rows, each side of that gap
+#: filling its width about as prose would.
+WINDOW = [("Terms of service", 12, 14, 141, 34), ("Print preview", 11, 60, 119, 84), ("Redo", 152, 58, 202, 84),
+          ("Keyboard shortcuts", 238, 61, 390, 82), ("Storage used: 12.4 GB of 64 GB", 428, 60, 672, 81),
+          ("No results found", 12, 109, 141, 130), ("Zoom out", 11, 157, 92, 179),
+          ("Enter your email address", 12, 206, 207, 227), ("Check for updates", 246, 206, 389, 227),
+          ("Privacy and security", 427, 206, 585, 227), ("Two-factor authentication", 13, 254, 209, 274),
+          ("Message sent", 245, 249, 361, 277), ("OK", 392, 250, 427, 275), ("Archive", 9, 299, 76, 324),
+          ("Import", 110, 299, 173, 325), ("3 unread messages", 206, 299, 361, 323),
+          ("Version 2.8.1 (build 4410)", 13, 351, 211, 369)]
+
+
+def test_widget_rows_that_happen_to_leave_a_common_gap_are_read_across() -> None:
+    lines = arrange([TextBox(*fields) for fields in WINDOW])
+    assert lines == ["Terms of service", "Print preview Redo Keyboard shortcuts Storage used: 12.4 GB of 64 GB",
+                     "No results found", "Zoom out", "Enter your email address Check for updates Privacy and security",
+                     "Two-factor authentication Message sent OK", "Archive Import 3 unread messages",
+                     "Version 2.8.1 (build 4410)"]
+
+
 def test_raw_keeps_the_detectors_order_one_box_per_line() -> None:
     boxes = [*column(RIGHT, 360, 0), *column(LEFT, 0, 0)]
     assert arrange(boxes, "raw") == [b.text for b in boxes]

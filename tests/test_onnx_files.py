@@ -51,11 +51,14 @@ def test_graph_over_the_limit_gets_a_weights_file(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("checkpoint_dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int4"])
-def test_weightless_export_streams_weights_and_large_graphs_keep_their_data_file(tmp_path, monkeypatch, precision):
+def test_weightless_export_streams_weights_and_large_graphs_keep_their_data_file(tmp_path, monkeypatch, precision,
+                                                                                 checkpoint_dtype):
     """A module traced weightless gets its weights from the `weights` callback (Linear weights given [out, in],
     as checkpoints store them); with the limit lowered so that the graph counts as large, every precision keeps a
-    data file beside the graph, and ONNX Runtime computes what torch computes with those weights."""
+    data file beside the graph, and ONNX Runtime computes what torch computes with those weights. A bf16
+    checkpoint's weights (float32 values that are all bf16) are staged in bf16, in half the disk."""
     torch = pytest.importorskip("torch")
     ort = pytest.importorskip("onnxruntime")
     from edgevl.converters import onnx_export
@@ -72,6 +75,7 @@ def test_weightless_export_streams_weights_and_large_graphs_keep_their_data_file
         traced = Net()
     sources = onnx_export.weightless_model(traced)
     reference = Net().eval()  # random weights: the "checkpoint"
+    reference.to(getattr(torch, checkpoint_dtype)).float()  # a bf16 checkpoint, widened as converters load it
     state = {name: value.detach().numpy() for name, value in reference.state_dict().items()}
     weights = onnx_export.named_weights(traced, sources, state.__getitem__)
     exported = tmp_path / "scratch" / "net.onnx"
@@ -80,6 +84,9 @@ def test_weightless_export_streams_weights_and_large_graphs_keep_their_data_file
     with torch.no_grad():
         onnx_export.export(traced, (x,), exported, ["x"], ["y"], {"x": {1: "seq"}}, weights)
         expected = reference(x).numpy()
+    staged_bytes = exported.with_name("net.onnx.data").stat().st_size
+    parameter_count = sum(value.numel() for value in reference.parameters())
+    assert staged_bytes == parameter_count * (2 if checkpoint_dtype == "bfloat16" else 4)
 
     monkeypatch.setattr(onnx_files, "EXTERNAL_DATA_BYTES", 4096)
     written = onnx_files.write_graph(exported, tmp_path / "net.onnx", precision, onnx_files.Int4Options())

@@ -25,7 +25,7 @@ from PIL import Image
 from edgevl.engines.base import ModelFolderEngine, StopFilter
 from edgevl.engines.structured import TokenMask, llguidance_tokenizer_from_llama_vocab
 from edgevl.errors import EdgevlError, ModelError
-from edgevl.llamacpp_lib import INSTALL_HINT, load_llama_cpp
+from edgevl.llamacpp_lib import has_cuda_backend, load_llama_cpp
 from edgevl.request import Request, Sampling
 from edgevl.system import default_threads
 
@@ -326,5 +326,8 @@ def _gpu_decision(llama, wanted: bool) -> tuple[bool, str]:
     if not wanted:
         return False, "CPU only (GPU offload turned off)"
     if not llama.llama_supports_gpu_offload():
-        return False, f"CPU only: this llama-cpp-python build has no GPU backend. For CUDA: {INSTALL_HINT}"
+        if has_cuda_backend():  # ggml starts no CUDA backend without a GPU and its driver
+            return False, "CPU only: CUDA build, but no usable NVIDIA GPU (`edgevl doctor` says why)"
+        return False, ("CPU only: this llama-cpp-python build has no GPU backend. For CUDA: "
+                       "pip install 'edgevl[cuda]' && edgevl doctor --fix")
     return True, "GPU offload: all layers and the vision projector"

@@ -29,8 +29,7 @@ from torch import nn
 
 from edgevl.families.minicpmv import (QUERY_NUM, feature_spans, minicpmv_feature_markers, minicpmv_placeholder,
                                       minicpmv_slices, resampler_key_positions)
-from edgevl.testing.qwen2vl import save_sharded, spread_norm_weights, tokenizer_source_dir
-from edgevl.testing.shards import meta_shapes, write_random_shards
+from edgevl.testing.qwen2vl import save_sharded, save_streamed, spread_norm_weights, tokenizer_source_dir
 
 VERSIONS = ("2.6", "2.5")
 
@@ -357,15 +356,17 @@ def build_minicpmv_checkpoint(
 ) -> Path:
     """Write a random MiniCPM-V checkpoint folder (config.json, sharded safetensors with the released names
     `vpm.*` / `resampler.*` / `llm.model.*` / `llm.lm_head.weight`, preprocessor_config.json, tokenizer) and
-    return its path. Deterministic for a given seed. `streamed` draws the weights tensor by tensor into shards of
-    about 1 GB (edgevl.testing.shards; `shards` is then ignored), for real sizes: the model is never in memory."""
+    return its path. Deterministic for a given seed. `streamed`: one shard in memory at a time, never the model
+    (real sizes; as edgevl.testing.qwen2vl.write_random_checkpoint streams)."""
     if version not in VERSIONS:
         raise ValueError(f"MiniCPM-V version {version!r}: expected one of {VERSIONS}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     config = released_config(version, size, dtype)
     if streamed:
-        write_random_shards(out, meta_shapes(lambda: MiniCPMV(config)), dtype, seed)
+        with torch.device("meta"):
+            shapes = {name: value.shape for name, value in MiniCPMV(config).state_dict().items()}
+        save_streamed(shapes, getattr(torch, dtype), config["initializer_range"], seed, out, shards)
     else:
         torch.manual_seed(seed)
         model = MiniCPMV(config).eval()

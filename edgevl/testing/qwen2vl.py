@@ -70,6 +70,13 @@ QWEN2VL_2B = Qwen2VLSize(
     mrope_section=(16, 24, 24), vision_embed_dim=1280, vision_depth=32, vision_heads=16,
 )
 
+#: Qwen2-VL-7B-Instruct's real widths: the 2B's vision tower, a wider text stack, a padded vocabulary and an
+#: untied lm_head, as released (8.3B parameters, 16.6 GB in bf16)
+QWEN2VL_7B = replace(
+    QWEN2VL_2B, hidden_size=3584, intermediate_size=18944, num_attention_heads=28, num_key_value_heads=4,
+    vocab_size=152064, tie_word_embeddings=False,
+)
+
 
 def tokenizer_source_dir() -> Path:
     import importlib.util
@@ -179,37 +186,50 @@ def build_qwen2vl_checkpoint(
     dtype: str = "float32",
     seed: int = 0,
     shards: int = 2,
+    streamed: bool = False,
 ) -> Path:
-    """Write a random Qwen2-VL checkpoint folder and return its path. Deterministic for a given seed."""
+    """Write a random Qwen2-VL checkpoint folder and return its path. Deterministic for a given seed.
+    `streamed`: one shard in memory at a time (real sizes; see `write_random_checkpoint`)."""
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
     from edgevl.converters.qwen2vl import Qwen2VLConverter
 
     return write_random_checkpoint(out, released_config(size, dtype), Qwen2VLConfig, Qwen2VLForConditionalGeneration,
                                    Qwen2VLConverter.canonical_name, PREPROCESSOR_CONFIG, dtype=dtype, seed=seed,
-                                   shards=shards, tie_word_embeddings=size.tie_word_embeddings)
+                                   shards=shards, tie_word_embeddings=size.tie_word_embeddings, streamed=streamed)
 
 
 def write_random_checkpoint(out: str | Path, config: dict, config_class, model_class,
                             canonical_name: Callable[[str], str], preprocessor: dict, *, dtype: str, seed: int,
-                            shards: int, tie_word_embeddings: bool) -> Path:
+                            shards: int, tie_word_embeddings: bool, streamed: bool = False) -> Path:
     """A Qwen-VL checkpoint folder: `model_class` randomly initialised from `config` (deterministic for a seed),
     its tensors under the released names in `dtype`, sharded, with the generation, preprocessor and tokenizer
-    files the releases ship."""
+    files the releases ship.
+
+    `streamed` never builds the model: its tensors' names and shapes come from a model on the meta device, and
+    each shard's tensors are drawn (as transformers initialises them) and written before the next shard's, so the
+    peak memory is one shard, not the model (a 7B in bf16 is 16.6 GB)."""
     import torch
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     torch_dtype = getattr(torch, dtype)
-    # initialised in the saved dtype: a real-size model in fp32 and its bf16 copy would need ~14 GB at 2B
-    model = model_class._from_config(config_class(**config), dtype=torch_dtype).eval()
-    spread_norm_weights(model, seed)
-
-    state = {canonical_name(k): v.to(torch_dtype).contiguous() for k, v in model.state_dict().items()}
-    if tie_word_embeddings:
-        state.pop("lm_head.weight", None)
-    save_sharded(state, out, shards)
+    if streamed:
+        with torch.device("meta"):
+            model = model_class._from_config(config_class(**config), dtype=torch_dtype)
+        shapes = {canonical_name(k): v.shape for k, v in model.state_dict().items()}
+        if tie_word_embeddings:
+            shapes.pop("lm_head.weight", None)
+        save_streamed(shapes, torch_dtype, config["initializer_range"], seed, out, shards)
+    else:
+        # initialised in the saved dtype: a real-size model in fp32 and its bf16 copy would need ~14 GB at 2B
+        model = model_class._from_config(config_class(**config), dtype=torch_dtype).eval()
+        spread_norm_weights(model, seed)
+        state = {canonical_name(k): v.to(torch_dtype).contiguous() for k, v in model.state_dict().items()}
+        if tie_word_embeddings:
+            state.pop("lm_head.weight", None)
+        save_sharded(state, out, shards)
 
     (out / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     (out / "generation_config.json").write_text(json.dumps(
@@ -220,6 +240,11 @@ def write_random_checkpoint(out: str | Path, config: dict, config_class, model_c
     return out
 
 
+def is_norm(name: str) -> bool:
+    """LayerNorm and RMSNorm parameters (named `norm*` or `ln_*`)."""
+    return "norm" in name or ".ln_" in name
+
+
 def spread_norm_weights(model, seed: int) -> None:
     """Random init leaves every norm weight at 1 and bias at 0, which would hide a converter that drops or
     swaps them. Give them distinct values (LayerNorms named `norm*` or `ln_*`)."""
@@ -228,15 +253,68 @@ def spread_norm_weights(model, seed: int) -> None:
     generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if "norm" in name or ".ln_" in name:
+            if is_norm(name):
                 noise = torch.rand(param.shape, generator=generator) * 0.4
                 param.copy_(1.0 + noise - 0.2 if name.endswith("weight") else noise - 0.2)
 
 
 def save_sharded(state: dict, out: Path, shards: int) -> None:
     """Safetensors shards with an index, as the hub's checkpoints are laid out (one file when shards is 1)."""
-    from edgevl.testing.shards import save_shards
+    from safetensors.torch import save_file
 
     names = list(state)
     per_shard = -(-len(names) // shards)
-    save_shards(out, [names[index * per_shard:(index + 1) * per_shard] for index in range(shards)], state.__getitem__)
+    weight_map = {}
+    for index in range(shards):
+        part = names[index * per_shard:(index + 1) * per_shard]
+        file_name = f"model-{index + 1:05d}-of-{shards:05d}.safetensors" if shards > 1 else "model.safetensors"
+        save_file({k: state[k] for k in part}, str(out / file_name), metadata={"format": "pt"})
+        weight_map.update({k: file_name for k in part})
+    if shards > 1:
+        write_shard_index(out, sum(t.numel() * t.element_size() for t in state.values()), weight_map)
+
+
+def write_shard_index(out: Path, total_bytes: int, weight_map: dict[str, str]) -> None:
+    shard_index = {"metadata": {"total_size": total_bytes}, "weight_map": weight_map}
+    (out / "model.safetensors.index.json").write_text(json.dumps(shard_index, indent=2), encoding="utf-8")
+
+
+def random_tensor(name: str, shape, dtype, std: float, generator):
+    """One parameter drawn as transformers initialises it (weights normal(0, std), biases 0), norms spread as
+    `spread_norm_weights` spreads them."""
+    import torch
+
+    if is_norm(name):
+        noise = torch.rand(shape, generator=generator) * 0.4
+        return (1.0 + noise - 0.2 if name.endswith("weight") else noise - 0.2).to(dtype)
+    if len(shape) < 2:
+        return torch.zeros(shape, dtype=dtype)
+    return torch.empty(shape, dtype=dtype).normal_(0.0, std, generator=generator)
+
+
+def save_streamed(shapes: dict, dtype, std: float, seed: int, out: Path, shards: int) -> None:
+    """Random tensors of `shapes` (name -> shape) saved as `save_sharded` lays them out, but drawn one shard at a
+    time: shards of about equal bytes, each written and freed before the next is drawn."""
+    import torch
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(seed)
+    item_size = torch.empty((), dtype=dtype).element_size()
+    sizes = {name: shape.numel() * item_size for name, shape in shapes.items()}
+    total = sum(sizes.values())
+    weight_map: dict[str, str] = {}
+    names = iter(shapes)
+    name, written = next(names, None), 0
+    for index in range(shards):
+        file_name = f"model-{index + 1:05d}-of-{shards:05d}.safetensors" if shards > 1 else "model.safetensors"
+        part = {}
+        # the shard takes tensors until it reaches its share of the bytes (the last one takes the rest)
+        while name is not None and (index == shards - 1 or not part or written < total * (index + 1) / shards):
+            part[name] = random_tensor(name, shapes[name], dtype, std, generator)
+            written += sizes[name]
+            name = next(names, None)
+        save_file(part, str(out / file_name), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(part, file_name))
+        del part
+    if shards > 1:
+        write_shard_index(out, total, weight_map)

@@ -156,7 +156,7 @@ class DownloadDialog(QDialog):
         if ram_mb:
             line = tr("Needs about {ram:.1f} GB of memory{how}; this computer has {total:.1f} GB.", ram=ram_mb / 1e3,
                       total=self._ram_bytes / 1e9,
-                      how="" if card.ram_measured else " " + tr("(estimated from the file sizes)"))
+                      how="" if quant in card.ram_measured else " " + tr("(estimated from the file sizes)"))
             too_much = ram_mb * 1e6 > self._ram_bytes
             lines.append(f"<span style='color:{WARNING_COLOR}'>{line}</span>" if too_much else line)
         self.advice.setText("<br>".join(lines))
