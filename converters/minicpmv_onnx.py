@@ -70,7 +70,8 @@ def write_model(converter, folder: Path, quant: str, int4, progress) -> dict[str
 
 def export_vision(converter, path: Path) -> Path:
     """The vision graph of edgevl/engines/minicpmv_vision.py, built from the tensors' shapes alone; its weights,
-    the checkpoint's, are written into `path`.data one at a time in float32 (a real-size tower is 1.9 GB)."""
+    the checkpoint's, are written into `path`.data one at a time (onnx_export.write_external), never all in
+    memory (a real-size tower is 1.9 GB in float32)."""
     import onnx
     from onnx.external_data_helper import uses_external_data
 
