@@ -49,3 +49,10 @@ def test_every_quant_says_the_memory_it_needs():
         assert set(card.ram_mb) == quants, card.id
         assert all(isinstance(mb, int) and mb > card.sizes_mb[quant] for quant, mb in card.ram_mb.items()), card.id
         assert set(card.ram_measured) <= set(card.ram_mb), card.id  # the quants whose figure was measured
+
+
+def test_measured_memory_is_shown_without_the_estimate_mark():
+    seven = model_cards.card_by_id("qwen2-vl-7b-instruct")
+    assert "q4_k_m" in seven.ram_measured
+    assert seven.ram_text("q4_k_m") == f"{seven.ram_mb['q4_k_m'] / 1e3:.1f} GB"
+    assert seven.ram_text("f16").startswith("~")

@@ -307,7 +307,7 @@ def save_streamed(shapes: dict, dtype, std: float, seed: int, out: Path, shards:
     name, written = next(names, None), 0
     for index in range(shards):
         file_name = f"model-{index + 1:05d}-of-{shards:05d}.safetensors" if shards > 1 else "model.safetensors"
-        part = {}
+        part: dict[str, torch.Tensor] = {}
         # the shard takes tensors until it reaches its share of the bytes (the last one takes the rest)
         while name is not None and (index == shards - 1 or not part or written < total * (index + 1) / shards):
             part[name] = random_tensor(name, shapes[name], dtype, std, generator)
