@@ -263,12 +263,19 @@ def add_bpe_vocab(writer: gguf.GGUFWriter, folder: Path, vocab_size: int, pre_to
     gguf.SpecialVocab(folder, load_merges=True, n_vocab=vocab_size).add_to_gguf(writer, quiet=True)
 
 
+#: the rows llama.cpp's quantizer holds at once, in bytes (source, float32 copy and result): its default, 8 GiB,
+#: takes a 7B's 543M-value embedding in one piece (q4_k_m at MiniCPM-V 2.6's widths: 3.73 GB peak, 1.36 GB with
+#: this cap); rows quantize independently, so the file is the same
+QUANTIZE_BUFFER_BYTES = 256 << 20
+
+
 def quantize_with_llama_cpp(source: Path, destination: Path, quant: Quant, threads: int = 0) -> None:
     """Run llama.cpp's quantizer (the code behind `llama-quantize`) on a GGUF file."""
     llama_cpp = load_llama_cpp(f"Writing {quant.label}")
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = quant.llama_ftype
     params.nthread = threads
+    params.max_buf_size = QUANTIZE_BUFFER_BYTES
     status = llama_cpp.llama_model_quantize(str(source).encode(), str(destination).encode(), ctypes.byref(params))
     if status != 0:
         raise EdgevlError(f"llama.cpp could not quantize {source.name} to {quant.label} (status {status})")

@@ -1,28 +1,30 @@
 """MiniCPM-V 2.6 / 2.5 (and MiniCPM-o 2.6's vision and language parts) -> three ONNX graphs.
 
 - vision: SigLIP + resampler for one slice of any size the released slicing makes. It is the graph the GGUF
-  engine builds from the mmproj (edgevl/engines/minicpmv_vision.py), here built from the checkpoint's tensors
-  under the same names and saved with its weights: patches [N, 3*14*14], SigLIP position ids [N] and the
-  resampler's key positions [N, width] in (the engine computes both, so the patch grid stays free),
-  [query_num, width] out.
+  engine builds from the mmproj (edgevl/engines/minicpmv_vision.py), here built from the shapes of the
+  checkpoint's tensors under the same names, its weights then written one at a time: patches [N, 3*14*14],
+  SigLIP position ids [N] and the resampler's key positions [N, width] in (the engine computes both, so the patch
+  grid stays free), [query_num, width] out.
 - embedding and decoder: the language model (`llm.*`: Qwen2 for 2.6 and o-2.6, Llama-3 for 2.5) rebuilt with
-  transformers from the checkpoint's own tensors (no remote code) and traced as for every family
-  (converters/onnx_export.py), plain RoPE. Each slice's features replace the `<unk>` tokens of its placeholder.
+  transformers (no remote code) and traced weightless as for every family (converters/onnx_export.py), plain
+  RoPE, the checkpoint's tensors then streamed into each graph's data file: a 7B model is never in memory whole.
+  Each slice's features replace the `<unk>` tokens of its placeholder.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from edgevl.chat import END_OF_TURN
 from edgevl.converters import onnx_files
 from edgevl.converters.gguf_files import QUANTS
-from edgevl.converters.onnx_export import decoder_config, export_decoder, export_embedding
+from edgevl.converters.onnx_export import (decoder_config, export_decoder, export_embedding, weightless_traceable,
+                                          write_external)
 from edgevl.errors import CheckpointError
 from edgevl.families.minicpmv import MINICPMV_UNK
 
@@ -53,10 +55,11 @@ def write_model(converter, folder: Path, quant: str, int4, progress) -> dict[str
     def export(scratch: Path, on_graph) -> dict[str, Path]:
         paths = {"vision": export_vision(converter, scratch / "vision.onnx")}
         on_graph()
-        llm = load_language_model(converter, text)  # freed on return, before the precision conversion
-        paths["embed"] = export_embedding(llm.model.embed_tokens, image_token_id, scratch / "embed.onnx")
+        llm, weights = traceable_language_model(converter, text)
+        paths["embed"] = export_embedding(llm.model.embed_tokens, image_token_id, scratch / "embed.onnx", weights)
         on_graph()
-        paths["decoder"] = export_decoder(llm.model, llm.lm_head, text, scratch / "decoder.onnx", mrope=False)
+        paths["decoder"] = export_decoder(llm.model, llm.lm_head, text, scratch / "decoder.onnx", mrope=False,
+                                          weights=weights)
         on_graph()
         return paths
 
@@ -66,11 +69,21 @@ def write_model(converter, folder: Path, quant: str, int4, progress) -> dict[str
 
 
 def export_vision(converter, path: Path) -> Path:
-    """The vision graph of edgevl/engines/minicpmv_vision.py, its weights the checkpoint's in float32, saved."""
+    """The vision graph of edgevl/engines/minicpmv_vision.py, built from the tensors' shapes alone; its weights,
+    the checkpoint's, are written into `path`.data one at a time (onnx_export.write_external), never all in
+    memory (a real-size tower is 1.9 GB in float32)."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
     from edgevl.engines.minicpmv_vision import standalone_graph
 
-    weights = {t.name: np.asarray(t.compute(), dtype=np.float32) for t in converter.vision_plan(QUANTS["f32"]).tensors}
-    onnx_files.save(standalone_graph(weights, converter.vision_settings()), path)
+    tensors = {t.name: t for t in converter.vision_plan(QUANTS["f32"]).tensors}
+    model = standalone_graph({name: t.shape for name, t in tensors.items()}, converter.vision_settings())
+    with onnx_files.data_file(path).open("wb") as out:
+        for tensor in model.graph.initializer:
+            if uses_external_data(tensor):  # a weight (the graph's own constants are inline)
+                write_external(tensor, tensors[tensor.name].compute(), out)
+    onnx.save_model(model, str(path))
     return path
 
 
@@ -86,21 +99,20 @@ def language_model_config(converter):
     return config
 
 
-def load_language_model(converter, config) -> Qwen2ForCausalLM | LlamaForCausalLM:
-    """`llm.*` as transformers' Qwen2ForCausalLM or LlamaForCausalLM with the checkpoint's weights, fp32."""
+def traceable_language_model(converter, config) -> tuple[Qwen2ForCausalLM | LlamaForCausalLM, Callable]:
+    """`llm.*` as transformers' Qwen2ForCausalLM or LlamaForCausalLM, weightless, and the exports' `weights`
+    argument streaming the checkpoint's tensors (onnx_export.weightless_traceable)."""
     from transformers import LlamaForCausalLM, Qwen2ForCausalLM
 
     model_class = {"2.6": Qwen2ForCausalLM, "2.5": LlamaForCausalLM}[converter.version]
-    state = {name.removeprefix("llm."): torch.from_numpy(np.asarray(tensor.load(), dtype=np.float32))
-             for name, tensor in converter.tensors.items() if name.startswith("llm.")}
-    if "lm_head.weight" not in state:  # tied output projection
-        state["lm_head.weight"] = state["model.embed_tokens.weight"]
-    with torch.device("meta"):  # no memory for weights that the checkpoint's replace right away
-        model = model_class(config)
-    model.load_state_dict(state, strict=True, assign=True)
-    # the rotary frequencies are computed buffers, not weights: compute them for real
-    model.model.rotary_emb = type(model.model.rotary_emb)(config)
-    return model.eval()
+
+    def load(name: str) -> np.ndarray:
+        released = f"llm.{name}"
+        if name == "lm_head.weight" and released not in converter.tensors:  # tied output projection
+            released = "llm.model.embed_tokens.weight"
+        return converter.tensors[released].load()
+
+    return weightless_traceable(lambda: model_class(config), load)
 
 
 def eos_token_ids(converter, tokenizer) -> list[int]:

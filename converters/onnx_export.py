@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import BinaryIO
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+from edgevl.converters.onnx_files import data_file, set_external
 
 OPSET = 17
 #: the traced examples' type, whatever torch's default dtype is set to: it fixes the graphs' activation type
@@ -232,6 +235,17 @@ def weightless_model(model: nn.Module) -> dict[int, tuple[str, bool]]:
     return sources
 
 
+def weightless_traceable(build: Callable[[], nn.Module], load: Callable[[str], np.ndarray]
+                         ) -> tuple[nn.Module, Callable[[nn.Module], Weights]]:
+    """The model `build()` makes, weightless (`parameters_on_meta`, `weightless_model`), and the `weights`
+    argument of the exports for it: each parameter streamed from `load(state dict name)`, which gives a tensor as
+    the checkpoint stores it."""
+    with parameters_on_meta():
+        model = build()
+    sources = weightless_model(model)
+    return model.eval(), lambda module: named_weights(module, sources, load)
+
+
 def named_weights(module: nn.Module, sources: dict[int, tuple[str, bool]],
                   load: Callable[[str], np.ndarray]) -> Weights:
     """`Weights` for a part of a weightless model: `load(state dict name)` gives a tensor as the checkpoint
@@ -252,32 +266,34 @@ def fill_weights(path: Path, inputs: set[str], weights: Weights) -> None:
     import onnx
 
     model = onnx.load_model(str(path))
-    data = path.with_name(path.name + ".data")
     parameters = [value for value in model.graph.input if value.name not in inputs]
-    with data.open("wb") as out:
+    with data_file(path).open("wb") as out:
         for value in parameters:
-            elem_type = value.type.tensor_type.elem_type
             shape = tuple(dim.dim_value for dim in value.type.tensor_type.shape.dim)
-            array = weights(value.name)
-            if array.shape != shape:
-                raise ValueError(f"{value.name}: the checkpoint gives shape {array.shape}, the graph wants {shape}")
-            if elem_type == onnx.TensorProto.FLOAT and holds_bfloat16(array):
-                # a bf16 checkpoint's weight, widened when loaded: stored as bf16, exactly, in half the disk (a 7B
-                # decoder is 28 GB in fp32); onnx_files widens it again where a graph needs fp32
-                elem_type = onnx.TensorProto.BFLOAT16
-            dtype = onnx.helper.tensor_dtype_to_np_dtype(elem_type)
-            tensor = onnx.TensorProto(name=value.name, data_type=elem_type, dims=shape,
-                                      data_location=onnx.TensorProto.EXTERNAL)
-            nbytes = array.size * np.dtype(dtype).itemsize
-            for key, entry in (("location", data.name), ("offset", out.tell()), ("length", nbytes)):
-                tensor.external_data.add(key=key, value=str(entry))
-            write_rows(array, dtype, out)
+            tensor = onnx.TensorProto(name=value.name, data_type=value.type.tensor_type.elem_type, dims=shape)
+            write_external(tensor, weights(value.name), out)
             model.graph.initializer.append(tensor)
-            del array
     kept = [value for value in model.graph.input if value.name in inputs]
     del model.graph.input[:]
     model.graph.input.extend(kept)
     onnx.save_model(model, str(path))
+
+
+def write_external(tensor, array: np.ndarray, out: BinaryIO) -> None:
+    """Append `array` to the open data file `out` as `tensor`'s values (in its data type - bf16 where a float32
+    weight holds only bf16 values - C order) and point `tensor` (an onnx.TensorProto) there."""
+    import onnx
+
+    shape = tuple(tensor.dims)
+    if array.shape != shape:
+        raise ValueError(f"{tensor.name}: the checkpoint gives shape {array.shape}, the graph wants {shape}")
+    if tensor.data_type == onnx.TensorProto.FLOAT and holds_bfloat16(array):
+        # a bf16 checkpoint's weight, widened when loaded: stored as bf16, exactly, in half the disk (a 7B
+        # decoder is 28 GB in fp32); onnx_files widens it again where a graph needs fp32
+        tensor.data_type = onnx.TensorProto.BFLOAT16
+    begin = out.tell()
+    write_rows(array, onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type), out)
+    set_external(tensor, Path(out.name).name, begin, out.tell() - begin)
 
 
 def decoder_config(text, eos_token_ids: list[int]) -> dict:

@@ -73,11 +73,6 @@ def write_graph(exported: Path, destination: Path, precision: str, int4: Int4Opt
     never has to be in memory whole."""
     import onnx
 
-    if not data_file(exported).is_file():  # traced with its weights (MiniCPM-V): the graph in memory whole
-        graph = load(exported)
-        if precision != "fp32":
-            graph = to_fp16(graph) if precision == "fp16" else to_int4(graph, int4, OUTPUT_PROJECTION)
-        return save(graph, destination)
     if precision == "int4":
         return save(int4_from_file(exported, int4), destination)
     model = onnx.load_model(str(exported), load_external_data=False)
@@ -184,7 +179,7 @@ def retyped_from_file(model: onnx.ModelProto, source: Path, target: Path, precis
             if uses_external_data(tensor):
                 begin = out.tell()
                 _convert_weight(tensor, stored[tensor.name], source, out, chunk)
-                _set_external(tensor, target.name, begin, out.tell() - begin)
+                set_external(tensor, target.name, begin, out.tell() - begin)
     return model
 
 
@@ -224,7 +219,11 @@ def _value_info_from_dims() -> Iterator[None]:
         float16.make_value_info_from_tensor = reading
 
 
-def _set_external(tensor: onnx.TensorProto, location: str, offset: int, length: int) -> None:
+def set_external(tensor: onnx.TensorProto, location: str, offset: int, length: int) -> None:
+    """Point `tensor` at `length` bytes from `offset` in the data file `location` (a name beside the graph)."""
+    import onnx
+
+    tensor.data_location = onnx.TensorProto.EXTERNAL
     del tensor.external_data[:]
     for key, value in (("location", location), ("offset", offset), ("length", length)):
         tensor.external_data.add(key=key, value=str(value))
@@ -269,12 +268,6 @@ def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
             yield from attribute.tensors
             for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
                 yield from _tensors(subgraph)
-
-
-def load(path: Path) -> onnx.ModelProto:
-    import onnx
-
-    return onnx.load_model(str(path), load_external_data=True)
 
 
 def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -18,8 +18,7 @@ import torch
 from torch import nn
 
 from edgevl.converters.onnx_export import (
-    FLOAT, Weights, decoder_config, export, export_decoder, export_embedding, named_weights, parameters_on_meta,
-    weightless_model,
+    FLOAT, Weights, decoder_config, export, export_decoder, export_embedding, weightless_traceable,
 )
 
 
@@ -90,9 +89,6 @@ def traceable_model(checkpoint: Path) -> tuple[Any, Callable[[nn.Module], Weight
     converter = open_converter(checkpoint)
     config = transformers.AutoConfig.from_pretrained(checkpoint)
     model_class = getattr(transformers, converter.checkpoint.architecture)
-    with parameters_on_meta():
-        model = model_class._from_config(config, attn_implementation="eager", dtype=FLOAT).eval()
-    sources = weightless_model(model)
 
     def load(name: str) -> np.ndarray:
         released = converter.canonical_name(name)
@@ -100,7 +96,8 @@ def traceable_model(checkpoint: Path) -> tuple[Any, Callable[[nn.Module], Weight
             released = "model.embed_tokens.weight"
         return converter.tensors[released].load()
 
-    return model, lambda module: named_weights(module, sources, load)
+    return weightless_traceable(
+        lambda: model_class._from_config(config, attn_implementation="eager", dtype=FLOAT), load)
 
 
 def export_graphs(model, folder: Path, weights: Callable[[nn.Module], Weights], on_graph=lambda: None,

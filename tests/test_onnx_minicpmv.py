@@ -105,6 +105,20 @@ def test_minicpm_o_exports_its_vision_and_language_parts(minicpmv_checkpoint, mi
         assert np.abs(minicpm_o.first_token_logits(request) - v26.first_token_logits(request)).max() <= 1e-6
 
 
+def test_bf16_checkpoint_exports_exactly(tmp_path):
+    """MiniCPM-V ships bf16: the export stages such weights as bf16 (exact) and widens them again, so the fp32
+    folder answers as the reference does with the same weights in float32."""
+    from edgevl.testing.minicpmv import MiniCPMVReference, build_minicpmv_checkpoint
+
+    source = build_minicpmv_checkpoint(tmp_path / "bf16", "2.6", dtype="bfloat16")
+    convert(source, tmp_path / "out", to="onnx", quant="fp32")
+    image = minicpmv_image("wide-screenshot")
+    with OnnxEngine(tmp_path / "out", threads=2) as engine:
+        ours = engine.first_token_logits(ocr_request((image,)))
+    expected = MiniCPMVReference(source).first_token_logits([image], PROMPT)
+    assert np.abs(ours - expected).max() <= 1e-4
+
+
 def test_text_only_question(version, fp32_engine, minicpmv_reference):
     """No image: the embedding graph gets no features, the decoder starts from an empty cache."""
     request = Request("ask", (), "Hello there, how are you?", sampling=Sampling(max_tokens=6))

@@ -72,3 +72,15 @@ def test_an_untied_checkpoint_converts_to_gguf_and_onnx(tmp_path):
     for folder in ("gguf", "onnx"):
         verification = verify_conversion(tmp_path / folder, threads=2)
         assert verification.status == "passed", verification.summary()
+
+
+@pytest.mark.slow
+def test_streamed_minicpmv_build_writes_the_released_layout(tmp_path):
+    pytest.importorskip("torch")
+    from edgevl.testing.minicpmv import build_minicpmv_checkpoint
+
+    streamed = build_minicpmv_checkpoint(tmp_path / "streamed", "2.6", dtype="bfloat16", shards=3, streamed=True)
+    built = build_minicpmv_checkpoint(tmp_path / "built", "2.6", dtype="bfloat16", shards=3)
+    written, expected = tensors(streamed), tensors(built)
+    assert {k: v[:2] for k, v in written.items()} == {k: v[:2] for k, v in expected.items()}
+    assert json.loads((streamed / "config.json").read_text()) == json.loads((built / "config.json").read_text())

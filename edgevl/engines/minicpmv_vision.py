@@ -98,8 +98,8 @@ def _build_graph(weights: dict[str, np.ndarray], settings: VisionSettings):
     eps, heads = settings.eps, settings.heads
     vision_width = weights["v.patch_embd.weight"].shape[0]
     # the 14x14 convolution with stride 14 is a matrix product over flattened patches
-    weights["v.patch_embd.matrix"] = weights.pop("v.patch_embd.weight").reshape(vision_width, -1)
-    x = g.op("Gemm", "patches", "v.patch_embd.matrix", "v.patch_embd.bias", transB=1)
+    patch_matrix = g.op("Flatten", "v.patch_embd.weight", axis=1)
+    x = g.op("Gemm", "patches", patch_matrix, "v.patch_embd.bias", transB=1)
     x = g.op("Add", x, g.op("Gather", "v.position_embd.weight", "position_ids", axis=0))
 
     for layer in range(settings.layers):
@@ -138,13 +138,10 @@ def _model(g: GraphBuilder, settings: VisionSettings):
     return g.model("minicpmv_vision", inputs, outputs)
 
 
-def standalone_graph(weights: dict[str, np.ndarray], settings: VisionSettings):
-    """The same graph with its weights inside, for saving as a file (`edgevl convert --to onnx`); `weights` are
-    float32 arrays under the mmproj's tensor names."""
-    from onnx import numpy_helper
-
-    model, used = _build_graph(weights, settings)
-    for tensor in model.graph.initializer:
-        if tensor.name in used:
-            tensor.CopyFrom(numpy_helper.from_array(used[tensor.name], tensor.name))
-    return model
+def standalone_graph(shapes: dict[str, tuple[int, ...]], settings: VisionSettings):
+    """The same graph for saving as a file (`edgevl convert --to onnx`), built from the weights' shapes (numpy
+    order, under the mmproj's tensor names) alone: its weights are float32 initializers marked external, for the
+    exporter to write."""
+    # zero-stride views: the builder only asks a weight for its shape
+    placeholders = {name: np.broadcast_to(np.float32(0), shape) for name, shape in shapes.items()}
+    return _build_graph(placeholders, settings)[0]

@@ -29,7 +29,7 @@ from torch import nn
 
 from edgevl.families.minicpmv import (QUERY_NUM, feature_spans, minicpmv_feature_markers, minicpmv_placeholder,
                                       minicpmv_slices, resampler_key_positions)
-from edgevl.testing.qwen2vl import save_sharded, spread_norm_weights, tokenizer_source_dir
+from edgevl.testing.qwen2vl import save_sharded, save_streamed, spread_norm_weights, tokenizer_source_dir
 
 VERSIONS = ("2.6", "2.5")
 
@@ -94,6 +94,12 @@ class MiniCPMVSize:
     vision_intermediate_size: int = 128
     vision_layers: int = 2
     vision_heads: int = 2
+
+
+#: MiniCPM-V 2.6's released widths (Qwen2-7B and SigLIP-400M; for real-size measurements)
+MINICPMV_26 = MiniCPMVSize(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                           num_key_value_heads=4, vision_hidden_size=1152, vision_intermediate_size=4304,
+                           vision_layers=27, vision_heads=16)
 
 
 def released_config(version: str, size: MiniCPMVSize, dtype: str) -> dict:
@@ -346,23 +352,28 @@ def build_minicpmv_checkpoint(
     dtype: str = "float32",
     seed: int = 0,
     shards: int = 2,
+    streamed: bool = False,
 ) -> Path:
     """Write a random MiniCPM-V checkpoint folder (config.json, sharded safetensors with the released names
     `vpm.*` / `resampler.*` / `llm.model.*` / `llm.lm_head.weight`, preprocessor_config.json, tokenizer) and
-    return its path. Deterministic for a given seed."""
+    return its path. Deterministic for a given seed. `streamed`: one shard in memory at a time, never the model
+    (real sizes; as edgevl.testing.qwen2vl.write_random_checkpoint streams)."""
     if version not in VERSIONS:
         raise ValueError(f"MiniCPM-V version {version!r}: expected one of {VERSIONS}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     config = released_config(version, size, dtype)
-    torch.manual_seed(seed)
-    model = MiniCPMV(config).eval()
-    spread_norm_weights(model, seed)
-    _spread_zero_biases(model, seed)
-
-    torch_dtype = getattr(torch, dtype)
-    state = {k: v.to(torch_dtype).contiguous() for k, v in model.state_dict().items()}
-    save_sharded(state, out, shards)
+    if streamed:
+        with torch.device("meta"):
+            shapes = {name: value.shape for name, value in MiniCPMV(config).state_dict().items()}
+        save_streamed(shapes, getattr(torch, dtype), config["initializer_range"], seed, out, shards)
+    else:
+        torch.manual_seed(seed)
+        model = MiniCPMV(config).eval()
+        spread_norm_weights(model, seed)
+        _spread_zero_biases(model, seed)
+        torch_dtype = getattr(torch, dtype)
+        save_sharded({k: v.to(torch_dtype).contiguous() for k, v in model.state_dict().items()}, out, shards)
     (out / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     (out / "preprocessor_config.json").write_text(json.dumps(preprocessor_config(version), indent=2),
                                                   encoding="utf-8")
