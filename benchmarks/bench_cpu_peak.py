@@ -191,6 +191,8 @@ def onnxruntime_gflops(threads: int, repeats: int, integer: bool) -> dict[str, f
 
     rows, inner, columns = GEMM_SHAPE
     rng = np.random.default_rng(0)
+    weight: np.ndarray
+    activations: np.ndarray
     if integer:
         weight = rng.integers(-127, 128, (inner, columns), dtype=np.int8)
         activations = rng.integers(0, 256, (rows, inner), dtype=np.uint8)
@@ -344,8 +346,8 @@ def main() -> None:
     say("| encoder | threads | image tokens | seconds | GFLOP/s | of the best fp32 product |")
     say("|---|---|---|---|---|---|")
     for row in encoders:
-        peak = peaks.get(row["threads"])
-        best = max(peak["numpy_sgemm"]["busy"], peak["onnxruntime_matmul"]["busy"]) if peak else None
+        measured = peaks.get(row["threads"])
+        best = max(measured["numpy_sgemm"]["busy"], measured["onnxruntime_matmul"]["busy"]) if measured else None
         achieved = max(value for value in row["gflops"].values() if value == value)
         rates = " / ".join(f"{value:.0f}" for value in row["gflops"].values())
         say(f"| {row['encoder']} | {row['threads']} | {row['image_tokens']} | {row['seconds']:.1f} | {rates} | "

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 from pathlib import Path
 
 import numpy as np
@@ -235,8 +235,11 @@ def weightless_model(model: nn.Module) -> dict[int, tuple[str, bool]]:
     return sources
 
 
-def weightless_traceable(build: Callable[[], nn.Module], load: Callable[[str], np.ndarray]
-                         ) -> tuple[nn.Module, Callable[[nn.Module], Weights]]:
+Traced = TypeVar("Traced", bound=nn.Module)
+
+
+def weightless_traceable(build: Callable[[], Traced], load: Callable[[str], np.ndarray]
+                         ) -> tuple[Traced, Callable[[nn.Module], Weights]]:
     """The model `build()` makes, weightless (`parameters_on_meta`, `weightless_model`), and the `weights`
     argument of the exports for it: each parameter streamed from `load(state dict name)`, which gives a tensor as
     the checkpoint stores it."""
