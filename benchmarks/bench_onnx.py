@@ -44,16 +44,22 @@ METRICS = (
 )
 
 
+def add_request_arguments(parser: argparse.ArgumentParser) -> None:
+    """The request every engine answers, how often, and which graphs are exported (bench_qwen25vl.py passes the
+    same options on to this benchmark and to bench_llamacpp.py)."""
+    parser.add_argument("--image-tokens", type=int, default=1000, help="image size, in image tokens")
+    parser.add_argument("--tokens", type=int, default=64, help="tokens to generate (greedy)")
+    parser.add_argument("--threads", type=int, default=1, help="threads for every engine")
+    parser.add_argument("--repeats", type=int, default=3, help="processes per engine; the median is reported")
+    parser.add_argument("--no-size-table", dest="size_table", action="store_false",
+                        help="ONNX: export only the int4 graphs both engines run (no fp32 / fp16 size table)")
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "bench-out", help="cache for checkpoint, graphs, results")
     add_model_arguments(parser)
-    parser.add_argument("--image-tokens", type=int, default=1000, help="image size, in image tokens")
-    parser.add_argument("--tokens", type=int, default=64, help="tokens to generate (greedy)")
-    parser.add_argument("--threads", type=int, default=1, help="intra-op threads for both")
-    parser.add_argument("--repeats", type=int, default=3, help="processes per engine; the median is reported")
-    parser.add_argument("--no-size-table", dest="size_table", action="store_false",
-                        help="export only the int4 graphs both engines run, not the fp32 / fp16 ones for the sizes")
+    add_request_arguments(parser)
     parser.add_argument("--worker", choices=("prepare", "ours", "genai"), help=argparse.SUPPRESS)
     parser.add_argument("--job", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args()

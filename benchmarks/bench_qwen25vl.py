@@ -24,6 +24,7 @@ from bench_llamacpp import (
     REPO, add_model_arguments, checkpoint_size, load_average, ratio, results_name, say, times,
 )
 from bench_onnx import METRICS as ONNX_METRICS
+from bench_onnx import add_request_arguments
 
 HERE = Path(__file__).resolve().parent
 FAMILY = "qwen25vl"
@@ -33,12 +34,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "bench-out", help="cache for checkpoint, models, results")
     add_model_arguments(parser, families=(FAMILY,))
-    parser.add_argument("--image-tokens", type=int, default=1000, help="image size, in image tokens")
-    parser.add_argument("--tokens", type=int, default=64, help="tokens to generate (greedy)")
-    parser.add_argument("--threads", type=int, default=1, help="threads for every engine")
-    parser.add_argument("--repeats", type=int, default=3, help="processes per engine; the median is reported")
-    parser.add_argument("--no-size-table", dest="size_table", action="store_false",
-                        help="ONNX: export only the int4 graphs both engines run (no fp32 / fp16 size table)")
+    add_request_arguments(parser)
     return parser.parse_args()
 
 
