@@ -22,11 +22,14 @@ import ast
 import html
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 from PIL import Image
+
+from edgevl.images import to_rgb
 
 SOURCES = Path(__file__).with_name("sources.json")
 
@@ -50,7 +53,7 @@ class Snapshot:
         return sorted(listing.split())
 
     def image(self, path: str) -> Image.Image:
-        return Image.open(io.BytesIO(self.read(path))).convert("RGB")
+        return to_rgb(Image.open(io.BytesIO(self.read(path))))  # transparent test images are drawn on white
 
 
 def build_screens(source: dict, snapshot: Snapshot) -> list[dict]:
@@ -144,18 +147,118 @@ def pubtabnet_html(annotation: dict) -> str:
     return "<table>" + "".join(parts) + "</table>"
 
 
+# ------------------------------------------------------------------------------------------ second set
+
+
+def build_textgrab(source: dict, snapshot: Snapshot) -> list[dict]:
+    """Text Grab's test images with the strings its C# tests expect; the spreadsheets also as HTML tables."""
+    tests = snapshot.read(source["tests"]).decode()
+    rows = []
+    for path, name in source["screens"].items():
+        rows.append({"id": f"screen/textgrab-{_stem(path)}", "image": snapshot.image(path), "task": "ocr",
+                     "text": _csharp_string(tests, name), "tags": ["kind:screen", "lang:en", "src:textgrab"]})
+    for path, name in source["tables"].items():
+        cells = [line.split("\t") for line in _csharp_string(tests, name).replace("\r\n", "\n").split("\n")]
+        rows.append({"id": f"table/textgrab-{_stem(path)}", "image": snapshot.image(path), "task": "table",
+                     "html": _tsv_html(cells), "tags": ["kind:table", "lang:en", "src:textgrab"]})
+    return rows
+
+
+def _csharp_string(source: str, name: str) -> str:
+    """The string literal assigned to `name` in C# source; "METHOD/VARIABLE" looks for VARIABLE after METHOD.
+
+    Verbatim literals (@"...", quotes doubled) and regular ones with backslash escapes are both read.
+    """
+    method, _, variable = name.rpartition("/")
+    start = source.index(method) if method else 0
+    found = re.compile(rf"\b{re.escape(variable)}\s*=\s*(@?)\"((?:[^\"\\]|\"\"|\\.)*)\"").search(source, start)
+    if found is None:
+        raise ValueError(f"no string literal {name!r} in the C# tests")
+    verbatim, body = found.groups()
+    if verbatim:
+        return body.replace('""', '"')
+    return re.sub(r"\\(.)", lambda escape: _ESCAPES.get(escape.group(1), escape.group(1)), body)
+
+
+_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "0": "\0"}
+
+
+def _tsv_html(rows: list[list[str]]) -> str:
+    """Rows of cells as an HTML table, the first row the header, short rows padded with empty cells."""
+    width = max(map(len, rows))
+    html_rows = ["<tr>" + "".join(f"<td>{html.escape(cell.strip(), quote=False)}</td>"
+                                  for cell in row + [""] * (width - len(row))) + "</tr>" for row in rows]
+    return f"<table><thead>{html_rows[0]}</thead><tbody>{''.join(html_rows[1:])}</tbody></table>"
+
+
+def build_tesseractjs(source: dict, snapshot: Snapshot) -> list[dict]:
+    """tesseract.js's test images with the texts its tests expect (`export const NAME = '...'`), with the
+    corrections `fixes` lists."""
+    constants = snapshot.read(source["constants"]).decode()
+    rows = []
+    for path, name in source["images"].items():
+        found = re.search(rf"export const {name} = '((?:[^'\\]|\\.)*)';", constants)
+        if found is None:
+            raise ValueError(f"no constant {name} in {source['constants']}")
+        text = re.sub(r"\\(.)", lambda escape: _ESCAPES.get(escape.group(1), escape.group(1)), found.group(1))
+        for wrong, right in source.get("fixes", {}).get(name, []):
+            if wrong not in text:
+                raise ValueError(f"the fix {wrong!r} -> {right!r} no longer applies to {name}")
+            text = text.replace(wrong, right)
+        language = "zh" if "CHINESE" in name else "en"
+        rows.append({"id": f"screen/tesseractjs-{_stem(path)}", "image": snapshot.image(path), "task": "ocr",
+                     "text": text.strip(), "tags": ["kind:screen", f"lang:{language}", "src:tesseractjs"]})
+    return rows
+
+
+def build_wildreceipt(source: dict, snapshot: Snapshot) -> list[dict]:
+    """Each labelled box of mmocr's WildReceipt samples cropped as a line (labels without spaces)."""
+    rows = []
+    for line in snapshot.read(source["annotations"]).decode().splitlines():
+        receipt = json.loads(line)
+        image = snapshot.image(receipt["file_name"])
+        for number, annotation in enumerate(receipt["annotations"]):
+            xs, ys = annotation["box"][0::2], annotation["box"][1::2]
+            crop = image.crop((max(0, int(min(xs))), max(0, int(min(ys))), int(max(xs)) + 1, int(max(ys)) + 1))
+            text = annotation["text"].strip()
+            if not text or text == "###" or crop.width < 4 or crop.height < 4:
+                continue
+            rows.append({"id": f"receipt-line/wildreceipt-{_stem(receipt['file_name'])}-{number:02d}", "image": crop,
+                         "task": "ocr", "text": text, "tags": ["kind:receipt-line", "lang:en", "src:wildreceipt"]})
+    return rows
+
+
+def build_words(source: dict, snapshot: Snapshot) -> list[dict]:
+    labels = json.loads(snapshot.read(source["labels"]))
+    return [{"id": f"word/mmocr-{_stem(entry['img_path'])}", "image": snapshot.image(f"{source['images']}/{entry['img_path']}"),
+             "task": "ocr", "text": entry["instances"][0]["text"], "tags": ["kind:word", "lang:en", "src:mmocr"]}
+            for entry in labels["data_list"]]
+
+
+def _stem(path: str) -> str:
+    return path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+
+
 BUILDERS = {"screens": build_screens, "receipt_lines": build_receipt_lines, "tables": build_tables}
+#: The second set (`--set heldout2`): other repositories, never used to tune the engine.
+HELDOUT2_BUILDERS = {"textgrab": build_textgrab, "tesseractjs": build_tesseractjs, "wildreceipt": build_wildreceipt,
+                     "words": build_words}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="folder to write (images/ and manifest.jsonl)")
     parser.add_argument("--mirror", type=Path, default=Path("/work/.mirror"), help="where the snapshots are")
+    parser.add_argument("--set", choices=("dev", "heldout2"), default="dev",
+                        help="the development set, or the second set of other sources (default: dev)")
     args = parser.parse_args()
     sources = json.loads(SOURCES.read_text())
+    builders = BUILDERS
+    if args.set == "heldout2":
+        sources, builders = sources["heldout2"], HELDOUT2_BUILDERS
     (args.out / "images").mkdir(parents=True, exist_ok=True)
     manifest = []
-    for name, build in BUILDERS.items():
+    for name, build in builders.items():
         source = sources[name]
         for row in build(source, Snapshot(args.mirror, source["repo"], source["commit"])):
             image_name = "images/" + row["id"].replace("/", "__").rsplit(".", 1)[0] + ".png"
