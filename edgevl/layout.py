@@ -247,12 +247,23 @@ def _is_prose(rows: list[Line], unit: float) -> bool:
         return False
     extents = [(min(box.left for box in row), max(box.right for box in row)) for row in rows]
     side = (min(left for left, _ in extents), max(right for _, right in extents))
-    filled = statistics.median(right - left for left, right in extents)
+    # What the text covers, not how far each row reaches: the rows of a statement or a spreadsheet reach across
+    # the side too, but its cells leave most of the width empty.
+    filled = statistics.median(_covered(row) for row in rows)
     everywhere = sorted((box for row in rows for box in row), key=lambda box: box.left)
     gutters = [(low, high) for low, high in _free(everywhere, side) if high - low >= MIN_GUTTER * unit]
     split = sum(_has_wide_gap(row, PROSE_GAP * unit, gutters) for row in rows)
     width = side[1] - side[0]
     return width >= PROSE_WIDTH * unit and filled >= PROSE_FILL * width and split <= PROSE_SPLIT_ROWS * len(rows)
+
+
+def _covered(row: Line) -> float:
+    """How much of the horizontal axis the row's boxes cover (overlaps counted once)."""
+    covered, reached = 0.0, float("-inf")
+    for box in sorted(row, key=lambda box: box.left):
+        covered += max(0.0, box.right - max(box.left, reached))
+        reached = max(reached, box.right)
+    return covered
 
 
 def _has_wide_gap(row: Line, gap: float, gutters: list[Interval]) -> bool:

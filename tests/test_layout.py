@@ -71,6 +71,19 @@ def test_aligned_form_labels_and_values_are_read_across() -> None:
     assert arrange(boxes) == [f"{label} {value}" for label, value in zip(labels, values)]
 
 
+def test_a_statement_with_several_columns_of_numbers_is_read_row_by_row() -> None:
+    # Each side of the gap after the descriptions spans its width on every row, as prose would; but the numbers
+    # cover little of it, so the rows are a table's, read across.
+    rows = [("01Aug2018 Clearing Cheque", "4987", "36.07", "99,914.15"),
+            ("01Aug2018 Clearing Cheque", "4986", "60.93", "99,975.08"),
+            ("01Aug2018 Interac e-Transfer", "", "14.54", "101,583.92"),
+            ("02Aug2018 Transfer out to loan 7", "", "1,500.00", "70,269.42"),
+            ("02Aug2018 Clearing Cheque", "4992", "500.00", "70,888.01")]
+    boxes = [box(text, left, index * PITCH) for index, row in enumerate(rows)
+             for text, left in zip(row, (0, 540, 650, 820)) if text]
+    assert arrange(boxes) == [" ".join(text for text in row if text) for row in rows]
+
+
 #: The boxes RapidOCR found on an application window drawn by `edgevl eval synth --seed 0` (text, left, top, right,
 #: bottom): rows of buttons and toolbar items whose gaps happen to line up over five rows, each side of that gap
 #: filling its width about as prose would.
