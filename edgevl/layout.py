@@ -98,7 +98,9 @@ def group_into_lines(boxes: Sequence[TextBox]) -> list[Line]:
     """Group boxes into text lines: lines top to bottom, boxes left to right within a line.
 
     A box joins the line above it when their vertical extents overlap by at least half the smaller height,
-    which keeps words of one slightly skewed line together but never merges two stacked lines.
+    which keeps words of one slightly skewed line together but never merges two stacked lines. The line's extent
+    is that of its typical box (median top and bottom), not the union of all: the union grows with each box, and
+    where two windows side by side have lines at different heights, their boxes chained lines into blobs.
     """
     lines: list[Line] = []
     for box in sorted(boxes, key=lambda box: box.top + box.bottom):
@@ -110,7 +112,7 @@ def group_into_lines(boxes: Sequence[TextBox]) -> list[Line]:
 
 
 def _overlaps_line(box: TextBox, line: Line) -> bool:
-    top, bottom = min(other.top for other in line), max(other.bottom for other in line)
+    top, bottom = statistics.median(other.top for other in line), statistics.median(other.bottom for other in line)
     overlap = min(box.bottom, bottom) - max(box.top, top)
     return overlap >= 0.5 * min(box.height, bottom - top)
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgevl.errors import EdgevlError
-from edgevl.layout import TextBox, arrange, paragraphs, reading_order
+from edgevl.layout import TextBox, arrange, group_into_lines, paragraphs, reading_order
 from edgevl.tasks import get_task
 
 CHAR, HEIGHT, PITCH = 10, 20, 26  # px per character, box height, line pitch
@@ -103,6 +103,14 @@ def test_widget_rows_that_happen_to_leave_a_common_gap_are_read_across() -> None
                      "No results found", "Zoom out", "Enter your email address Check for updates Privacy and security",
                      "Two-factor authentication Message sent OK", "Archive Import 3 unread messages",
                      "Version 2.8.1 (build 4410)"]
+
+
+def test_a_taller_box_between_two_lines_does_not_glue_them_into_one() -> None:
+    # A window beside the text, its lines at other heights: its box overlaps both lines by half a line.
+    upper, lower = box("First line", 0, 0), box("Second line", 0, 22)
+    beside = box("Beside", 400, 8, height=26)
+    lines = group_into_lines([upper, beside, lower])
+    assert [[item.text for item in line] for line in lines] == [["First line", "Beside"], ["Second line"]]
 
 
 def test_raw_keeps_the_detectors_order_one_box_per_line() -> None:
