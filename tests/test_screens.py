@@ -147,6 +147,33 @@ def test_what_only_the_inverted_image_shows_is_added(engine: ClassicOcrEngine,
     assert texts[0] == SENTENCES[0] and texts[1:] == ["Inbox"]
 
 
+def test_small_text_is_read_again_enlarged_and_its_boxes_come_back_in_page_pixels(
+        engine: ClassicOcrEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    image = _to_bgr(render_text(SENTENCES[:3], default_font(10), margin=10, line_spacing=1.3))
+    seen = []
+    original = engine._detect_tiled
+
+    def detect(picture: np.ndarray, with_chars: bool) -> list[TextBox]:
+        seen.append(picture.shape[:2])
+        return original(picture, with_chars)
+
+    monkeypatch.setattr(engine, "_detect_tiled", detect)
+    boxes = engine._find_text(image)
+    height, width = image.shape[:2]
+    assert seen == [(height, width), (height * screens.ENLARGE, width * screens.ENLARGE)]
+    assert similarity("\n".join(SENTENCES[:3]), "\n".join(box.text for box in boxes)) >= 0.97
+    assert all(0 <= box.left < box.right <= width and 0 <= box.top < box.bottom <= height for box in boxes)
+
+
+def test_text_of_ordinary_size_is_read_once(engine: ClassicOcrEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    image = _to_bgr(render_text(SENTENCES[:3], default_font(22)))
+    seen = []
+    original = engine._detect_tiled
+    monkeypatch.setattr(engine, "_detect_tiled", lambda picture, chars: seen.append(1) or original(picture, chars))
+    assert [box.text for box in engine._find_text(image)] == SENTENCES[:3]
+    assert len(seen) == 1
+
+
 def test_a_plain_light_or_dark_screen_is_read_once() -> None:
     assert not screens.has_mixed_polarity(luminance(render_text(SENTENCES)))
     dark = Image.fromarray(255 - np.asarray(render_text(SENTENCES)))

@@ -101,7 +101,7 @@ class ClassicOcrEngine(Engine):
 
         A tight crop of one line is read whole by the recogniser. Other images are read at full resolution,
         tile by tile (see `screens.tiles`), and where light and dark panels mix, the inverted image is read too
-        and what it adds is kept.
+        and what it adds is kept. Small text is read again on the image enlarged (`screens.has_small_text`).
         """
         luminance = screens.gray(image)
         line_crop = not with_chars and screens.is_line_crop(luminance)
@@ -109,12 +109,23 @@ class ClassicOcrEngine(Engine):
             line = self._recognise_line(image)
             if line is not None:
                 return [line]
-        boxes = self._detect_tiled(image, with_chars)
-        if screens.has_mixed_polarity(luminance):
-            boxes = screens.merge_boxes(boxes, self._detect_tiled(255 - image, with_chars))
+        mixed = screens.has_mixed_polarity(luminance)
+        boxes = self._read_page(image, mixed, with_chars)
+        if screens.has_small_text(boxes):
+            import cv2
+
+            enlarged = cv2.resize(image, None, fx=screens.ENLARGE, fy=screens.ENLARGE, interpolation=cv2.INTER_CUBIC)
+            boxes = [box.moved(0, 0, 1 / screens.ENLARGE) for box in self._read_page(enlarged, mixed, with_chars)]
         if not boxes and not with_chars and not line_crop and image.shape[0] <= screens.LINE_CROP_MAX_HEIGHT:
             line = self._recognise_line(image)  # too small for the detector (a lone character): read it whole
             return [line] if line is not None else []
+        return boxes
+
+    def _read_page(self, image: np.ndarray, mixed_polarity: bool, with_chars: bool) -> list[TextBox]:
+        """The boxes of the image read tile by tile, and of its inverse too where light and dark panels mix."""
+        boxes = self._detect_tiled(image, with_chars)
+        if mixed_polarity:
+            boxes = screens.merge_boxes(boxes, self._detect_tiled(255 - image, with_chars))
         return boxes
 
     def _recognise_line(self, image: np.ndarray) -> TextBox | None:

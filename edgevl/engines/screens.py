@@ -8,11 +8,13 @@ Pure functions over image arrays and text boxes, used by the embedded engine (`c
 - `is_line_crop`: an image holding one tight line of text goes straight to the recogniser, which then sees every
   character (a detector box may clip the first or last one), in grey with its contrast stretched (`stretched`);
 - `has_mixed_polarity`: light text on dark panels next to dark text on light ones, where a second detection pass
-  on the inverted image finds what the first one missed.
+  on the inverted image finds what the first one missed;
+- `has_small_text`: text too small for the detector, read again on the image enlarged.
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 
 import numpy as np
@@ -33,6 +35,12 @@ EDGE_MARGIN = 2
 SAME_TEXT_OVERLAP = 0.5
 #: A line crop: at most this high, with one band of ink filling at least this share of its height.
 LINE_CROP_MAX_HEIGHT, LINE_CROP_FILL = 200, 0.4
+
+#: Text whose boxes are mostly lower than this (about a 14 px font: small UI text, a screenshot taken at reduced
+#: scale) is read again on the image enlarged ENLARGE times: the detector works on a map a quarter of the image's
+#: resolution, where lines of such text run into each other (whole paragraphs came out as one box) and thin
+#: strokes vanish. Larger text reads the same either way, so only small text pays for the second pass.
+SMALL_TEXT_HEIGHT, ENLARGE = 20, 2
 
 Tile = tuple[int, int, int, int]  # left, top, right, bottom
 
@@ -77,6 +85,11 @@ def _shared_area(one: TextBox, other: TextBox) -> float:
     width = min(one.right, other.right) - max(one.left, other.left)
     height = min(one.bottom, other.bottom) - max(one.top, other.top)
     return max(width, 0.0) * max(height, 0.0)
+
+
+def has_small_text(boxes: Sequence[TextBox]) -> bool:
+    """Whether most of the boxes are lower than SMALL_TEXT_HEIGHT pixels."""
+    return bool(boxes) and statistics.median(box.height for box in boxes) < SMALL_TEXT_HEIGHT
 
 
 def gray(image: np.ndarray) -> np.ndarray:
