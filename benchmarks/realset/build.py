@@ -13,6 +13,21 @@ compared with its recogniser alone, the plain way to read them.)
 Kinds (the `kind:` tag of each sample): `screen` (real UI screenshots), `receipt-line` (lines cropped from scanned
 receipts), `table` (tables from scientific articles). The labels are read from the repositories at build time
 (NormCap's test expectations, SROIE's box files, PubTabNet's annotations), never copied into this project.
+SROIE's labels are in capitals: score the receipt lines with `--ignore-case`.
+
+A second set from other repositories, never used to tune the engine, shows how it does on images it has not seen:
+
+    python benchmarks/realset/build.py OUT2 --set heldout2
+    edgevl eval run OUT2/screen.jsonl -m default -m baseline:tesseract -o REPORT2-screen
+    edgevl eval run OUT2/table.jsonl -m default -m baseline:rapidocr -o REPORT2-table
+    edgevl eval run OUT2/receipt-line.jsonl -m default -m baseline:rapidocr-rec -m baseline:tesseract \
+        --whitespace remove --ignore-case -o REPORT2-receipt-line
+    edgevl eval run OUT2/word.jsonl -m default -m baseline:rapidocr-rec -m baseline:tesseract -o REPORT2-word
+
+Its kinds: `screen` (Text Grab's and tesseract.js's test images: fonts, a paragraph, a bank statement, a scanned
+budget spreadsheet, Chinese), `table` (two spreadsheet screenshots), `receipt-line` (lines of photographed
+WildReceipt receipts, labelled without spaces) and `word` (words cropped from scene photographs). Their labels
+come from the projects' tests and data, with the corrections `sources.json` lists (`fixes`, checked by eye).
 """
 
 from __future__ import annotations
@@ -229,9 +244,11 @@ def build_wildreceipt(source: dict, snapshot: Snapshot) -> list[dict]:
 
 
 def build_words(source: dict, snapshot: Snapshot) -> list[dict]:
+    """mmocr's cropped words of scene photographs, with the text its labels give."""
     labels = json.loads(snapshot.read(source["labels"]))
-    return [{"id": f"word/mmocr-{_stem(entry['img_path'])}", "image": snapshot.image(f"{source['images']}/{entry['img_path']}"),
-             "task": "ocr", "text": entry["instances"][0]["text"], "tags": ["kind:word", "lang:en", "src:mmocr"]}
+    return [{"id": f"word/mmocr-{_stem(entry['img_path'])}",
+             "image": snapshot.image(f"{source['images']}/{entry['img_path']}"), "task": "ocr",
+             "text": entry["instances"][0]["text"], "tags": ["kind:word", "lang:en", "src:mmocr"]}
             for entry in labels["data_list"]]
 
 
