@@ -227,7 +227,8 @@ def _is_gutter(rows: list[Line], position: float, unit: float) -> bool:
     left_count, right_count = sum(map(bool, left_rows)), sum(map(bool, right_rows))
     if min(left_count, right_count) < 2:
         return False
-    both = sum(bool(left) and bool(right) and _aligned(left, right, unit) for left, right in zip(left_rows, right_rows))
+    both = sum(bool(left) and bool(right) and _aligned(left, right, unit) and _one_line(left) and _one_line(right)
+               for left, right in zip(left_rows, right_rows))
     if both < ALIGNED_ROWS * min(left_count, right_count):
         return True
     return _is_prose(left_rows, unit) and _is_prose(right_rows, unit)
@@ -239,6 +240,12 @@ def _aligned(left: Line, right: Line, unit: float) -> bool:
         return sum(box.top + box.bottom for box in boxes) / (2 * len(boxes))
 
     return abs(middle(left) - middle(right)) <= ALIGNED_OFFSET * unit
+
+
+def _one_line(boxes: Line) -> bool:
+    """Whether the boxes (one side of a row) are one line: a side holding two lines stacked has lines of its own,
+    at another pitch than the other side's - a window or panel beside another."""
+    return len(group_into_lines(boxes)) == 1
 
 
 def _is_prose(rows: list[Line], unit: float) -> bool:

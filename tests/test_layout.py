@@ -113,6 +113,19 @@ def test_a_taller_box_between_two_lines_does_not_glue_them_into_one() -> None:
     assert [[item.text for item in line] for line in lines] == [["First line", "Beside"], ["Second line"]]
 
 
+def test_two_windows_side_by_side_with_lines_at_other_pitches_are_read_one_after_the_other() -> None:
+    # Both hold short items, so neither side is prose, and their rows meet by chance (the geometry of a
+    # spreadsheet window beside an editor whose highlighted lines overlap): where a row of the right window is
+    # put with one of the left, the other side of some rows holds two lines of its own.
+    months = [("January", "1"), ("February", "2"), ("March", "3"), ("April", "4"), ("May", "5"), ("June", "6"),
+              ("July", "7"), ("August", "8")]
+    left = [box(text, x, index * 30, height=30) for index, row in enumerate(months) for text, x in zip(row, (0, 120))]
+    right = [box(text, x, index * 19, height=27) for index, row in enumerate(months)
+             for text, x in zip(row, (400, 500))]
+    lines = [f"{month} {number}" for month, number in months]
+    assert arrange([*left, *right]) == [*lines, *lines]
+
+
 def test_raw_keeps_the_detectors_order_one_box_per_line() -> None:
     boxes = [*column(RIGHT, 360, 0), *column(LEFT, 0, 0)]
     assert arrange(boxes, "raw") == [b.text for b in boxes]
