@@ -5,8 +5,9 @@ Columns are found the way text-block post-processors such as Umi-OCR's GapTree a
 and a stretch that stays empty over several rows, with text on both sides, is a gutter between columns. A title
 spanning the columns ends up in a section of its own and is read first, then each column top to bottom (columns
 inside a column are found the same way). Rows whose two sides line up one for one - a receipt's item and price, a
-form's label and value, a table - are read across unless both sides are full lines of prose (an article set in
-two columns), because reading them column by column would tear each row apart.
+form's label and value, a table, a statement - are read across unless both sides are full lines of prose (an
+article set in two columns), because reading them column by column would tear each row apart. Rows that meet only
+by chance - two windows side by side, one side of a row holding two lines of its own - do not count as lined up.
 
 Paragraphs join wrapped lines: the next line starts at the paragraph's left edge, lies less than about a line's
 height below, has the same height, and its first word would not have fitted at the end of the line before. No space
@@ -34,7 +35,7 @@ MIN_GUTTER = 0.5
 ALIGNED_ROWS = 0.6
 #: Two parts of a row are on one line when their middles are less than this many text heights apart.
 ALIGNED_OFFSET = 0.35
-#: Prose columns: at least this many text heights wide, their lines filling this share of the width.
+#: Prose columns: at least this many text heights wide, the text of their lines covering this share of the width.
 PROSE_WIDTH, PROSE_FILL = 8.0, 0.6
 #: A line of prose has no gap wider than this many text heights (the widest word spaces of justified text); the
 #: items of a widget row - buttons, toolbar entries, a label and its field - stand further apart.
