@@ -185,6 +185,27 @@ def test_blank_table_image_gives_an_empty_table(engine: ClassicOcrEngine) -> Non
     assert run(engine, "table", Image.new("RGB", (300, 200), "white")) == "<table></table>"
 
 
+def test_rows_and_columns_slanet_left_empty_are_dropped_unless_cells_span() -> None:
+    row = ["<tr>", "<td></td>", "<td></td>", "<td></td>", "</tr>"]
+    structure = ["<thead>", *row, "</thead>", "<tbody>", *row, *row, "</tbody>"]
+    texts = ["", "Month", "Int", "", "May", "5", "", "", ""]  # an empty first column and an empty last row
+    tokens, kept = classic._without_empty_lines(structure, texts)
+    assert classic._structure_html(tokens, kept) == (
+        "<table><thead><tr><td>Month</td><td>Int</td></tr></thead><tbody><tr><td>May</td><td>5</td></tr></tbody></table>")
+    spanning = ["<tbody>", "<tr>", "<td", ' colspan="2"', ">", "</td>", "</tr>", *row, "</tbody>"]
+    assert classic._without_empty_lines(spanning, ["Title", "", "a", ""]) == (spanning, ["Title", "", "a", ""])
+
+
+def test_ink_the_detector_found_is_no_missed_character() -> None:
+    image = np.full((40, 100, 3), 255, np.uint8)
+    image[10:30, 5:60] = 0  # text the detector boxed
+    image[10:30, 80:90] = 0  # a lone character it missed
+    blanked = classic._without_boxes(image, [TextBox("Sept", 4, 9, 61, 31)])
+    assert (blanked[:, :70] == 255).all() and (blanked[10:30, 80:90] == 0).all()
+    assert classic._ink_crop(blanked, [0, 0, 70, 40]) is None
+    assert classic._ink_crop(blanked, [70, 0, 100, 40]) is not None
+
+
 # ---------------------------------------------------------------------------------------------- ruled grids
 
 

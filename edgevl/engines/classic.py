@@ -212,12 +212,18 @@ class ClassicOcrEngine(Engine):
         texts = [" ".join(join_line([piece.text for piece in line])
                           for line in group_into_lines([pieces[index] for index in matched.get(cell, [])]))
                  for cell in range(len(cells))]
-        return _structure_html(structure, self._read_empty_cells(image, cells, texts))
+        return _structure_html(*_without_empty_lines(structure, self._read_empty_cells(image, cells, texts, boxes)))
 
-    def _read_empty_cells(self, image: np.ndarray, cells: list[list[float]], texts: list[str]) -> list[str]:
+    def _read_empty_cells(self, image: np.ndarray, cells: list[list[float]], texts: list[str],
+                          boxes: Sequence[TextBox]) -> list[str]:
         """The texts, with each cell the detector found nothing in read on its own crop: the detector misses
-        lone small characters (a "0" or "1" of a column of counts) that the recogniser reads well."""
-        crops = {index: _ink_crop(image, cells[index]) for index, text in enumerate(texts) if not text}
+        lone small characters (a "0" or "1" of a column of counts) that the recogniser reads well.
+
+        What the detector did find is blanked out first: an empty cell SLANet invented over the start of a
+        neighbour's text ("Se" of "September") is no missed character.
+        """
+        unread = _without_boxes(image, boxes)
+        crops = {index: _ink_crop(unread, cells[index]) for index, text in enumerate(texts) if not text}
         crops = {index: crop for index, crop in crops.items() if crop is not None}
         if not crops:
             return texts
@@ -341,10 +347,61 @@ def _ink_crop(image: np.ndarray, cell: list[float]) -> np.ndarray | None:
                                      max(0, columns[0] - margin):columns[-1] + 1 + margin])
 
 
+def _without_boxes(image: np.ndarray, boxes: Sequence[TextBox]) -> np.ndarray:
+    """A copy of the image with the boxes painted over in its most common colour (the page)."""
+    blanked = image.copy()
+    page = np.median(image.reshape(-1, image.shape[2]), axis=0).astype(image.dtype)
+    height, width = image.shape[:2]
+    for box in boxes:
+        top, bottom = max(0, int(box.top)), min(height, int(np.ceil(box.bottom)))
+        left, right = max(0, int(box.left)), min(width, int(np.ceil(box.right)))
+        blanked[top:bottom, left:right] = page
+    return blanked
+
+
 def _cell_holding(point: tuple[float, float], cells: list[list[float]]) -> int | None:
     x, y = point
     return next((index for index, (left, top, right, bottom) in enumerate(cells)
                  if left <= x <= right and top <= y <= bottom), None)
+
+
+def _without_empty_lines(structure: Sequence[str], texts: Sequence[str]) -> tuple[list[str], list[str]]:
+    """SLANet's structure tokens and the cell texts less the rows and the columns whose every cell is empty.
+
+    Empty page or spreadsheet grid around a table makes SLANet add rows and columns of nothing (a spreadsheet's
+    unused cells); a real table hardly ever leaves a whole row or column empty. Spanning cells make the columns
+    a matter of interpretation, so a table with any is left as it is.
+    """
+    unchanged = list(structure), list(texts)
+    if any("</td>" in token and token != "<td></td>" for token in structure):
+        return unchanged  # spanning cells: "<td", ' colspan="2"', ">", "</td>"
+    rows: list[list[int]] = []  # the indices of each row's cells
+    for token in structure:
+        if token == "<tr>":
+            rows.append([])
+        elif token == "<td></td>" and rows:
+            rows[-1].append(sum(map(len, rows)))
+    width = len(rows[0]) if rows else 0
+    if not width or any(len(row) != width for row in rows) or sum(map(len, rows)) != len(texts):
+        return unchanged
+    kept_rows = [any(texts[cell].strip() for cell in row) for row in rows]
+    kept_columns = [any(texts[row[column]].strip() for row in rows) for column in range(width)]
+    if all(kept_rows) and all(kept_columns):
+        return unchanged
+    tokens, kept_texts = [], []
+    row_index, cell = -1, 0
+    for token in structure:
+        if token == "<tr>":
+            row_index += 1
+        in_dropped_row = 0 <= row_index < len(rows) and not kept_rows[row_index] and token in ("<tr>", "</tr>")
+        if token == "<td></td>":
+            if kept_rows[row_index] and kept_columns[cell % width]:
+                tokens.append(token)
+                kept_texts.append(texts[cell])
+            cell += 1
+        elif not in_dropped_row:
+            tokens.append(token)
+    return tokens, kept_texts
 
 
 def _structure_html(structure: Sequence[str], texts: Sequence[str]) -> str:
