@@ -10,6 +10,7 @@ import io
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 from collections.abc import Iterable, Iterator
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -116,6 +117,6 @@ def eight_bit_grey(image: Image.Image) -> Image.Image:
     which turns everything but the darkest text white. The full scale of "I" and "F" images is not stored, so it
     is read from the values: above 255 means 16 bits, at most 1 means 0-1 floats."""
     grey = image.convert("F")
-    _, top = grey.getextrema()
+    _, top = cast(tuple[float, float], grey.getextrema())  # one band: (lowest, highest)
     full_scale = 65535 if image.mode.startswith("I;16") or top > 255 else 1 if top <= 1 else 255
     return grey.point(lambda value: value * (255 / full_scale)).convert("L")
