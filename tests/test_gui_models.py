@@ -156,8 +156,11 @@ def test_download_dialog_shows_the_catalogue(qtbot):
     assert "estimated" not in dialog.advice.text()  # q4_k_m's figure is measured
     onnx_here = [choice for choice in ("onnx:int4", "onnx:fp16") if ("onnx", choice[5:]) in conversion_choices()]
     assert [choice for choice in onnx_here if dialog.quant.findData(choice) >= 0] == onnx_here
+    dialog.quant.setCurrentIndex(dialog.quant.findData("gguf:f16"))
+    assert "5.2 GB of memory" in dialog.advice.text() and "estimated" not in dialog.advice.text()
+    dialog.select("qwen2-vl-7b-instruct")
     dialog.quant.setCurrentIndex(dialog.quant.findData("gguf:q8_0"))
-    assert "3.7 GB of memory" in dialog.advice.text() and "estimated" in dialog.advice.text()
+    assert "11.8 GB of memory" in dialog.advice.text() and "estimated" in dialog.advice.text()
 
 
 def test_download_needs_the_converter(qtbot, monkeypatch):
