@@ -26,6 +26,7 @@ import psutil
 from edgevl.errors import BackendUnavailable, EdgevlError
 from edgevl.manifest import Manifest, read_manifest
 from edgevl.model_cards import ModelCard, all_cards
+from edgevl.system import nearest_existing
 
 if TYPE_CHECKING:
     from edgevl.converters import Progress
@@ -283,9 +284,9 @@ def check_free_space(repo: str, commit: str | None, files: dict[str, int], outpu
 
     missing = sum(size for name, size in files.items()
                   if not isinstance(try_to_load_from_cache(repo, name, revision=commit), str))
-    cache = _existing(Path(constants.HF_HUB_CACHE))
+    cache = nearest_existing(Path(constants.HF_HUB_CACHE))
     needs = {cache: missing}
-    place = _existing(output)
+    place = nearest_existing(output)
     same_disk = os.stat(place).st_dev == os.stat(cache).st_dev
     if output_bytes is None:
         output_bytes = 0 if same_disk else sum(files.values())
@@ -296,14 +297,6 @@ def check_free_space(repo: str, commit: str | None, files: dict[str, int], outpu
         if count * DISK_MARGIN > free:
             raise EdgevlError(f"not enough disk space for {repo}: it needs {count * DISK_MARGIN / 1e9:,.2f} GB in "
                               f"{place}, {free / 1e9:,.2f} GB are free")
-
-
-def _existing(path: Path) -> Path:
-    """The path, or its nearest existing parent (where a folder not yet made will be)."""
-    path = path.absolute()
-    while not path.exists():
-        path = path.parent
-    return path
 
 
 def _expected_output(card: ModelCard | None, to: str, quant: str | None, weights: int) -> int:
