@@ -142,6 +142,17 @@ def test_estimate_matches_the_tiny_onnx_files(qwen2vl_checkpoint, qwen2vl_onnx, 
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("version", ["2.6", "2.5"])
+def test_estimate_matches_the_tiny_minicpmv_files(minicpmv_checkpoint, minicpmv_gguf, minicpmv_onnx, version):
+    """MiniCPM-V's ONNX vision graph leaves out the mmproj's key position table (the engine computes it): the
+    estimate counts it, a little over, never under."""
+    checkpoint = minicpmv_checkpoint(version)
+    gguf_files = written(minicpmv_gguf(version, "q4_k_m"))
+    assert estimated(checkpoint, "gguf", "q4_k_m").files == pytest.approx(gguf_files, rel=0.02)
+    onnx_files = written(minicpmv_onnx(version, "int4"))
+    assert onnx_files <= estimated(checkpoint, "onnx", "int4").files <= onnx_files * 1.03
+
+@pytest.mark.slow
 def test_estimate_matches_the_scratch_written(qwen2vl_checkpoint, tmp_path, monkeypatch):
     """The K-quant's intermediate GGUF and the ONNX export's staged graphs, measured where they are written - with
     exactly the room the check asks for."""
