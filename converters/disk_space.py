@@ -53,7 +53,7 @@ class DiskNeeds:
 
 def estimate(converter: Converter, to: str, quant: str, vision_quant: str, int4: Int4Options) -> DiskNeeds:
     """What converting `converter`'s checkpoint to `to` ("gguf" / "onnx") at `quant` writes; `vision_quant` is the
-    GGUF vision projector's."""
+    GGUF vision projector's (ONNX fixes its own: converters.convert)."""
     # both formats carry the vocabulary: ONNX copies tokenizer.json, GGUF stores its tokens and merges
     tokenizer = converter.checkpoint.folder / "tokenizer.json"
     vocabulary = tokenizer.stat().st_size if tokenizer.is_file() else 0

@@ -11,10 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from edgevl.converters import disk_space, onnx_files
-from edgevl.converters.disk_space import DiskNeeds, require_room
 from edgevl.errors import EdgevlError
 from edgevl.manifest import read_manifest
+
+pytest.importorskip("gguf")  # the convert extra
+
+from edgevl.converters import disk_space, onnx_files  # noqa: E402 - needs gguf
+from edgevl.converters.disk_space import DiskNeeds, require_room  # noqa: E402
 
 GB = 10**9
 
