@@ -156,8 +156,8 @@ def _pull_checkpoint(snapshot: Snapshot, sizes: dict[str, int], to: str, quant: 
     check_destination(output, overwrite)
     _warn_if_short_of_memory(source.card, quant)
     weights = sum(size for name, size in wanted.items() if name.endswith(".safetensors"))
-    check_free_space(source.repo, snapshot.commit, wanted, output,
-                     output_bytes=_expected_output(source.card, to, quant, weights))
+    output_bytes = _expected_output(source.card, to, quant, weights) + _expected_scratch(to, quant, weights)
+    check_free_space(source.repo, snapshot.commit, wanted, output, output_bytes)
     folder = [snapshot.download(name) for name in wanted][0].parent  # the snapshot folder
     return output, api.convert(folder, output, to=to, quant=quant, overwrite=overwrite,
                                progress=snapshot.progress or SILENT, **convert_options)
@@ -306,6 +306,17 @@ def _expected_output(card: ModelCard | None, to: str, quant: str | None, weights
     if to == "gguf" and card and chosen in card.sizes_mb and "mmproj_f16" in card.sizes_mb:
         return int((card.sizes_mb[chosen] + card.sizes_mb["mmproj_f16"]) * 1e6)
     return weights * (2 if quant in ("f32", "fp32") else 1)
+
+
+def _expected_scratch(to: str, quant: str | None, weights: int) -> int:
+    """What the conversion writes beside the model and removes at the end, before the checkpoint is here to count it
+    exactly (converters/disk_space.py does, once it is): ONNX stages the weights once more, a GGUF K-quant (the
+    default) writes the language model in the checkpoint's precision first - about the checkpoint's size."""
+    from edgevl.converters.gguf_files import QUANTS  # the converter is there: check_architecture saw it
+
+    chosen = QUANTS.get((quant or "").lower())
+    written_directly = to == "gguf" and chosen is not None and chosen.direct is not None
+    return 0 if written_directly else weights
 
 
 def _folder_name(source: Source, to: str, quant: str | None) -> str:
