@@ -15,6 +15,10 @@ import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edgevl.testing.qwen25vl import Qwen25VLSize
 
 #: Qwen2-VL's special tokens and their ids (the same ids as in the released tokenizer).
 SPECIAL_TOKENS = {
@@ -89,11 +93,9 @@ def tokenizer_source_dir() -> Path:
     return Path(spec.origin).parent / "tokenizer_files"
 
 
-def released_config(size: Qwen2VLSize, dtype: str) -> dict:
-    """config.json in the released (flat, transformers 4.4x) format."""
+def released_text_config(size: Qwen2VLSize | Qwen25VLSize, dtype: str) -> dict:
+    """The flat language-model keys of config.json that Qwen2-VL and Qwen2.5-VL's releases share."""
     return {
-        "architectures": ["Qwen2VLForConditionalGeneration"],
-        "model_type": "qwen2_vl",
         "attention_dropout": 0.0,
         "bos_token_id": 151643,
         "eos_token_id": 151645,
@@ -106,8 +108,6 @@ def released_config(size: Qwen2VLSize, dtype: str) -> dict:
         "hidden_size": size.hidden_size,
         "initializer_range": 0.02,
         "intermediate_size": size.intermediate_size,
-        "max_position_embeddings": 32768,
-        "max_window_layers": size.num_hidden_layers,
         "num_attention_heads": size.num_attention_heads,
         "num_hidden_layers": size.num_hidden_layers,
         "num_key_value_heads": size.num_key_value_heads,
@@ -118,6 +118,19 @@ def released_config(size: Qwen2VLSize, dtype: str) -> dict:
         "torch_dtype": dtype,
         "use_cache": True,
         "use_sliding_window": False,
+        "rope_scaling": {"type": "mrope", "mrope_section": list(size.mrope_section)},
+        "vocab_size": size.vocab_size,
+    }
+
+
+def released_config(size: Qwen2VLSize, dtype: str) -> dict:
+    """config.json in the released (flat, transformers 4.4x) format."""
+    return {
+        "architectures": ["Qwen2VLForConditionalGeneration"],
+        "model_type": "qwen2_vl",
+        **released_text_config(size, dtype),
+        "max_position_embeddings": 32768,
+        "max_window_layers": size.num_hidden_layers,
         "vision_config": {
             "depth": size.vision_depth,
             "embed_dim": size.vision_embed_dim,
@@ -130,8 +143,6 @@ def released_config(size: Qwen2VLSize, dtype: str) -> dict:
             "spatial_patch_size": 14,
             "temporal_patch_size": 2,
         },
-        "rope_scaling": {"type": "mrope", "mrope_section": list(size.mrope_section)},
-        "vocab_size": size.vocab_size,
     }
 
 
