@@ -83,9 +83,10 @@ def build_qwen25vl_checkpoint(
     seed: int = 0,
     shards: int = 2,
     streamed: bool = False,
+    sparse: bool = False,
 ) -> Path:
     """Write a random Qwen2.5-VL checkpoint folder and return its path. Deterministic for a given seed.
-    `streamed`: one shard in memory at a time (see `write_random_checkpoint`)."""
+    `streamed`: one shard in memory at a time, `sparse`: no values (see `write_random_checkpoint`)."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     from edgevl.converters.qwen25vl import Qwen25VLConverter
@@ -95,4 +96,4 @@ def build_qwen25vl_checkpoint(
     return write_random_checkpoint(out, released_config(size, dtype), Qwen2_5_VLConfig,
                                    Qwen2_5_VLForConditionalGeneration, Qwen25VLConverter.canonical_name, preprocessor,
                                    dtype=dtype, seed=seed, shards=shards, tie_word_embeddings=size.tie_word_embeddings,
-                                   streamed=streamed)
+                                   streamed=streamed, sparse=sparse)

@@ -10,6 +10,7 @@ Only the widths are small, unless the caller asks for real ones (benchmarks).
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -198,41 +199,46 @@ def build_qwen2vl_checkpoint(
     seed: int = 0,
     shards: int = 2,
     streamed: bool = False,
+    sparse: bool = False,
 ) -> Path:
     """Write a random Qwen2-VL checkpoint folder and return its path. Deterministic for a given seed.
-    `streamed`: one shard in memory at a time (real sizes; see `write_random_checkpoint`)."""
+    `streamed`: one shard in memory at a time (real sizes; see `write_random_checkpoint`). `sparse`: no values
+    (see `save_sparse`)."""
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
     from edgevl.converters.qwen2vl import Qwen2VLConverter
 
     return write_random_checkpoint(out, released_config(size, dtype), Qwen2VLConfig, Qwen2VLForConditionalGeneration,
                                    Qwen2VLConverter.canonical_name, PREPROCESSOR_CONFIG, dtype=dtype, seed=seed,
-                                   shards=shards, tie_word_embeddings=size.tie_word_embeddings, streamed=streamed)
+                                   shards=shards, tie_word_embeddings=size.tie_word_embeddings, streamed=streamed,
+                                   sparse=sparse)
 
 
 def write_random_checkpoint(out: str | Path, config: dict, config_class, model_class,
                             canonical_name: Callable[[str], str], preprocessor: dict, *, dtype: str, seed: int,
-                            shards: int, tie_word_embeddings: bool, streamed: bool = False) -> Path:
+                            shards: int, tie_word_embeddings: bool, streamed: bool = False,
+                            sparse: bool = False) -> Path:
     """A Qwen-VL checkpoint folder: `model_class` randomly initialised from `config` (deterministic for a seed),
     its tensors under the released names in `dtype`, sharded, with the generation, preprocessor and tokenizer
     files the releases ship.
 
     `streamed` never builds the model: its tensors' names and shapes come from a model on the meta device, and
     each shard's tensors are drawn (as transformers initialises them) and written before the next shard's, so the
-    peak memory is one shard, not the model (a 7B in bf16 is 16.6 GB)."""
+    peak memory is one shard, not the model (a 7B in bf16 is 16.6 GB). `sparse` streams no values at all
+    (`save_sparse`)."""
     import torch
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     torch_dtype = getattr(torch, dtype)
-    if streamed:
+    if streamed or sparse:
         with torch.device("meta"):
             model = model_class._from_config(config_class(**config), dtype=torch_dtype)
         shapes = {canonical_name(k): v.shape for k, v in model.state_dict().items()}
         if tie_word_embeddings:
             shapes.pop("lm_head.weight", None)
-        save_streamed(shapes, torch_dtype, config["initializer_range"], seed, out, shards)
+        save_streamed(shapes, torch_dtype, config["initializer_range"], seed, out, shards, sparse)
     else:
         # initialised in the saved dtype: a real-size model in fp32 and its bf16 copy would need ~14 GB at 2B
         model = model_class._from_config(config_class(**config), dtype=torch_dtype).eval()
@@ -303,12 +309,16 @@ def random_tensor(name: str, shape, dtype, std: float, generator):
     return torch.empty(shape, dtype=dtype).normal_(0.0, std, generator=generator)
 
 
-def save_streamed(shapes: dict, dtype, std: float, seed: int, out: Path, shards: int) -> None:
+def save_streamed(shapes: dict, dtype, std: float, seed: int, out: Path, shards: int, sparse: bool = False) -> None:
     """Random tensors of `shapes` (name -> shape) saved as `save_sharded` lays them out, but drawn one shard at a
-    time: shards of about equal bytes, each written and freed before the next is drawn."""
+    time: shards of about equal bytes, each written and freed before the next is drawn. `sparse`: no values
+    (`save_sparse`)."""
     import torch
     from safetensors.torch import save_file
 
+    if sparse:
+        save_sparse(shapes, dtype, out)
+        return
     generator = torch.Generator().manual_seed(seed)
     item_size = torch.empty((), dtype=dtype).element_size()
     sizes = {name: shape.numel() * item_size for name, shape in shapes.items()}
@@ -329,3 +339,24 @@ def save_streamed(shapes: dict, dtype, std: float, seed: int, out: Path, shards:
         del part
     if shards > 1:
         write_shard_index(out, total, weight_map)
+
+
+def save_sparse(shapes: dict, dtype, out: Path) -> None:
+    """`shapes` (name -> shape) in one safetensors file with no values: its header, then a hole of the data's size
+    (a sparse file). A real-size checkpoint for what reads only headers - disk-space estimates, refusals before
+    a conversion starts - that costs no disk; a loaded tensor reads zeros."""
+    import torch
+
+    item_size = torch.empty((), dtype=dtype).element_size()
+    name = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}[dtype]
+    header: dict = {}
+    offset = 0
+    for tensor, shape in shapes.items():
+        end = offset + math.prod(shape) * item_size
+        header[tensor] = {"dtype": name, "shape": list(shape), "data_offsets": [offset, end]}
+        offset = end
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+    with (out / "model.safetensors").open("wb") as handle:
+        handle.write(len(encoded).to_bytes(8, "little") + encoded)
+        handle.truncate(8 + len(encoded) + offset)
