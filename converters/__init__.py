@@ -14,11 +14,12 @@ from typing import Protocol
 import edgevl
 from edgevl.converters.base import Converter, GGUFPlan
 from edgevl.converters.checkpoint import Checkpoint
+from edgevl.converters.disk_space import estimate, require_room
 from edgevl.converters.gguf_files import (
-    INTERMEDIATE_FOR_DTYPE, QUANTS, VISION_QUANTS, Quant, parse_quant, quantize_with_llama_cpp, write_gguf,
+    QUANTS, VISION_QUANTS, Quant, intermediate_quant, parse_quant, quantize_with_llama_cpp, write_gguf,
 )
 from edgevl.converters.onnx_files import ONNX_QUANTS, Int4Options
-from edgevl.converters.output import staged_folder
+from edgevl.converters.output import check_destination, staged_folder
 from edgevl.converters.minicpmv import MiniCPMVConverter
 from edgevl.converters.qwen2vl import Qwen2VLConverter
 from edgevl.converters.qwen25vl import Qwen25VLConverter
@@ -86,6 +87,9 @@ def convert(
     else:
         text_quant = _parse_onnx_quant(quant or "int4")
         vision = "fp32" if text_quant == "fp32" else "fp16"
+    # refused up front, not after minutes of work: an existing output folder, then a disk without room
+    check_destination(Path(output), overwrite)
+    require_room(Path(output), estimate(converter, to, text_quant, vision, int4))
 
     with staged_folder(Path(output), overwrite) as staging:
         if to == "gguf":
@@ -134,7 +138,7 @@ def _write_text_model(converter: Converter, quant: Quant, path: Path, threads: i
         _write(converter.text_plan(quant), path, "language model", progress)
         return
     # K-quants: a lossless intermediate in the checkpoint's own precision, then llama.cpp's quantizer
-    intermediate = QUANTS[INTERMEDIATE_FOR_DTYPE.get(converter.source_dtype(), "f32")]
+    intermediate = intermediate_quant(converter.source_dtype())
     staging_file = path.with_name(f"intermediate-{intermediate.label}.gguf")
     _write(converter.text_plan(intermediate), staging_file, "language model", progress)
     progress.step(f"quantizing to {quant.label} with llama.cpp", None)

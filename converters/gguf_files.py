@@ -64,6 +64,11 @@ VISION_QUANTS = ("f16", "f32", "q8_0")
 INTERMEDIATE_FOR_DTYPE = {"F32": "f32", "F16": "f16", "BF16": "bf16"}
 
 
+def intermediate_quant(source_dtype: str) -> Quant:
+    """The lossless intermediate a K-quant is made from, for a checkpoint of `source_dtype` (safetensors name)."""
+    return QUANTS[INTERMEDIATE_FOR_DTYPE.get(source_dtype, "f32")]
+
+
 def parse_quant(name: str, allowed: Sequence[str] = tuple(QUANTS)) -> Quant:
     key = name.lower().replace("-", "_")
     if key not in allowed:

@@ -26,6 +26,7 @@ import psutil
 from edgevl.errors import BackendUnavailable, EdgevlError
 from edgevl.manifest import Manifest, read_manifest
 from edgevl.model_cards import ModelCard, all_cards
+from edgevl.system import nearest_existing
 
 if TYPE_CHECKING:
     from edgevl.converters import Progress
@@ -155,8 +156,8 @@ def _pull_checkpoint(snapshot: Snapshot, sizes: dict[str, int], to: str, quant: 
     check_destination(output, overwrite)
     _warn_if_short_of_memory(source.card, quant)
     weights = sum(size for name, size in wanted.items() if name.endswith(".safetensors"))
-    check_free_space(source.repo, snapshot.commit, wanted, output,
-                     output_bytes=_expected_output(source.card, to, quant, weights))
+    output_bytes = _expected_output(source.card, to, quant, weights) + _expected_scratch(to, quant, weights)
+    check_free_space(source.repo, snapshot.commit, wanted, output, output_bytes)
     folder = [snapshot.download(name) for name in wanted][0].parent  # the snapshot folder
     return output, api.convert(folder, output, to=to, quant=quant, overwrite=overwrite,
                                progress=snapshot.progress or SILENT, **convert_options)
@@ -283,9 +284,9 @@ def check_free_space(repo: str, commit: str | None, files: dict[str, int], outpu
 
     missing = sum(size for name, size in files.items()
                   if not isinstance(try_to_load_from_cache(repo, name, revision=commit), str))
-    cache = _existing(Path(constants.HF_HUB_CACHE))
+    cache = nearest_existing(Path(constants.HF_HUB_CACHE))
     needs = {cache: missing}
-    place = _existing(output)
+    place = nearest_existing(output)
     same_disk = os.stat(place).st_dev == os.stat(cache).st_dev
     if output_bytes is None:
         output_bytes = 0 if same_disk else sum(files.values())
@@ -298,14 +299,6 @@ def check_free_space(repo: str, commit: str | None, files: dict[str, int], outpu
                               f"{place}, {free / 1e9:,.2f} GB are free")
 
 
-def _existing(path: Path) -> Path:
-    """The path, or its nearest existing parent (where a folder not yet made will be)."""
-    path = path.absolute()
-    while not path.exists():
-        path = path.parent
-    return path
-
-
 def _expected_output(card: ModelCard | None, to: str, quant: str | None, weights: int) -> int:
     """The converted model's size: the card's figure where it has one, else the weights' size (no quant makes
     a model bigger than its checkpoint, except f32 from a 16-bit one)."""
@@ -313,6 +306,17 @@ def _expected_output(card: ModelCard | None, to: str, quant: str | None, weights
     if to == "gguf" and card and chosen in card.sizes_mb and "mmproj_f16" in card.sizes_mb:
         return int((card.sizes_mb[chosen] + card.sizes_mb["mmproj_f16"]) * 1e6)
     return weights * (2 if quant in ("f32", "fp32") else 1)
+
+
+def _expected_scratch(to: str, quant: str | None, weights: int) -> int:
+    """What the conversion writes beside the model and removes at the end, before the checkpoint is here to count it
+    exactly (converters/disk_space.py does, once it is): ONNX stages the weights once more, a GGUF K-quant (the
+    default) writes the language model in the checkpoint's precision first - about the checkpoint's size."""
+    from edgevl.converters.gguf_files import QUANTS  # the converter is there: check_architecture saw it
+
+    chosen = QUANTS.get((quant or "").lower())
+    written_directly = to == "gguf" and chosen is not None and chosen.direct is not None
+    return 0 if written_directly else weights
 
 
 def _folder_name(source: Source, to: str, quant: str | None) -> str:

@@ -10,6 +10,7 @@ import io
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 from collections.abc import Iterable, Iterator
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -102,4 +103,20 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGB", rgba.size, (255, 255, 255))
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
+    if image.mode in WIDE_GREY_MODES:
+        image = eight_bit_grey(image)
     return image.convert("RGB")
+
+
+#: greyscale of more than 8 bits: 16-bit PNG and TIFF scans ("I;16...", "I" in older Pillows) and float TIFFs
+WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def eight_bit_grey(image: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit or float greyscale image scaled to 8 bits. Pillow's own conversion clips at 255 instead,
+    which turns everything but the darkest text white. The full scale of "I" and "F" images is not stored, so it
+    is read from the values: above 255 means 16 bits, at most 1 means 0-1 floats."""
+    grey = image.convert("F")
+    _, top = cast(tuple[float, float], grey.getextrema())  # one band: (lowest, highest)
+    full_scale = 65535 if image.mode.startswith("I;16") or top > 255 else 1 if top <= 1 else 255
+    return grey.point(lambda value: value * (255 / full_scale)).convert("L")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import psutil
 
@@ -15,3 +16,11 @@ def default_threads() -> int:
 def rss_bytes() -> int:
     """Resident memory of this process."""
     return psutil.Process().memory_info().rss
+
+
+def nearest_existing(path: Path) -> Path:
+    """The path, or its nearest existing parent: where a folder not yet made will be, to ask its disk for room."""
+    path = path.expanduser().absolute()
+    while not path.exists():
+        path = path.parent
+    return path

@@ -9,9 +9,10 @@
 #   EDGEVL_LLAMA_WHEEL=path/to/llama_cpp_python-0.3.36-....whl packaging/build.sh    (the CUDA build, see README)
 #
 # The build venv (build/venv) gets `.[gui,gguf,pull]` and PyInstaller from PyPI; llama-cpp-python compiles once
-# (10-17 CPU minutes) and pip's wheel cache keeps it. Needs python3 (3.10+, built with a shared libpython),
-# icu-devtools and gcc for Qt's ICU data, and for the packages dpkg-deb, fakeroot and makeself (as root on
-# Debian/Ubuntu, the missing ones are installed).
+# (10-17 CPU minutes) and pip's wheel cache keeps it; NumPy (10 CPU minutes) and OpenCV compile once too, their
+# wheels kept in build/wheels/. Needs python3 (3.10+, built with a shared libpython), gcc and g++ (NumPy, OpenCV),
+# icu-devtools for Qt's ICU data, and for the packages dpkg-deb, fakeroot and makeself (as root on Debian/Ubuntu,
+# the missing ones are installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$SECONDS
@@ -21,20 +22,28 @@ say() { printf '\n== %s (%ss)\n' "$*" "$((SECONDS - started))"; }
 
 say "build venv: $venv"
 . packaging/debian_packages.sh
-need_packages build.sh dpkg fakeroot makeself icu-devtools binutils gcc
+need_packages build.sh dpkg fakeroot makeself icu-devtools binutils gcc g++
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 # setuptools builds the checkout in build/lib and never empties it: a file deleted from the checkout would ship
 rm -rf build/lib build/bdist.*
 pip() { "$venv/bin/python" -m pip -q --disable-pip-version-check "$@"; }
 pip install '.[gui,gguf,pull]' pyinstaller==6.22.3
+# Two packages are compiled here from their sdist, same version as pip installed, with less in them (once; their
+# wheels are kept in build/wheels/, see source_wheels.sh): NumPy without OpenBLAS and its Fortran runtime (28 MB,
+# see build_numpy.sh), then OpenCV, against that NumPy's headers, with only the modules the OCR engine calls
+# (152 -> 11 MB, see build_opencv.sh).
+own_build() {  # DISTRIBUTION BUILD_SCRIPT
+  local version wheel
+  version=$("$venv/bin/python" -c "import importlib.metadata as m; print(m.version('$1'))")
+  say "$1 $version, built here ($2)"
+  wheel=$("$2" "$venv/bin/python" "$version")
+  pip install --force-reinstall --no-deps "$wheel"
+}
+own_build numpy packaging/build_numpy.sh
 # rapid-table asks for opencv-python, which links Qt 5 and the X libraries (120 MB more, and a second Qt next to
-# PySide6's); RapidOCR asks for opencv-python-headless: both install the same cv2 module, so keep the headless one,
-# built with only the modules the OCR engine calls (152 -> 11 MB; compiled once, see build_opencv.sh).
+# PySide6's); RapidOCR asks for opencv-python-headless: both install the same cv2 module, so keep the headless one
 pip uninstall -y opencv-python
-opencv_version=$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("opencv-python-headless"))')
-say "OpenCV $opencv_version (core, imgproc, imgcodecs)"
-opencv_wheel=$(packaging/build_opencv.sh "$venv/bin/python" "$opencv_version")
-pip install --force-reinstall --no-deps "$opencv_wheel"
+own_build opencv-python-headless packaging/build_opencv.sh
 # the checkout as it is now (pip keeps an installed local project of the same version otherwise)
 pip install --force-reinstall --no-deps .
 if [ -n "${EDGEVL_LLAMA_WHEEL:-}" ]; then

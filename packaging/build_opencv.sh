@@ -8,24 +8,19 @@
 # carries all of OpenCV (dnn, video, calib, features, ...; cv2 71 MB) and the libraries those modules link at load
 # time (FFmpeg, libaom, libvpx, OpenSSL, OpenBLAS; 81 MB). This builds the same package, same version, from its
 # sdist on PyPI with those three modules, PNG and JPEG (both compiled in), and nothing linked that glibc does not
-# provide. The build runs in build/opencv/ and is resumed there when interrupted; the wheel is kept in build/wheels/
-# and reused (delete it to rebuild).
+# provide. It is built in build/opencv/, kept in build/wheels/ (see source_wheels.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=$1
 version=$2
-wheels=$PWD/build/wheels
+. packaging/source_wheels.sh
 source_dir=build/opencv/opencv_python_headless-$version
-existing=$(ls "$wheels"/opencv_python_headless-"$version"-*.whl 2>/dev/null || true)
-if [ -n "$existing" ]; then
-  echo "$existing"
+if cached_wheel opencv_python_headless "$version"; then
   exit
 fi
 pip() { "$python" -m pip -q --disable-pip-version-check "$@"; }
 if [ ! -d "$source_dir" ]; then
-  mkdir -p build/opencv
-  pip download --no-deps --no-binary opencv-python-headless "opencv-python-headless==$version" -d build/opencv >&2
-  tar -xzf "build/opencv/opencv_python_headless-$version.tar.gz" -C build/opencv
+  unpack_sdist "$python" opencv-python-headless "$version" build/opencv
   # OpenCV's generator of typing stubs fails without the features2d module (its manual refinements name
   # Feature2D), so there is no py.typed marker and no cv2.typing, which the sdist's setup.py insists on packing
   sed -i -e 's|\[ r"python/cv2/py.typed" \]|[]|' \

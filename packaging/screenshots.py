@@ -64,7 +64,9 @@ def language_states(data: Path, out: Path, language: str) -> None:
 
     window.show_history()
     history = window.history_view
-    history.list.setCurrentItem(history.list.topLevelItem(0))
+    newest = history.list.topLevelItem(0)
+    assert newest is not None, "the history is empty: the answers above were not recorded"
+    history.list.setCurrentItem(newest)
     pump(0.3)
     save(window, out / "4-history.png")
 

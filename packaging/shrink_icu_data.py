@@ -33,7 +33,7 @@ def removed(item: str) -> bool:
     if UNUSED_ITEMS.match(item):
         return True
     locale = LOCALE_ITEM.match(item)
-    return bool(locale) and locale["tree"] not in KEPT_TREES and locale["locale"] not in KEPT_LOCALES
+    return locale is not None and locale["tree"] not in KEPT_TREES and locale["locale"] not in KEPT_LOCALES
 
 
 def run(*command: str | Path) -> str:

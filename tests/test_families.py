@@ -8,6 +8,8 @@ import json
 import logging
 import re
 import struct
+import subprocess
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -199,3 +201,11 @@ def test_vision_encode_estimate_grows_with_the_square_of_the_budget():
 
     assert round(vision_encode_seconds(1000)) == 63  # the measurement the speed constant comes from
     assert vision_encode_seconds(4096) > 8 * vision_encode_seconds(1024) > 16 * vision_encode_seconds(128)
+
+
+def test_the_registry_and_the_api_import_no_numpy():
+    """The desktop app imports these at start-up (before any model is opened); numpy's import alone is ~0.15 s."""
+    script = ("import sys; import edgevl.api, edgevl.families, edgevl.model_cards, edgevl.tasks; "
+              "print(sorted(name for name in sys.modules if name.split('.')[0] == 'numpy')[:3])")
+    imported = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert imported.strip() == "[]"

@@ -117,6 +117,23 @@ def test_model_manager_exports_onnx_and_the_app_runs_it(qtbot, window, checkpoin
     assert "ONNX Runtime" in window.statusBar().currentMessage()
 
 
+@pytest.mark.slow
+def test_a_conversion_without_room_on_the_disk_is_refused_in_plain_words(qtbot, manager, tmp_path, monkeypatch):
+    """The library's check before any work (converters/disk_space.py) reaches the model manager as its message."""
+    pytest.importorskip("transformers")
+    from edgevl.converters import disk_space
+    from edgevl.testing.qwen2vl import QWEN2VL_2B, build_qwen2vl_checkpoint
+
+    checkpoint = build_qwen2vl_checkpoint(tmp_path / "2b", QWEN2VL_2B, dtype="bfloat16", sparse=True)
+    monkeypatch.setattr(disk_space.shutil, "disk_usage",
+                        lambda path: shutil._ntuple_diskusage(10**12, 10**12 - 10**9, 10**9))  # 1 GB free
+    manager.start_conversion(checkpoint, "qwen2-vl-2b", "q4_k_m")
+    qtbot.waitUntil(lambda: manager.job is None, timeout=TIMEOUT_MS)
+    assert "not enough disk space" in manager.step_label.text() and "1.0 GB is free" in manager.step_label.text()
+    assert manager.step_label.styleSheet() and manager.models == []
+
+
+
 # ---- downloading and importing (no checkpoint needed) -------------------------------------------------------------
 
 gguf = pytest.importorskip("gguf")
@@ -156,8 +173,11 @@ def test_download_dialog_shows_the_catalogue(qtbot):
     assert "estimated" not in dialog.advice.text()  # q4_k_m's figure is measured
     onnx_here = [choice for choice in ("onnx:int4", "onnx:fp16") if ("onnx", choice[5:]) in conversion_choices()]
     assert [choice for choice in onnx_here if dialog.quant.findData(choice) >= 0] == onnx_here
+    dialog.quant.setCurrentIndex(dialog.quant.findData("gguf:f16"))
+    assert "5.2 GB of memory" in dialog.advice.text() and "estimated" not in dialog.advice.text()
+    dialog.select("qwen2-vl-7b-instruct")
     dialog.quant.setCurrentIndex(dialog.quant.findData("gguf:q8_0"))
-    assert "3.7 GB of memory" in dialog.advice.text() and "estimated" in dialog.advice.text()
+    assert "11.8 GB of memory" in dialog.advice.text() and "estimated" in dialog.advice.text()
 
 
 def test_download_needs_the_converter(qtbot, monkeypatch):

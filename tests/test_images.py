@@ -49,6 +49,22 @@ def test_transparency_becomes_white_and_modes_become_rgb(tmp_path):
     assert to_rgb(Image.new("L", (2, 2), 7)).getpixel((0, 0)) == (7, 7, 7)
 
 
+
+@pytest.mark.parametrize("mode, values, grey", [
+    ("I;16", [0, 32896, 65535], [0, 128, 255]),   # a 16-bit PNG scan, as Pillow 10+ opens it
+    ("I", [0, 32896, 65535], [0, 128, 255]),      # the same, as older Pillows open it
+    ("I", [0, 128, 255], [0, 128, 255]),          # 8-bit values in a 32-bit image
+    ("F", [0.0, 0.5, 1.0], [0, 127, 255]),        # a float TIFF of 0-1
+])
+def test_wide_greyscale_is_scaled_to_8_bits_not_clipped(tmp_path, mode, values, grey):
+    """Pillow's own conversion of 16-bit greyscale clips at 255: a scanned page would turn white but for its
+    darkest strokes."""
+    image = Image.new(mode, (3, 1))
+    image.putdata(values)
+    assert [to_rgb(image).getpixel((x, 0)) for x in range(3)] == [(g, g, g) for g in grey]
+    if mode == "I;16":
+        assert load_image(save(image, tmp_path / "scan16.png")).getpixel((1, 0)) == (128, 128, 128)
+
 def test_exif_rotation_is_applied(tmp_path):
     image = Image.new("RGB", (40, 20), "white")
     exif = Image.Exif()

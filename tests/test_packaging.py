@@ -1,5 +1,5 @@
 """packaging/shrink_icu_data.py: which items of ICU's data the desktop download leaves out, and Qt sorting, casing and
-decoding on the rebuilt library as on the original."""
+decoding on the rebuilt library as on the original; packaging/fetch_sdist.py: which file of the index it downloads."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ def _packaging_script(name: str):
 
 
 shrink_icu_data = _packaging_script("shrink_icu_data")
+fetch_sdist = _packaging_script("fetch_sdist")
 
 
 @pytest.mark.parametrize("item", ["de.res", "fr_CA.res", "sr_Latn_BA.res", "zone/de.res", "unit/ja.res", "curr/fr.res",
@@ -74,3 +75,25 @@ def test_qt_works_on_the_shrunk_icu_data(tmp_path: Path) -> None:
                               text=True).stdout
 
     assert probe(str(tmp_path)) == probe(None)
+
+
+def _index_file(filename: str, yanked: bool = False) -> dict:
+    return {"filename": filename, "url": f"https://files.example/{filename}", "hashes": {"sha256": "0" * 64},
+            "yanked": yanked}
+
+
+@pytest.mark.parametrize(("name", "version", "expected"), [
+    ("numpy", "2.4.6", "numpy-2.4.6.tar.gz"),
+    ("opencv-python-headless", "5.0.0.93", "opencv_python_headless-5.0.0.93.tar.gz"),
+])
+def test_fetch_sdist_picks_the_versions_source_distribution(name: str, version: str, expected: str) -> None:
+    project = {"files": [_index_file(f"{expected[:-7]}-cp311-cp311-manylinux_2_28_x86_64.whl"),
+                         _index_file(expected.replace(version, version + ".post1")), _index_file(expected)]}
+    assert fetch_sdist.sdist_entry(project, name, version)["filename"] == expected
+
+
+def test_fetch_sdist_refuses_a_yanked_or_missing_sdist() -> None:
+    project = {"files": [_index_file("numpy-2.4.6.tar.gz", yanked=True),
+                         _index_file("numpy-2.4.6-cp311-cp311-manylinux_2_28_x86_64.whl")]}
+    with pytest.raises(SystemExit, match="numpy 2.4.6: PyPI has no source distribution numpy-2.4.6.tar.gz"):
+        fetch_sdist.sdist_entry(project, "numpy", "2.4.6")

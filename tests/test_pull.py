@@ -259,6 +259,16 @@ def test_failures_are_one_clear_line(case, message, serve, gguf_repo, tmp_path, 
     assert resolve_gets(hub, "model.safetensors") == [] and resolve_gets(hub, TEXT) == []  # refused before
 
 
+@pytest.mark.filterwarnings("ignore:Not enough free disk space")  # huggingface_hub's, for config.json
+def test_the_check_before_downloading_counts_the_conversion_scratch(serve, tmp_path, monkeypatch, capsys):
+    """Room for the download and the model, not for the scratch beside them (ONNX stages the weights once more):
+    refused before downloading, not after (convert's own check counts it exactly, once the checkpoint is here)."""
+    hub = serve({"qwen/tiny": checkpoint_repo(tmp_path, "Qwen2VLForConditionalGeneration")})
+    # 64 bytes of weights: downloaded, converted (about as much) and staged (as much again) need 3 x 64 + 5 %
+    monkeypatch.setattr(hub_module.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 150))
+    assert main(["pull", "qwen/tiny", "--to", "onnx", "-o", str(tmp_path / "model")]) == 1
+    assert "not enough disk space for qwen/tiny: it needs 0.00 GB" in capsys.readouterr().err
+    assert resolve_gets(hub, "model.safetensors") == []
 def test_unreachable_hub(serve, gguf_repo, tmp_path, capsys, monkeypatch):
     hub = serve({GGUF_REPO: gguf_repo})
     monkeypatch.setenv("HF_ENDPOINT", hub.url.rsplit(":", 1)[0] + ":9")  # the discard port: nothing listens

@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from collections.abc import Callable, Mapping, Sequence
 
-import numpy as np
 from PIL import Image
 
 from edgevl.errors import ModelError
 
-#: runs a family's exported vision graph on named inputs and returns its one output
-RunVision = Callable[[dict[str, np.ndarray]], np.ndarray]
+# numpy is imported inside the functions that compute with it: listing families (model cards, the desktop app's
+# start-up) must not pay numpy's import, ~0.15 s
+if TYPE_CHECKING:
+    import numpy as np
+
+    #: runs a family's exported vision graph on named inputs and returns its one output
+    RunVision = Callable[[dict[str, np.ndarray]], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class OnnxImages(abc.ABC):
 
     def position_ids(self, input_ids: Sequence[int], encoded: EncodedImages) -> np.ndarray:
         """Position ids [position_axes, len(input_ids)] of the whole prompt; plain RoPE counts up."""
+        import numpy as np
         return np.arange(len(input_ids), dtype=np.int64)[None]
 
 

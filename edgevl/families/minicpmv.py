@@ -11,12 +11,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from PIL import Image
 
-from edgevl.families.base import EncodedImages, Family, OnnxImages, RunVision
+from edgevl.families.base import EncodedImages, Family, OnnxImages
+
+# numpy is imported inside the functions that compute with it: the registry of families (model cards, the desktop app's
+# start-up) must not pay numpy's import, ~0.15 s
+if TYPE_CHECKING:
+    import numpy as np
+
+    from edgevl.families.base import RunVision
 
 #: resampler queries (image tokens per piece) of each release
 QUERY_NUM = {"2.5": 96, "2.6": 64}
@@ -152,6 +158,7 @@ def minicpmv_patches(piece: Image.Image, mean: Sequence[float], std: Sequence[fl
                      patch: int = 14) -> tuple[np.ndarray, tuple[int, int]]:
     """One slice (whole patches) -> its normalised patches [rows*cols, 3*patch*patch] in row-major order, each
     flattened channel-first like the patch-embedding kernel, and the patch grid (rows, cols)."""
+    import numpy as np
     pixels = (np.asarray(piece.convert("RGB"), dtype=np.float32) / 255 - np.asarray(mean, dtype=np.float32)) \
         / np.asarray(std, dtype=np.float32)
     rows, cols = piece.height // patch, piece.width // patch
@@ -162,6 +169,7 @@ def minicpmv_patches(piece: Image.Image, mean: Sequence[float], std: Sequence[fl
 def siglip_position_ids(rows: int, cols: int, side: int = 70) -> np.ndarray:
     """NaViT SigLIP's position ids for a rows x cols patch grid: each patch's fractional coordinates bucketed
     onto the side x side table, in float32 like the reference (transformers' Idefics2 embeddings)."""
+    import numpy as np
     boundaries = (np.arange(1, side) / side).astype(np.float32)
 
     def buckets(count: int) -> np.ndarray:
@@ -175,6 +183,7 @@ def resampler_key_positions(dim: int, height: int, width: int) -> np.ndarray:
     """The resampler's key position embedding for a height x width patch grid, [height*width, dim], row-major:
     [sin(w·ω), cos(w·ω), sin(h·ω), cos(h·ω)] with ω_i = 1 / 10000^(i / (dim/4)) - the column coordinate first,
     as in the release (float32 arithmetic, like its numpy code)."""
+    import numpy as np
     quarter = dim // 4
     omega = 1.0 / 10000 ** (np.arange(quarter, dtype=np.float32) / np.float32(quarter))
     cols, rows = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
@@ -240,6 +249,7 @@ class MiniCPMVOnnxImages(OnnxImages):
         self.settings = VisionSettings(**config["vision"])
 
     def encode(self, images: Sequence[Image.Image], budget: tuple[int, int], run_vision: RunVision) -> EncodedImages:
+        import numpy as np
         settings = self.settings
         limit = slice_limit(MiniCPMV.settings["max_slices"], budget[1], settings.query_num)
         pieces, markers = slice_images(images, settings, limit)

@@ -10,14 +10,20 @@ The tasks' default prompt wording was written for Qwen2-VL, so it has no wording
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from collections.abc import Sequence
 
-import numpy as np
 from PIL import Image
 
 from edgevl.errors import ImageError
-from edgevl.families.base import EncodedImages, Family, OnnxImages, RunVision
+from edgevl.families.base import EncodedImages, Family, OnnxImages
+
+# numpy is imported inside the functions that compute with it: the registry of families (model cards, the desktop app's
+# start-up) must not pay numpy's import, ~0.15 s
+if TYPE_CHECKING:
+    import numpy as np
+
+    from edgevl.families.base import RunVision
 
 QWEN2VL_CELL = 28  # patch 14 x merge 2
 MAX_ASPECT_RATIO = 200  # the reference refuses more extreme images
@@ -52,6 +58,8 @@ def qwen2vl_patches(
     """An already resized image as Qwen2-VL's flattened patches [h*w, 3*temporal*patch*patch] and its (t, h, w)
     grid - the layout of Qwen2VLImageProcessor: a still image is repeated over the temporal patch, patches are
     ordered block by block of merge x merge."""
+    import numpy as np
+
     # rescale in float64 then round to float32, normalise in float32: the reference's exact arithmetic
     pixels = (np.asarray(image.convert("RGB"), dtype=np.float64) * (1 / 255)).astype(np.float32)
     normalised = (pixels - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
@@ -67,6 +75,7 @@ def qwen2vl_rope_positions(
 ) -> np.ndarray:
     """M-RoPE position ids [3, seq] (time, row, column): text counts up in all three; an image's tokens sit on
     its grid, and the text after it continues from the largest position the image used, plus one."""
+    import numpy as np
     ids = np.asarray(input_ids)
     positions = np.zeros((3, len(ids)), dtype=np.int64)
     grids_left = iter(grids)
@@ -128,6 +137,7 @@ class Qwen2VLOnnxImages(OnnxImages):
         self.config = config
 
     def encode(self, images: Sequence[Image.Image], budget: tuple[int, int], run_vision: RunVision) -> EncodedImages:
+        import numpy as np
         config = self.config
         merge_area = config["merge_size"] ** 2
         features, grids = [], []

@@ -353,20 +353,21 @@ def build_minicpmv_checkpoint(
     seed: int = 0,
     shards: int = 2,
     streamed: bool = False,
+    sparse: bool = False,
 ) -> Path:
     """Write a random MiniCPM-V checkpoint folder (config.json, sharded safetensors with the released names
     `vpm.*` / `resampler.*` / `llm.model.*` / `llm.lm_head.weight`, preprocessor_config.json, tokenizer) and
     return its path. Deterministic for a given seed. `streamed`: one shard in memory at a time, never the model
-    (real sizes; as edgevl.testing.qwen2vl.write_random_checkpoint streams)."""
+    (real sizes; as edgevl.testing.qwen2vl.write_random_checkpoint streams). `sparse`: no values (`save_sparse`)."""
     if version not in VERSIONS:
         raise ValueError(f"MiniCPM-V version {version!r}: expected one of {VERSIONS}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     config = released_config(version, size, dtype)
-    if streamed:
+    if streamed or sparse:
         with torch.device("meta"):
             shapes = {name: value.shape for name, value in MiniCPMV(config).state_dict().items()}
-        save_streamed(shapes, getattr(torch, dtype), config["initializer_range"], seed, out, shards)
+        save_streamed(shapes, getattr(torch, dtype), config["initializer_range"], seed, out, shards, sparse)
     else:
         torch.manual_seed(seed)
         model = MiniCPMV(config).eval()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from edgevl.testing.qwen2vl import PREPROCESSOR_CONFIG, write_random_checkpoint
+from edgevl.testing.qwen2vl import PREPROCESSOR_CONFIG, released_text_config, write_random_checkpoint
 
 
 @dataclass(frozen=True)
@@ -53,30 +53,9 @@ def released_config(size: Qwen25VLSize, dtype: str) -> dict:
     return {
         "architectures": ["Qwen2_5_VLForConditionalGeneration"],
         "model_type": "qwen2_5_vl",
-        "attention_dropout": 0.0,
-        "bos_token_id": 151643,
-        "eos_token_id": 151645,
-        "vision_start_token_id": 151652,
-        "vision_end_token_id": 151653,
-        "vision_token_id": 151654,
-        "image_token_id": 151655,
-        "video_token_id": 151656,
-        "hidden_act": "silu",
-        "hidden_size": size.hidden_size,
-        "initializer_range": 0.02,
-        "intermediate_size": size.intermediate_size,
+        **released_text_config(size, dtype),
         "max_position_embeddings": 128000,
         "max_window_layers": 70,
-        "num_attention_heads": size.num_attention_heads,
-        "num_hidden_layers": size.num_hidden_layers,
-        "num_key_value_heads": size.num_key_value_heads,
-        "rms_norm_eps": 1e-06,
-        "rope_theta": 1000000.0,
-        "sliding_window": 32768,
-        "tie_word_embeddings": size.tie_word_embeddings,
-        "torch_dtype": dtype,
-        "use_cache": True,
-        "use_sliding_window": False,
         "vision_config": {
             "depth": size.vision_depth,
             "hidden_act": "silu",
@@ -93,8 +72,6 @@ def released_config(size: Qwen25VLSize, dtype: str) -> dict:
             "tokens_per_second": 2,
             "temporal_patch_size": 2,
         },
-        "rope_scaling": {"type": "mrope", "mrope_section": list(size.mrope_section)},
-        "vocab_size": size.vocab_size,
     }
 
 
@@ -106,9 +83,10 @@ def build_qwen25vl_checkpoint(
     seed: int = 0,
     shards: int = 2,
     streamed: bool = False,
+    sparse: bool = False,
 ) -> Path:
     """Write a random Qwen2.5-VL checkpoint folder and return its path. Deterministic for a given seed.
-    `streamed`: one shard in memory at a time (see `write_random_checkpoint`)."""
+    `streamed`: one shard in memory at a time, `sparse`: no values (see `write_random_checkpoint`)."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     from edgevl.converters.qwen25vl import Qwen25VLConverter
@@ -118,4 +96,4 @@ def build_qwen25vl_checkpoint(
     return write_random_checkpoint(out, released_config(size, dtype), Qwen2_5_VLConfig,
                                    Qwen2_5_VLForConditionalGeneration, Qwen25VLConverter.canonical_name, preprocessor,
                                    dtype=dtype, seed=seed, shards=shards, tie_word_embeddings=size.tie_word_embeddings,
-                                   streamed=streamed)
+                                   streamed=streamed, sparse=sparse)

@@ -10,10 +10,15 @@ Only the widths are small, unless the caller asks for real ones (benchmarks).
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edgevl.testing.qwen25vl import Qwen25VLSize
 
 #: Qwen2-VL's special tokens and their ids (the same ids as in the released tokenizer).
 SPECIAL_TOKENS = {
@@ -88,11 +93,9 @@ def tokenizer_source_dir() -> Path:
     return Path(spec.origin).parent / "tokenizer_files"
 
 
-def released_config(size: Qwen2VLSize, dtype: str) -> dict:
-    """config.json in the released (flat, transformers 4.4x) format."""
+def released_text_config(size: Qwen2VLSize | Qwen25VLSize, dtype: str) -> dict:
+    """The flat language-model keys of config.json that Qwen2-VL and Qwen2.5-VL's releases share."""
     return {
-        "architectures": ["Qwen2VLForConditionalGeneration"],
-        "model_type": "qwen2_vl",
         "attention_dropout": 0.0,
         "bos_token_id": 151643,
         "eos_token_id": 151645,
@@ -105,8 +108,6 @@ def released_config(size: Qwen2VLSize, dtype: str) -> dict:
         "hidden_size": size.hidden_size,
         "initializer_range": 0.02,
         "intermediate_size": size.intermediate_size,
-        "max_position_embeddings": 32768,
-        "max_window_layers": size.num_hidden_layers,
         "num_attention_heads": size.num_attention_heads,
         "num_hidden_layers": size.num_hidden_layers,
         "num_key_value_heads": size.num_key_value_heads,
@@ -117,6 +118,19 @@ def released_config(size: Qwen2VLSize, dtype: str) -> dict:
         "torch_dtype": dtype,
         "use_cache": True,
         "use_sliding_window": False,
+        "rope_scaling": {"type": "mrope", "mrope_section": list(size.mrope_section)},
+        "vocab_size": size.vocab_size,
+    }
+
+
+def released_config(size: Qwen2VLSize, dtype: str) -> dict:
+    """config.json in the released (flat, transformers 4.4x) format."""
+    return {
+        "architectures": ["Qwen2VLForConditionalGeneration"],
+        "model_type": "qwen2_vl",
+        **released_text_config(size, dtype),
+        "max_position_embeddings": 32768,
+        "max_window_layers": size.num_hidden_layers,
         "vision_config": {
             "depth": size.vision_depth,
             "embed_dim": size.vision_embed_dim,
@@ -129,8 +143,6 @@ def released_config(size: Qwen2VLSize, dtype: str) -> dict:
             "spatial_patch_size": 14,
             "temporal_patch_size": 2,
         },
-        "rope_scaling": {"type": "mrope", "mrope_section": list(size.mrope_section)},
-        "vocab_size": size.vocab_size,
     }
 
 
@@ -187,41 +199,46 @@ def build_qwen2vl_checkpoint(
     seed: int = 0,
     shards: int = 2,
     streamed: bool = False,
+    sparse: bool = False,
 ) -> Path:
     """Write a random Qwen2-VL checkpoint folder and return its path. Deterministic for a given seed.
-    `streamed`: one shard in memory at a time (real sizes; see `write_random_checkpoint`)."""
+    `streamed`: one shard in memory at a time (real sizes; see `write_random_checkpoint`). `sparse`: no values
+    (see `save_sparse`)."""
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
     from edgevl.converters.qwen2vl import Qwen2VLConverter
 
     return write_random_checkpoint(out, released_config(size, dtype), Qwen2VLConfig, Qwen2VLForConditionalGeneration,
                                    Qwen2VLConverter.canonical_name, PREPROCESSOR_CONFIG, dtype=dtype, seed=seed,
-                                   shards=shards, tie_word_embeddings=size.tie_word_embeddings, streamed=streamed)
+                                   shards=shards, tie_word_embeddings=size.tie_word_embeddings, streamed=streamed,
+                                   sparse=sparse)
 
 
 def write_random_checkpoint(out: str | Path, config: dict, config_class, model_class,
                             canonical_name: Callable[[str], str], preprocessor: dict, *, dtype: str, seed: int,
-                            shards: int, tie_word_embeddings: bool, streamed: bool = False) -> Path:
+                            shards: int, tie_word_embeddings: bool, streamed: bool = False,
+                            sparse: bool = False) -> Path:
     """A Qwen-VL checkpoint folder: `model_class` randomly initialised from `config` (deterministic for a seed),
     its tensors under the released names in `dtype`, sharded, with the generation, preprocessor and tokenizer
     files the releases ship.
 
     `streamed` never builds the model: its tensors' names and shapes come from a model on the meta device, and
     each shard's tensors are drawn (as transformers initialises them) and written before the next shard's, so the
-    peak memory is one shard, not the model (a 7B in bf16 is 16.6 GB)."""
+    peak memory is one shard, not the model (a 7B in bf16 is 16.6 GB). `sparse` streams no values at all
+    (`save_sparse`)."""
     import torch
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     torch_dtype = getattr(torch, dtype)
-    if streamed:
+    if streamed or sparse:
         with torch.device("meta"):
             model = model_class._from_config(config_class(**config), dtype=torch_dtype)
         shapes = {canonical_name(k): v.shape for k, v in model.state_dict().items()}
         if tie_word_embeddings:
             shapes.pop("lm_head.weight", None)
-        save_streamed(shapes, torch_dtype, config["initializer_range"], seed, out, shards)
+        save_streamed(shapes, torch_dtype, config["initializer_range"], seed, out, shards, sparse)
     else:
         # initialised in the saved dtype: a real-size model in fp32 and its bf16 copy would need ~14 GB at 2B
         model = model_class._from_config(config_class(**config), dtype=torch_dtype).eval()
@@ -292,12 +309,16 @@ def random_tensor(name: str, shape, dtype, std: float, generator):
     return torch.empty(shape, dtype=dtype).normal_(0.0, std, generator=generator)
 
 
-def save_streamed(shapes: dict, dtype, std: float, seed: int, out: Path, shards: int) -> None:
+def save_streamed(shapes: dict, dtype, std: float, seed: int, out: Path, shards: int, sparse: bool = False) -> None:
     """Random tensors of `shapes` (name -> shape) saved as `save_sharded` lays them out, but drawn one shard at a
-    time: shards of about equal bytes, each written and freed before the next is drawn."""
+    time: shards of about equal bytes, each written and freed before the next is drawn. `sparse`: no values
+    (`save_sparse`)."""
     import torch
     from safetensors.torch import save_file
 
+    if sparse:
+        save_sparse(shapes, dtype, out)
+        return
     generator = torch.Generator().manual_seed(seed)
     item_size = torch.empty((), dtype=dtype).element_size()
     sizes = {name: shape.numel() * item_size for name, shape in shapes.items()}
@@ -318,3 +339,24 @@ def save_streamed(shapes: dict, dtype, std: float, seed: int, out: Path, shards:
         del part
     if shards > 1:
         write_shard_index(out, total, weight_map)
+
+
+def save_sparse(shapes: dict, dtype, out: Path) -> None:
+    """`shapes` (name -> shape) in one safetensors file with no values: its header, then a hole of the data's size
+    (a sparse file). A real-size checkpoint for what reads only headers - disk-space estimates, refusals before
+    a conversion starts - that costs no disk; a loaded tensor reads zeros."""
+    import torch
+
+    item_size = torch.empty((), dtype=dtype).element_size()
+    name = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}[dtype]
+    header: dict = {}
+    offset = 0
+    for tensor, shape in shapes.items():
+        end = offset + math.prod(shape) * item_size
+        header[tensor] = {"dtype": name, "shape": list(shape), "data_offsets": [offset, end]}
+        offset = end
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+    with (out / "model.safetensors").open("wb") as handle:
+        handle.write(len(encoded).to_bytes(8, "little") + encoded)
+        handle.truncate(8 + len(encoded) + offset)
