@@ -269,11 +269,9 @@ def _is_prose(rows: list[Line], unit: float) -> bool:
 
 def _covered(row: Line) -> float:
     """How much of the horizontal axis the row's boxes cover (overlaps counted once)."""
-    covered, reached = 0.0, float("-inf")
-    for box in sorted(row, key=lambda box: box.left):
-        covered += max(0.0, box.right - max(box.left, reached))
-        reached = max(reached, box.right)
-    return covered
+    boxes = sorted(row, key=lambda box: box.left)
+    span = (boxes[0].left, max(box.right for box in boxes))
+    return span[1] - span[0] - sum(high - low for low, high in _free(boxes, span))
 
 
 def _has_wide_gap(row: Line, gap: float, gutters: list[Interval]) -> bool:

@@ -29,7 +29,8 @@ from torch import nn
 
 from edgevl.families.minicpmv import (QUERY_NUM, feature_spans, minicpmv_feature_markers, minicpmv_placeholder,
                                       minicpmv_slices, resampler_key_positions)
-from edgevl.testing.qwen2vl import save_sharded, save_streamed, spread_norm_weights, tokenizer_source_dir
+from edgevl.testing.qwen2vl import (save_sharded, save_sparse, save_streamed, spread_norm_weights,
+                                    tokenizer_source_dir)
 
 VERSIONS = ("2.6", "2.5")
 
@@ -367,7 +368,10 @@ def build_minicpmv_checkpoint(
     if streamed or sparse:
         with torch.device("meta"):
             shapes = {name: value.shape for name, value in MiniCPMV(config).state_dict().items()}
-        save_streamed(shapes, getattr(torch, dtype), config["initializer_range"], seed, out, shards, sparse)
+        if sparse:
+            save_sparse(shapes, getattr(torch, dtype), out)
+        else:
+            save_streamed(shapes, getattr(torch, dtype), config["initializer_range"], seed, out, shards)
     else:
         torch.manual_seed(seed)
         model = MiniCPMV(config).eval()

@@ -238,7 +238,10 @@ def write_random_checkpoint(out: str | Path, config: dict, config_class, model_c
         shapes = {canonical_name(k): v.shape for k, v in model.state_dict().items()}
         if tie_word_embeddings:
             shapes.pop("lm_head.weight", None)
-        save_streamed(shapes, torch_dtype, config["initializer_range"], seed, out, shards, sparse)
+        if sparse:
+            save_sparse(shapes, torch_dtype, out)
+        else:
+            save_streamed(shapes, torch_dtype, config["initializer_range"], seed, out, shards)
     else:
         # initialised in the saved dtype: a real-size model in fp32 and its bf16 copy would need ~14 GB at 2B
         model = model_class._from_config(config_class(**config), dtype=torch_dtype).eval()
@@ -309,16 +312,12 @@ def random_tensor(name: str, shape, dtype, std: float, generator):
     return torch.empty(shape, dtype=dtype).normal_(0.0, std, generator=generator)
 
 
-def save_streamed(shapes: dict, dtype, std: float, seed: int, out: Path, shards: int, sparse: bool = False) -> None:
+def save_streamed(shapes: dict, dtype, std: float, seed: int, out: Path, shards: int) -> None:
     """Random tensors of `shapes` (name -> shape) saved as `save_sharded` lays them out, but drawn one shard at a
-    time: shards of about equal bytes, each written and freed before the next is drawn. `sparse`: no values
-    (`save_sparse`)."""
+    time: shards of about equal bytes, each written and freed before the next is drawn."""
     import torch
     from safetensors.torch import save_file
 
-    if sparse:
-        save_sparse(shapes, dtype, out)
-        return
     generator = torch.Generator().manual_seed(seed)
     item_size = torch.empty((), dtype=dtype).element_size()
     sizes = {name: shape.numel() * item_size for name, shape in shapes.items()}
