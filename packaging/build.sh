@@ -8,11 +8,11 @@
 #   packaging/build.sh
 #   EDGEVL_LLAMA_WHEEL=path/to/llama_cpp_python-0.3.36-....whl packaging/build.sh    (the CUDA build, see README)
 #
-# The build venv (build/venv) gets `.[gui,gguf,pull]` and PyInstaller from PyPI; llama-cpp-python compiles once
-# (10-17 CPU minutes) and pip's wheel cache keeps it; NumPy (10 CPU minutes) and OpenCV compile once too, their
-# wheels kept in build/wheels/. Needs python3 (3.10+, built with a shared libpython), gcc and g++ (NumPy, OpenCV),
-# icu-devtools for Qt's ICU data, and for the packages dpkg-deb, fakeroot and makeself (as root on Debian/Ubuntu,
-# the missing ones are installed).
+# The build venv (build/venv) gets `.[gui,gguf,pull]` and PyInstaller from PyPI, at the versions pinned in
+# packaging/constraints.txt; llama-cpp-python compiles once (10-17 CPU minutes) and pip's wheel cache keeps it;
+# NumPy (3-10 CPU minutes) and OpenCV compile once too, their wheels kept in build/wheels/. Needs python3 (3.10+,
+# built with a shared libpython), gcc and g++ (NumPy, OpenCV), icu-devtools for Qt's ICU data, and for the packages
+# dpkg-deb, fakeroot and makeself (as root on Debian/Ubuntu, the missing ones are installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$SECONDS
@@ -27,10 +27,10 @@ need_packages build.sh dpkg fakeroot makeself icu-devtools binutils gcc g++
 # setuptools builds the checkout in build/lib and never empties it: a file deleted from the checkout would ship
 rm -rf build/lib build/bdist.*
 pip() { "$venv/bin/python" -m pip -q --disable-pip-version-check "$@"; }
-pip install '.[gui,gguf,pull]' pyinstaller==6.22.3
-# Two packages are compiled here from their sdist, same version as pip installed, with less in them (once; their
-# wheels are kept in build/wheels/, see source_wheels.sh): NumPy without OpenBLAS and its Fortran runtime (28 MB,
-# see build_numpy.sh), then OpenCV, against that NumPy's headers, with only the modules the OCR engine calls
+pip install -c packaging/constraints.txt '.[gui,gguf,pull]' pyinstaller
+# Two packages are compiled here from their sdist, same (pinned) version as pip installed, with less in them (once;
+# their wheels are kept in build/wheels/, see source_wheels.sh): NumPy without OpenBLAS and its Fortran runtime
+# (28 MB, see build_numpy.sh), then OpenCV, against that NumPy's headers, with only the modules the OCR engine calls
 # (152 -> 11 MB, see build_opencv.sh).
 own_build() {  # DISTRIBUTION BUILD_SCRIPT
   local version wheel
