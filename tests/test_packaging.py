@@ -1,5 +1,6 @@
 """packaging/shrink_icu_data.py: which items of ICU's data the desktop download leaves out, and Qt sorting, casing and
-decoding on the rebuilt library as on the original; packaging/fetch_sdist.py: which file of the index it downloads."""
+decoding on the rebuilt library as on the original; packaging/fetch_sdist.py: which file of the index it downloads;
+packaging/constraints.txt: the versions the download is built from still satisfy what edgevl asks for."""
 
 from __future__ import annotations
 
@@ -11,6 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # requires-python is 3.10, which has no tomllib
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,3 +104,25 @@ def test_fetch_sdist_refuses_a_yanked_or_missing_sdist() -> None:
                          _index_file("numpy-2.4.6-cp311-cp311-manylinux_2_28_x86_64.whl")]}
     with pytest.raises(SystemExit, match="numpy 2.4.6: PyPI has no source distribution numpy-2.4.6.tar.gz"):
         fetch_sdist.sdist_entry(project, "numpy", "2.4.6")
+
+
+def test_the_download_s_pinned_versions_satisfy_edgevl_s_requirements() -> None:
+    """A requirement of edgevl's moved in pyproject.toml without the pins would fail only at the release build."""
+    pins = {}
+    for line in (ROOT / "packaging" / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[_normalised(name)] = version
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    # what packaging/build.sh installs: the base and the extras `.[gui,gguf,pull]`
+    for text in project["dependencies"] + extras["gui"] + extras["gguf"] + extras["pull"]:
+        requirement = Requirement(text)
+        if requirement.marker is None or requirement.marker.evaluate():
+            name = _normalised(requirement.name)
+            assert name in pins, f"{name} is not pinned in packaging/constraints.txt"
+            assert requirement.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]}: {text}"
+
+
+def _normalised(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
