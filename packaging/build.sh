@@ -31,7 +31,7 @@ pip install -c packaging/constraints.txt '.[gui,gguf,pull]' pyinstaller
 # Two packages are compiled here from their sdist, same (pinned) version as pip installed, with less in them (once;
 # their wheels are kept in build/wheels/, see source_wheels.sh): NumPy without OpenBLAS and its Fortran runtime
 # (28 MB, see build_numpy.sh), then OpenCV, against that NumPy's headers, with only the modules the OCR engine calls
-# (152 -> 11 MB, see build_opencv.sh).
+# (152 -> 16 MB in the folder, see build_opencv.sh).
 own_build() {  # DISTRIBUTION BUILD_SCRIPT
   local version wheel
   version=$("$venv/bin/python" -c "import importlib.metadata as m; print(m.version('$1'))")

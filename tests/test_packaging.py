@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -112,17 +113,13 @@ def test_the_download_s_pinned_versions_satisfy_edgevl_s_requirements() -> None:
     for line in (ROOT / "packaging" / "constraints.txt").read_text().splitlines():
         if line and not line.startswith("#"):
             name, version = line.split("==")
-            pins[_normalised(name)] = version
+            pins[canonicalize_name(name)] = version
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
     # what packaging/build.sh installs: the base and the extras `.[gui,gguf,pull]`
     for text in project["dependencies"] + extras["gui"] + extras["gguf"] + extras["pull"]:
         requirement = Requirement(text)
         if requirement.marker is None or requirement.marker.evaluate():
-            name = _normalised(requirement.name)
+            name = canonicalize_name(requirement.name)
             assert name in pins, f"{name} is not pinned in packaging/constraints.txt"
             assert requirement.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]}: {text}"
-
-
-def _normalised(name: str) -> str:
-    return name.lower().replace("_", "-").replace(".", "-")
